@@ -1,0 +1,439 @@
+"""The RLM as a LangGraph graph: plan → execute → inspect → (plan | finalize).
+
+- plan: the root model reads the question and the cells so far and replies with code
+  (or a final answer).
+- execute: the code runs in the thread's eryx sandbox; sub-calls made by the code are
+  answered by the broker (plain model calls, or sub-RLMs: this same graph, one level
+  deeper).
+- inspect: counts the budget, finds a final answer, routes.
+- finalize: returns the answer, or asks once for a best effort when the budget ran out.
+
+All nodes are synchronous on purpose: a sandbox cell blocks its thread, and LangGraph
+runs sync nodes in worker threads under ``ainvoke`` and ``langgraph dev`` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from functools import cache
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from rlm_graph import prompts
+from rlm_graph.context import Settings
+from rlm_graph.context_store import ContextError, check_ref, store_path, store_value
+from rlm_graph.models import load_chat_model
+from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
+from rlm_graph.sandbox import REGISTRY, Limits, SandboxBroken
+from rlm_graph.state import Cell, InputState, OutputState, Pending, State, TurnRecord
+from rlm_graph.subcalls import (
+    CHARS_PER_TOKEN,
+    ChildResult,
+    SubCallBroker,
+    open_budget,
+    shared_budget,
+    usage_of,
+)
+from rlm_graph.truncation import truncate
+
+EXECUTE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": "Run Python code in the persistent REPL that holds `context`. "
+        "Returns what the code printed.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python source to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+def settings_of(runtime: Runtime[Settings]) -> Settings:
+    """The run's settings; a server may send none, or a plain dict."""
+    context: Any = runtime.context
+    if context is None:
+        return Settings()
+    if isinstance(context, dict):
+        return Settings.from_mapping(context)
+    return context  # type: ignore[no-any-return]
+
+
+def question_of(state: State) -> str:
+    """The question: the ``question`` field, or the last human message (Studio chat)."""
+    if question := state.get("question"):
+        return question
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            return message_text(message)  # type: ignore[arg-type]
+    return ""
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """Send a progress event to ``stream_mode="custom"`` listeners, if any."""
+    try:
+        get_stream_writer()(event)
+    except RuntimeError:  # not inside a runnable context (direct node calls in tests)
+        pass
+
+
+# -- plan -------------------------------------------------------------------------------
+
+
+def begin_turn(state: State, question: str) -> dict[str, Any]:
+    """Reset the per-question counters when a new question starts on this thread.
+
+    A question continues (after a crash or an interrupt) while its status is running;
+    any other status means the previous question ended and this one is new.
+    """
+    if state.get("status") == "running" and state.get("active_question") == question:
+        return {}
+    update: dict[str, Any] = {
+        "active_question": question,
+        "turn": state.get("turn", 0) + 1,
+        "iteration": 0,
+        "status": "running",
+        "answer": None,
+        "error": "",
+        "pending": None,
+    }
+    if not state.get("question"):
+        update["question"] = question
+    return update
+
+
+def ingest_context(state: State) -> dict[str, Any]:
+    """Move a context given in the input to the blob store, keeping only its reference.
+
+    A new context on a thread starts a new sandbox: its variables described the old one.
+    """
+    if state.get("context") is not None:
+        ref = store_value(state["context"])
+    elif state.get("context_path"):
+        ref = store_path(state["context_path"])
+    elif state.get("context_ref"):
+        ref = check_ref(state["context_ref"])
+    else:
+        raise ContextError(
+            "no context given: send `context` (text or JSON), `context_path` or `context_ref`"
+        )
+    update: dict[str, Any] = {"context": None, "context_path": "", "context_ref": ref}
+    if state.get("bound_hash") != ref["hash"] or not state.get("sandbox_id"):
+        update.update(sandbox_id=uuid.uuid4().hex, bound_hash=ref["hash"], cells=[])
+    return update
+
+
+def pending_from(parsed: ParsedReply) -> Pending:
+    """Turn a parsed reply into the work for execute.
+
+    ``FINAL_VAR(name)`` outside code runs after the reply's code, in the sandbox, so it
+    names a value the code really computed.
+    """
+    code = parsed.code
+    if parsed.final_var is not None:
+        code = f"{code}\nFINAL_VAR({parsed.final_var!r})" if code else f"FINAL_VAR({parsed.final_var!r})"
+    pending = Pending(code=code, reply=parsed.text, tool_call_id=parsed.tool_call_id)
+    if parsed.final_text is not None:
+        pending["final_text"] = parsed.final_text
+    if parsed.problem:
+        pending["note"] = parsed.problem
+    return pending
+
+
+def history_setup(history: list[TurnRecord]) -> str:
+    """Code that defines ``history`` in the sandbox for a follow-up question."""
+    return f"history = _rlm_json.loads({json.dumps(history, default=str)!r})"
+
+
+def root_model(settings: Settings) -> BaseChatModel:
+    """The root model client for these settings."""
+    return load_chat_model(
+        settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
+    )
+
+
+def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Ask the root model for the next cell."""
+    settings = settings_of(runtime)
+    question = question_of(state)
+    if not question.strip():
+        raise ValueError("no question given: send `question` (or a human message)")
+    update = begin_turn(state, question)
+    update.update(ingest_context(state))
+    view: State = {**state, **update}  # type: ignore[typeddict-item]
+    if settings.depth > 0 and not shared_budget(settings.budget_key, settings.max_sub_calls).take(1):
+        update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)
+        return update
+    turn = view.get("turn", 1)
+    cells = [c for c in view.get("cells") or [] if c["turn"] == turn]
+    iteration = view.get("iteration", 0)
+    system = prompts.system_prompt(
+        view["context_ref"],
+        max_output_chars=settings.max_output_chars,
+        max_iterations=settings.max_iterations,
+        max_sub_calls=settings.max_sub_calls,
+        sub_window_tokens=settings.sub_model_window_tokens,
+        chars_per_token=CHARS_PER_TOKEN,
+        recursive=settings.depth + 1 < settings.max_depth,
+        tool_calling=settings.tool_calling,
+        history=view.get("history") or [],
+    )
+    messages = prompts.build_messages(
+        system,
+        question,
+        cells,
+        iteration=iteration,
+        max_iterations=settings.max_iterations,
+        max_output_chars=settings.max_output_chars,
+    )
+    _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})
+    model = root_model(settings)
+    reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(messages)
+    assert isinstance(reply, AIMessage)
+    pending = pending_from(parse_reply(reply))
+    if update.get("turn") and view.get("history") and view.get("cells"):
+        pending["setup"] = history_setup(view["history"])
+    update["pending"] = pending
+    update["usage"] = usage_of(reply, settings.model)
+    return update
+
+
+# -- execute ----------------------------------------------------------------------------
+
+
+async def run_child(prompt: str, settings: Settings) -> ChildResult:
+    """A sub-call as a full sub-RLM: the same graph, one level deeper, same budget."""
+    child = replace(settings, depth=settings.depth + 1)
+    result = await child_graph().ainvoke(
+        {"question": prompts.CHILD_QUESTION, "context": prompt},
+        config={"recursion_limit": 4 * child.max_iterations + 10},
+        context=child,
+    )
+    answer = result.get("answer")
+    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
+    return ChildResult(answer=text, usage=result.get("usage") or {})
+
+
+def _cell(pending: Pending, turn: int, **fields: Any) -> Cell:
+    base = Cell(
+        kind="model",
+        turn=turn,
+        code=pending["code"],
+        reply=pending["reply"],
+        tool_call_id=pending["tool_call_id"],
+        output="",
+        error="",
+        halted=False,
+        journal=[],
+        sub_calls=0,
+        seconds=0.0,
+    )
+    base.update(fields)  # type: ignore[typeddict-item]
+    return base
+
+
+def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Run the planned code in the sandbox and record it as a cell."""
+    settings = settings_of(runtime)
+    pending = state.get("pending")
+    if pending is None or pending.get("stop"):
+        return {}
+    turn = state.get("turn", 1)
+    cells = list(state.get("cells") or [])
+    if not pending["code"]:
+        if "final_text" in pending:
+            return {}
+        note = pending.get("note", "")
+        return {"cells": [*cells, _cell(pending, turn, kind="note", output=note)]}
+    sandbox_id = state["sandbox_id"]
+    key = settings.budget_key or sandbox_id
+    if settings.depth == 0:
+        budget = open_budget(key, settings.max_sub_calls - state.get("sub_calls", 0))
+    else:
+        budget = shared_budget(key, settings.max_sub_calls)
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        writer = None
+    broker = SubCallBroker(
+        replace(settings, budget_key=key), budget, run_child=run_child, emit=writer
+    )
+    limits = Limits.from_settings(settings)
+    first_line = pending["code"].strip().splitlines()[0] if pending["code"].strip() else ""
+    _emit({"event": "cell", "depth": settings.depth, "code_line": first_line[:120]})
+    new_cells: list[Cell] = []
+    with REGISTRY.checkout(sandbox_id, state["context_ref"], cells, limits, broker) as sandbox:
+        broker.memo = sandbox.memo
+        setups = [("system", pending["setup"])] if pending.get("setup") else []
+        for kind, code in [*setups, ("model", pending["code"])]:
+            try:
+                outcome = sandbox.run(code)
+            except SandboxBroken as broken:
+                REGISTRY.rebuild(sandbox_id)
+                new_cells.append(
+                    _cell(pending, turn, kind=kind, code=code, output=str(broken),
+                          error=str(broken), halted=True)
+                )
+                break
+            output = truncate(outcome.output, settings.max_output_chars)
+            if kind == "model" and "final_text" in pending and outcome.final is None:
+                output += (
+                    "\n[Your FINAL(...) was not accepted: it was written before this output "
+                    "existed. If it still holds, reply with FINAL again.]"
+                )
+            cell = _cell(
+                pending,
+                turn,
+                kind=kind,
+                code=code,
+                output=output,
+                error=outcome.error,
+                halted=outcome.halted,
+                journal=outcome.journal,
+                sub_calls=broker.calls if kind == "model" else 0,
+                seconds=round(outcome.seconds, 4),
+            )
+            if outcome.final is not None:
+                cell["final"] = outcome.final["value"]
+            REGISTRY.record(sandbox_id, cell)
+            new_cells.append(cell)
+    used = budget.used if settings.depth == 0 else broker.calls
+    return {
+        "cells": [*cells, *new_cells],
+        "usage": broker.usage,
+        "sub_calls": state.get("sub_calls", 0) + used,
+    }
+
+
+# -- inspect ----------------------------------------------------------------------------
+
+
+def inspect(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Count the iteration and look for a final answer."""
+    pending = state.get("pending") or Pending(code="", reply="", tool_call_id="")
+    iteration = state.get("iteration", 0) + 1
+    update: dict[str, Any] = {"iteration": iteration, "pending": None}
+    if pending.get("stop"):
+        update["status"] = "budget_exhausted"
+        return update
+    if not pending["code"] and "final_text" in pending:
+        update.update(answer=pending["final_text"], status="answered")
+        return update
+    cells = state.get("cells") or []
+    last = cells[-1] if cells else None
+    if pending["code"] and last is not None and "final" in last:
+        update.update(answer=last["final"], status="answered")
+    return update
+
+
+def route_after_inspect(state: State, runtime: Runtime[Settings]) -> Literal["plan", "finalize"]:
+    """Loop while there is no answer and budget is left."""
+    settings = settings_of(runtime)
+    if state.get("status") != "running" or state.get("iteration", 0) >= settings.max_iterations:
+        return "finalize"
+    return "plan"
+
+
+# -- finalize ---------------------------------------------------------------------------
+
+
+def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
+    """One last model call, without tools, for the best answer the history supports."""
+    turn = state.get("turn", 1)
+    cells = [c for c in state.get("cells") or [] if c["turn"] == turn]
+    system = prompts.system_prompt(
+        state["context_ref"],
+        max_output_chars=settings.max_output_chars,
+        max_iterations=settings.max_iterations,
+        max_sub_calls=settings.max_sub_calls,
+        sub_window_tokens=settings.sub_model_window_tokens,
+        chars_per_token=CHARS_PER_TOKEN,
+        recursive=settings.depth + 1 < settings.max_depth,
+        tool_calling=False,
+        history=state.get("history") or [],
+    )
+    messages = prompts.build_messages(
+        system,
+        question_of(state),
+        cells,
+        iteration=0,
+        max_iterations=settings.max_iterations,
+        max_output_chars=settings.max_output_chars,
+    )
+    if cells:
+        messages.pop()  # the "continue" nudge; the best-effort request replaces it
+    messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
+    reply = root_model(settings).invoke(messages)
+    return message_text(reply), {"usage": usage_of(reply, settings.model)}  # type: ignore[arg-type]
+
+
+def finalize(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
+    """Return the answer, marking how it was reached; release a run-scoped sandbox."""
+    settings = settings_of(runtime)
+    update: dict[str, Any] = {"pending": None}
+    answer = state.get("answer")
+    if state.get("status") == "answered":
+        status = "answered"
+    elif settings.depth > 0 and shared_budget(settings.budget_key, settings.max_sub_calls).left <= 0:
+        status, answer = "budget_exhausted", ""
+        update["error"] = "sub-call budget exhausted before this sub-RLM answered"
+    else:
+        status = "budget_exhausted"
+        try:
+            answer, extra = best_effort(state, settings)
+            update.update(extra)
+        except Exception as exc:  # the run's cells stay in state either way
+            answer = ""
+            status = "failed"
+            update["error"] = f"best-effort answer failed: {type(exc).__name__}: {exc}"
+    update.update(answer=answer, status=status)
+    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
+    update["messages"] = [AIMessage(content=text)]
+    update["history"] = [
+        *(state.get("history") or []),
+        TurnRecord(question=question_of(state), answer=answer, status=status),
+    ]
+    if not (config.get("configurable") or {}).get("thread_id") and state.get("sandbox_id"):
+        REGISTRY.release(state["sandbox_id"])
+    return update
+
+
+# -- assembly ---------------------------------------------------------------------------
+
+
+def build_graph(**compile_kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """A compiled RLM graph; ``compile_kwargs`` go to ``compile`` (e.g. a checkpointer)."""
+    builder = StateGraph(
+        State, context_schema=Settings, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("plan", plan)
+    builder.add_node("execute", execute)
+    builder.add_node("inspect", inspect)
+    builder.add_node("finalize", finalize)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "execute")
+    builder.add_edge("execute", "inspect")
+    builder.add_conditional_edges("inspect", route_after_inspect, ["plan", "finalize"])
+    builder.add_edge("finalize", END)
+    compile_kwargs.setdefault("name", "rlm")
+    return builder.compile(**compile_kwargs)
+
+
+@cache
+def child_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph sub-RLMs run: no checkpointer, since the parent's journal records them."""
+    return build_graph(name="rlm-sub")
+
+
+graph = build_graph()

@@ -1,0 +1,68 @@
+"""Chat models from names: any provider through ``init_chat_model``.
+
+Model clients are cached because building one costs milliseconds and opens a
+connection pool; a run makes hundreds of calls to the same few models.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from langchain.chat_models import init_chat_model
+from langchain.chat_models.base import _BUILTIN_PROVIDERS
+from langchain_core.language_models import BaseChatModel
+
+
+class ModelConfigError(ValueError):
+    """A model cannot be built from the settings given (name, key, URL)."""
+
+
+def split_model_name(name: str, base_url: str) -> tuple[str, str]:
+    """Split ``provider:model`` into its parts.
+
+    Without a known provider prefix the provider is ``openai`` when a base URL is set
+    (an OpenAI-compatible server is meant; ``qwen2.5-coder:7b`` is a model name there,
+    not a provider), and otherwise left to init_chat_model's inference ("").
+    """
+    provider, sep, model = name.partition(":")
+    if sep and provider in _BUILTIN_PROVIDERS:
+        return provider, model
+    return ("openai" if base_url else ""), name
+
+
+def missing_credentials(name: str, base_url: str) -> str:
+    """Say which variable or flag is missing for this model, or "" when none is."""
+    provider, _ = split_model_name(name, base_url)
+    if base_url or provider not in ("openai", ""):
+        return ""
+    if os.environ.get("OPENAI_API_KEY"):
+        return ""
+    return (
+        f"model {name!r} needs an OpenAI API key: set OPENAI_API_KEY, or point --base-url "
+        "(settings.base_url) at an OpenAI-compatible server, or run `rlm demo` to try it offline"
+    )
+
+
+@lru_cache(maxsize=64)
+def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) -> BaseChatModel:
+    """Build (once per process) the chat model for ``name``.
+
+    A timeout is always set: ChatOpenAI has none by default, and a request that never
+    returns would otherwise hang a sandbox callback forever.
+    """
+    provider, model = split_model_name(name, base_url)
+    kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+    if base_url:
+        kwargs["base_url"] = base_url
+        if provider == "openai":
+            kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "not-needed"
+            kwargs["stream_usage"] = True
+    try:
+        chat = init_chat_model(model, model_provider=provider or None, **kwargs)
+    except (ValueError, ImportError) as exc:
+        raise ModelConfigError(f"cannot use model {name!r}: {exc}") from exc
+    if not isinstance(chat, BaseChatModel):
+        raise ModelConfigError(f"model {name!r} did not resolve to a chat model")
+    return chat

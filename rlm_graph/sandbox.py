@@ -1,0 +1,397 @@
+"""The eryx sandbox: one persistent Python session per run or thread.
+
+Sessions are live objects and cannot live in graph state, so state keeps an id and
+this module keeps a process-local registry of sessions under that id. Everything a
+session holds can be rebuilt from state: the context is mounted again from the blob
+store and the recorded cells are replayed with their callback journals, so recorded
+sub-call answers come from the journal and no model is called twice. That rebuild is
+what makes a timeout (which leaves an eryx session unusable) lose nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import version
+from typing import Any, Protocol
+
+import eryx
+
+from rlm_graph.context import Settings
+from rlm_graph.context_store import blob_dir, blob_name, home
+from rlm_graph.guest_prelude import PRELUDE
+from rlm_graph.state import Cell, ContextRef
+
+CONTEXT_MOUNT = "/ctx"
+# Output kept per stream and cell before the middle is dropped: printing a gigabyte
+# must not take the host's memory with it.
+CAPTURE_LIMIT = 4_000_000
+# Registry hygiene for long-lived servers: idle sessions are closed, and at most this
+# many stay live (a closed one is rebuilt from state when its thread comes back).
+IDLE_SECONDS = 1_800.0
+MAX_LIVE = 64
+_EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
+
+
+class SubCallHandler(Protocol):
+    """Host side of ``llm_query`` / ``llm_batch``; answers are JSON dicts for the guest."""
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        """Answer one prompt."""
+        ...
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        """Answer many prompts, or refuse the whole batch with an error dict."""
+        ...
+
+
+class _NoSubCalls:
+    """Handler for a sandbox used outside a run (replay with complete journals)."""
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        return {"ok": False, "error": "sub-calls are not available here"}
+
+    def batch(self, prompts: list[str]) -> dict[str, Any]:
+        return {"ok": False, "error": "sub-calls are not available here"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The eryx limits of a session, derived from settings."""
+
+    cell_timeout: float
+    cpu_instructions: int
+    memory_mb: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """Pick the fields of the settings that shape a session."""
+        return cls(settings.cell_timeout, settings.cell_cpu_instructions, settings.sandbox_memory_mb)
+
+    def resource_limits(self) -> eryx.ResourceLimits:
+        """eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
+
+        A host callback that outlives the callback timeout hangs the process when the
+        session is dropped, so the host gives up first (see subcalls) and eryx later.
+        """
+        return eryx.ResourceLimits(
+            execution_timeout_ms=int(self.cell_timeout * 1000),
+            callback_timeout_ms=int((self.cell_timeout + 60) * 1000),
+            max_memory_bytes=self.memory_mb << 20,
+            max_callback_invocations=100_000,
+            max_fuel=self.cpu_instructions,
+        )
+
+
+@dataclass
+class CellOutcome:
+    """What running one cell produced."""
+
+    stdout: str
+    stderr: str
+    error: str
+    halted: bool
+    journal: list[Any]
+    final: dict[str, Any] | None
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        """Everything the model should see, in the order it matters."""
+        parts = [self.stdout]
+        if self.stderr:
+            parts.append(self.stderr)
+        if self.error:
+            parts.append(self.error)
+        return "\n".join(p.rstrip("\n") for p in parts if p)
+
+
+class _Capture:
+    """Collects streamed output; keeps head and tail once past the limit."""
+
+    def __init__(self, limit: int = CAPTURE_LIMIT) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._head: list[bytes] = []
+        self._tail = bytearray()
+        self._size = 0
+        self._dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        with self._lock:
+            if self._size < self._limit // 2:
+                self._head.append(chunk)
+                self._size += len(chunk)
+                return
+            self._tail += chunk
+            excess = len(self._tail) - self._limit // 2
+            if excess > 0:
+                del self._tail[:excess]
+                self._dropped += excess
+
+    def take(self) -> str:
+        """Return the captured text and start over."""
+        with self._lock:
+            head = b"".join(self._head).decode("utf-8", errors="replace")
+            tail = bytes(self._tail).decode("utf-8", errors="replace")
+            dropped = self._dropped
+            self._head, self._tail, self._size, self._dropped = [], bytearray(), 0, 0
+        if dropped:
+            return f"{head}\n[... {dropped:,} bytes of output dropped ...]\n{tail}"
+        return head + tail
+
+
+def _factory_path() -> str:
+    digest = hashlib.sha256(PRELUDE.encode()).hexdigest()[:12]
+    return str(home() / f"eryx-factory-{version('pyeryx')}-{digest}.bin")
+
+
+@cache
+def sandbox_factory() -> eryx.SandboxFactory:
+    """The factory every session comes from, built once per machine and kept on disk.
+
+    Building takes 10-30 s; loading the saved file takes milliseconds. A file lock keeps
+    parallel processes (server workers, test runs) from building it twice.
+    """
+    path = _factory_path()
+    home().mkdir(parents=True, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return eryx.SandboxFactory.load(path)
+        except (eryx.InitializationError, OSError, ValueError):
+            factory = eryx.SandboxFactory(setup_code=PRELUDE)
+            tmp = f"{path}.{threading.get_ident()}.tmp"
+            factory.save(tmp)
+            os.replace(tmp, path)
+            return factory
+
+
+def clean_error(error: BaseException | None, limits: Limits) -> tuple[str, bool]:
+    """Turn an eryx error into (message for the model, whether the cell halted).
+
+    Python exceptions keep their traceback minus eryx's own frame; halts (timeout,
+    fuel, exit) get a sentence that says what happened and what survived.
+    """
+    if error is None:
+        return "", False
+    text = str(error)
+    if isinstance(error, eryx.ExecutionError) and text.startswith("Traceback"):
+        return _EXEC_FRAME.sub("", text).rstrip(), False
+    if isinstance(error, eryx.TimeoutError):
+        reason = (
+            f"TimeoutError: the cell ran longer than {limits.cell_timeout:g} s (cell_timeout) "
+            "and was stopped"
+        )
+    elif isinstance(error, eryx.ResourceLimitError):
+        reason = f"ResourceLimitError: {text} (cell_cpu_instructions / sandbox_memory_mb)"
+    elif "exit status" in text or "exit_exit" in text:
+        reason = "SystemExit: the cell exited the interpreter"
+    else:
+        reason = f"SandboxError: {text.splitlines()[0] if text else type(error).__name__}"
+    return reason + "; this cell's changes were undone, earlier variables are kept.", True
+
+
+class Sandbox:
+    """One eryx session with the context bound and the RLM helpers defined."""
+
+    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        self.ref = ref
+        self.limits = limits
+        self.handler: SubCallHandler = _NoSubCalls()
+        # Answers to identical sub-call prompts, kept as long as the session lives.
+        self.memo: dict[str, str] = {}
+        self._stdout = _Capture()
+        self._stderr = _Capture()
+        self._session = sandbox_factory().create_session(
+            resource_limits=limits.resource_limits(),
+            volumes=[(str(blob_dir(ref)), CONTEXT_MOUNT, True)],
+            callbacks=[
+                {
+                    "name": "_rlm_query",
+                    "fn": self._on_query,
+                    "description": "Ask the sub model one prompt.",
+                },
+                {
+                    "name": "_rlm_batch",
+                    "fn": self._on_batch,
+                    "description": "Ask the sub model many prompts.",
+                },
+            ],
+            on_stdout=self._stdout.write,
+            on_stderr=self._stderr.write,
+            result_variable="_rlm_result",
+        )
+        self._bind_context()
+
+    def _on_query(self, prompt: str) -> dict[str, Any]:
+        return self.handler.query(prompt)
+
+    def _on_batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        return self.handler.batch(prompts)
+
+    def _bind_context(self) -> None:
+        path = f"{CONTEXT_MOUNT}/{blob_name(self.ref)}"
+        self._session.execute(f"_rlm_bind_context({path!r}, {self.ref['kind']!r})")
+
+    def _healthy(self) -> bool:
+        """Rebind the context after a halt and check the helpers survived it."""
+        try:
+            self._bind_context()
+            self._session.execute("_rlm_alive and llm_query and FINAL")
+        except eryx.EryxError:
+            return False
+        return True
+
+    def run(self, code: str, journal: Sequence[Any] | None = None) -> CellOutcome:
+        """Run one cell (replaying ``journal`` if given) and collect any final answer."""
+        self._stdout.take()
+        self._stderr.take()
+        started = time.perf_counter()
+        replay = {"code": code, "entries": list(journal)} if journal is not None else None
+        outcome = self._session.execute_with_journal(code, journal=replay)
+        seconds = time.perf_counter() - started
+        error, halted = clean_error(outcome.error, self.limits)
+        entries = list(outcome.journal.get("entries", []))
+        stdout, stderr = self._stdout.take(), self._stderr.take()
+        if halted and not self._healthy():
+            raise SandboxBroken(error)
+        final = None
+        collected = self._session.execute("_rlm_collect()")
+        if collected.result_json:
+            final = json.loads(collected.result_json)
+        return CellOutcome(stdout, stderr, error, halted, entries, final, seconds)
+
+    def replay(self, cells: Sequence[Cell]) -> None:
+        """Re-apply recorded cells so the session holds what it held before."""
+        for cell in cells:
+            self.run(cell["code"], cell["journal"])
+
+
+class SandboxBroken(RuntimeError):
+    """The session did not survive a halt and must be rebuilt from state."""
+
+
+def replayable(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells whose effects the session holds: code that ran and did not halt."""
+    return [c for c in cells if c["code"] and c["kind"] != "note" and not c.get("halted")]
+
+
+def fingerprint(cell: Cell) -> str:
+    """Identity of a cell's effect: its code and the sub-call answers it saw."""
+    payload = json.dumps([cell["code"], cell["journal"]], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+@dataclass
+class _Entry:
+    sandbox: Sandbox
+    applied: list[str]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SandboxRegistry:
+    """Live sessions of this process, keyed by the sandbox id kept in state."""
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_live: int = MAX_LIVE) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._idle_seconds = idle_seconds
+        self._max_live = max_live
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, sandbox_id: object) -> bool:
+        with self._lock:
+            return sandbox_id in self._entries
+
+    @contextmanager
+    def checkout(
+        self,
+        sandbox_id: str,
+        ref: ContextRef,
+        cells: Sequence[Cell],
+        limits: Limits,
+        handler: SubCallHandler,
+    ) -> Iterator[Sandbox]:
+        """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
+
+        A missing session (new process, evicted), one with other limits, or one whose
+        applied cells differ from state (a fork, another worker moved on) is rebuilt by
+        replay; one that is merely behind gets only the missing cells.
+        """
+        wanted = replayable(cells)
+        prints = [fingerprint(c) for c in wanted]
+        entry = self._entry_for(sandbox_id, ref, limits)
+        with entry.lock:
+            if entry.applied != prints[: len(entry.applied)] or entry.sandbox.ref != ref:
+                entry.sandbox = Sandbox(ref, limits)
+                entry.applied = []
+            entry.sandbox.handler = handler
+            if len(entry.applied) < len(prints):
+                entry.sandbox.replay(wanted[len(entry.applied) :])
+                entry.applied = prints
+            try:
+                yield entry.sandbox
+            finally:
+                entry.sandbox.handler = _NoSubCalls()
+                entry.last_used = time.monotonic()
+
+    def record(self, sandbox_id: str, cell: Cell) -> None:
+        """Note that ``cell`` is now applied in the live session."""
+        with self._lock:
+            entry = self._entries.get(sandbox_id)
+        if entry is not None and replayable([cell]):
+            entry.applied.append(fingerprint(cell))
+
+    def rebuild(self, sandbox_id: str) -> None:
+        """Forget a broken session; the next checkout replays state into a new one."""
+        with self._lock:
+            entry = self._entries.get(sandbox_id)
+        if entry is not None:
+            entry.applied = ["<broken>"]
+
+    def release(self, sandbox_id: str) -> None:
+        """Drop the session (run finished, thread done)."""
+        with self._lock:
+            self._entries.pop(sandbox_id, None)
+
+    def _entry_for(self, sandbox_id: str, ref: ContextRef, limits: Limits) -> _Entry:
+        with self._lock:
+            self._evict()
+            entry = self._entries.get(sandbox_id)
+            if entry is not None and entry.sandbox.limits == limits:
+                return entry
+        created = _Entry(Sandbox(ref, limits), [])
+        with self._lock:
+            self._entries[sandbox_id] = created
+        return created
+
+    def _evict(self) -> None:
+        """Close idle sessions and keep at most ``max_live`` (least recently used go)."""
+        now = time.monotonic()
+        for key, entry in list(self._entries.items()):
+            if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
+                del self._entries[key]
+        if len(self._entries) >= self._max_live:
+            idle = sorted(
+                (e.last_used, k) for k, e in self._entries.items() if not e.lock.locked()
+            )
+            for _, key in idle[: len(self._entries) - self._max_live + 1]:
+                del self._entries[key]
+
+
+REGISTRY = SandboxRegistry()
+

@@ -1,0 +1,111 @@
+"""Graph state: only small JSON data, so every checkpointer stores it cheaply.
+
+The context itself never lives here (only a reference), and neither does the sandbox
+(only its id): both would make checkpoints huge or unserializable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+Status = Literal["running", "answered", "budget_exhausted", "failed"]
+
+
+class ContextRef(TypedDict):
+    """Where the context is stored and what the model may know about it."""
+
+    hash: str
+    kind: Literal["text", "json", "directory"]
+    length: int
+    type_name: str
+    preview: str
+
+
+class Cell(TypedDict):
+    """One executed (or refused) step of the REPL, enough to show it and replay it."""
+
+    kind: Literal["model", "system", "note"]
+    turn: int
+    code: str
+    reply: str
+    tool_call_id: str
+    output: str
+    error: str
+    halted: bool
+    journal: list[Any]
+    final: NotRequired[Any]
+    sub_calls: int
+    seconds: float
+
+
+class TurnRecord(TypedDict):
+    """A finished question on this thread, offered to later questions as ``history``."""
+
+    question: str
+    answer: Any
+    status: Status
+
+
+def add_usage(left: dict[str, dict[str, int]], right: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Sum token usage per model, so parallel writers and sub-calls never overwrite."""
+    merged = {model: dict(counts) for model, counts in (left or {}).items()}
+    for model, counts in (right or {}).items():
+        target = merged.setdefault(model, {})
+        for key, value in counts.items():
+            target[key] = target.get(key, 0) + value
+    return merged
+
+
+class InputState(TypedDict, total=False):
+    """What a caller sends: a question and the context (or where to find it)."""
+
+    question: str
+    context: Any
+    context_path: str
+    context_ref: ContextRef
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class Pending(TypedDict):
+    """The plan node's decision, carried to execute and inspect."""
+
+    code: str
+    reply: str
+    tool_call_id: str
+    final_text: NotRequired[str]
+    setup: NotRequired[str]
+    note: NotRequired[str]
+    stop: NotRequired[bool]
+
+
+class State(InputState, total=False):
+    """Everything a run remembers between steps (and across process restarts)."""
+
+    sandbox_id: str
+    bound_hash: str
+    active_question: str
+    turn: int
+    iteration: int
+    cells: list[Cell]
+    pending: Pending | None
+    answer: Any
+    status: Status
+    usage: Annotated[dict[str, dict[str, int]], add_usage]
+    history: list[TurnRecord]
+    sub_calls: int
+    error: str
+
+
+class OutputState(TypedDict, total=False):
+    """What a caller gets back."""
+
+    answer: Any
+    status: Status
+    iteration: int
+    sub_calls: int
+    usage: dict[str, dict[str, int]]
+    error: str
+    messages: list[AnyMessage]

@@ -1,0 +1,25 @@
+"""Cutting long text down for the model without hiding that it was cut."""
+
+from __future__ import annotations
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the head and tail of ``text`` within ``limit`` characters.
+
+    Both ends matter in REPL output (the head shows what started, the tail shows the
+    error or the final print), and the marker tells the model how much it did not see,
+    so it can narrow its next print instead of guessing.
+    """
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    marker = f"\n[... {cut:,} characters cut; print a narrower slice to see them ...]\n"
+    keep = max(limit - len(marker), 0)
+    head = keep * 2 // 3
+    tail = keep - head
+    return text[:head] + marker + (text[-tail:] if tail else "")
+
+
+def preview(text: str, limit: int) -> str:
+    """The first ``limit`` characters, with an ellipsis when there is more."""
+    return text if len(text) <= limit else text[:limit] + "…"
