@@ -110,7 +110,7 @@ class CellOutcome:
         parts = [self.stdout]
         if self.stderr:
             parts.append(self.stderr)
-        if self.error:
+        if self.error and self.error not in self.stderr:  # eryx may print it there too
             parts.append(self.error)
         return "\n".join(p.rstrip("\n") for p in parts if p)
 
@@ -262,7 +262,7 @@ class Sandbox:
         seconds = time.perf_counter() - started
         error, halted = clean_error(outcome.error, self.limits)
         entries = list(outcome.journal.get("entries", []))
-        stdout, stderr = self._stdout.take(), self._stderr.take()
+        stdout, stderr = self._stdout.take(), _EXEC_FRAME.sub("", self._stderr.take())
         if halted and not self._healthy():
             raise SandboxBroken(error)
         final = None
