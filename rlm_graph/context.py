@@ -41,8 +41,10 @@ class Settings:
     )
     base_url: str = field(
         default="",
-        metadata={"description": "OpenAI-compatible base URL for the root model (vLLM, "
-                  "llama.cpp, a proxy). Empty: the provider's default endpoint."},
+        metadata={
+            "description": "OpenAI-compatible base URL for the root model (vLLM, "
+            "llama.cpp, a proxy). Empty: the provider's default endpoint."
+        },
     )
     sub_base_url: str = field(
         default="",
@@ -50,18 +52,24 @@ class Settings:
     )
     max_iterations: int = field(
         default=20,
-        metadata={"description": "Root iterations (model reply + cell) before the run "
-                  "stops and returns a best-effort answer marked budget_exhausted."},
+        metadata={
+            "description": "Root iterations (model reply + cell) before the run "
+            "stops and returns a best-effort answer marked budget_exhausted."
+        },
     )
     max_depth: int = field(
         default=1,
-        metadata={"description": "Recursion depth. 1 (the paper's set-up): sub-calls are "
-                  "plain model calls. 2: sub-calls are sub-RLMs whose own sub-calls are plain."},
+        metadata={
+            "description": "Recursion depth. 1 (the paper's set-up): sub-calls are "
+            "plain model calls. 2: sub-calls are sub-RLMs whose own sub-calls are plain."
+        },
     )
     max_output_chars: int = field(
         default=20_000,
-        metadata={"description": "REPL output shown to the model per cell; longer output "
-                  "keeps its head and tail with a marker saying how much was cut."},
+        metadata={
+            "description": "REPL output shown to the model per cell; longer output "
+            "keeps its head and tail with a marker saying how much was cut."
+        },
     )
     max_concurrency: int = field(
         default=16,
@@ -69,23 +77,31 @@ class Settings:
     )
     max_sub_calls: int = field(
         default=1_000,
-        metadata={"description": "Sub-calls allowed in the whole run, sub-RLMs included "
-                  "(shared by the recursion tree, so depth cannot multiply the spend)."},
+        metadata={
+            "description": "Sub-calls allowed in the whole run, sub-RLMs included "
+            "(shared by the recursion tree, so depth cannot multiply the spend)."
+        },
     )
     sub_model_window_tokens: int = field(
         default=128_000,
-        metadata={"description": "Context window of the sub model. A sub-call prompt "
-                  "estimated larger (3 characters per token) is refused so the code chunks."},
+        metadata={
+            "description": "Context window of the sub model. A sub-call prompt "
+            "estimated larger (3 characters per token) is refused so the code chunks."
+        },
     )
     cell_timeout: float = field(
         default=600.0,
-        metadata={"description": "Wall-clock seconds one cell may run, time spent waiting "
-                  "on sub-calls included."},
+        metadata={
+            "description": "Wall-clock seconds one cell may run, time spent waiting "
+            "on sub-calls included."
+        },
     )
     cell_cpu_instructions: int = field(
         default=100_000_000_000,
-        metadata={"description": "WebAssembly instructions (fuel) one cell may execute: the "
-                  "CPU brake, about 50 s of busy Python on a typical core."},
+        metadata={
+            "description": "WebAssembly instructions (fuel) one cell may execute: the "
+            "CPU brake, about 50 s of busy Python on a typical core."
+        },
     )
     sandbox_memory_mb: int = field(
         default=2_048,
@@ -101,19 +117,25 @@ class Settings:
     )
     tool_calling: bool = field(
         default=True,
-        metadata={"description": "Offer the root model an execute_python tool. Off: code "
-                  "travels only in ```repl blocks, for servers without tool support."},
+        metadata={
+            "description": "Offer the root model an execute_python tool. Off: code "
+            "travels only in ```repl blocks, for servers without tool support."
+        },
     )
     depth: int = field(
         default=0,
-        metadata={"description": "Depth of this run in the recursion tree; set by the "
-                  "parent for sub-RLMs, leave at 0."},
+        metadata={
+            "description": "Depth of this run in the recursion tree; set by the "
+            "parent for sub-RLMs, leave at 0."
+        },
     )
 
     budget_key: str = field(
         default="",
-        metadata={"description": "Which recursion tree's sub-call budget this run draws "
-                  "from; set by the parent for sub-RLMs, leave empty."},
+        metadata={
+            "description": "Which recursion tree's sub-call budget this run draws "
+            "from; set by the parent for sub-RLMs, leave empty."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -132,7 +154,9 @@ class Settings:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"setting {name}={value!r} is out of range: use an integer >= {low}")
+                raise ValueError(
+                    f"setting {name}={value!r} is out of range: use an integer >= {low}"
+                )
         if self.sandbox_memory_mb > 4_096:
             raise ValueError(
                 f"setting sandbox_memory_mb={self.sandbox_memory_mb} is out of range: "

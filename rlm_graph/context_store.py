@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rlm_graph.state import ContextRef
 from rlm_graph.truncation import preview
@@ -41,7 +41,9 @@ def check_ref(ref: ContextRef) -> ContextRef:
     """
     digest = str(ref.get("hash", ""))
     if not re.fullmatch(r"[0-9a-f]{64}", digest) or ref.get("kind") not in _KINDS:
-        raise ContextError("context_ref is malformed: pass a reference made by store_value/store_path")
+        raise ContextError(
+            "context_ref is malformed: pass a reference made by store_value/store_path"
+        )
     if not (blob_dir(ref) / blob_name(ref)).exists():
         raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
     return ref
@@ -81,6 +83,7 @@ def store_value(value: Any) -> ContextRef:
     """Store an in-memory context: text, bytes (decoded leniently), or JSON data."""
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", errors="replace")
+    kind: Literal["text", "json"]
     if isinstance(value, str):
         kind = "text"
         data = value.encode("utf-8", errors="surrogatepass")
@@ -182,5 +185,3 @@ def read_directory(folder: Path) -> dict[str, str]:
             rel = file.relative_to(folder).as_posix()
             files[rel] = file.read_bytes().decode("utf-8", errors="replace")
     return files
-
-

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import suppress
 from dataclasses import replace
 from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -34,7 +34,7 @@ from rlm_graph.context_store import ContextError, check_ref, store_path, store_v
 from rlm_graph.models import load_chat_model
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
 from rlm_graph.sandbox import REGISTRY, Limits, SandboxBroken
-from rlm_graph.state import Cell, InputState, OutputState, Pending, State, TurnRecord
+from rlm_graph.state import Cell, InputState, OutputState, Pending, State, Status, TurnRecord
 from rlm_graph.subcalls import (
     CHARS_PER_TOKEN,
     ChildResult,
@@ -82,10 +82,8 @@ def question_of(state: State) -> str:
 
 def _emit(event: dict[str, Any]) -> None:
     """Send a progress event to ``stream_mode="custom"`` listeners, if any."""
-    try:
+    with suppress(RuntimeError):  # outside a runnable context (direct node calls)
         get_stream_writer()(event)
-    except RuntimeError:  # not inside a runnable context (direct node calls in tests)
-        pass
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -142,7 +140,11 @@ def pending_from(parsed: ParsedReply) -> Pending:
     """
     code = parsed.code
     if parsed.final_var is not None:
-        code = f"{code}\nFINAL_VAR({parsed.final_var!r})" if code else f"FINAL_VAR({parsed.final_var!r})"
+        code = (
+            f"{code}\nFINAL_VAR({parsed.final_var!r})"
+            if code
+            else f"FINAL_VAR({parsed.final_var!r})"
+        )
     pending = Pending(code=code, reply=parsed.text, tool_call_id=parsed.tool_call_id)
     if parsed.final_text is not None:
         pending["final_text"] = parsed.final_text
@@ -172,7 +174,9 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     update = begin_turn(state, question)
     update.update(ingest_context(state))
     view: State = {**state, **update}  # type: ignore[typeddict-item]
-    if settings.depth > 0 and not shared_budget(settings.budget_key, settings.max_sub_calls).take(1):
+    if settings.depth > 0 and not shared_budget(settings.budget_key, settings.max_sub_calls).take(
+        1
+    ):
         update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)
         return update
     turn = view.get("turn", 1)
@@ -282,8 +286,15 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             except SandboxBroken as broken:
                 REGISTRY.rebuild(sandbox_id)
                 new_cells.append(
-                    _cell(pending, turn, kind=kind, code=code, output=str(broken),
-                          error=str(broken), halted=True)
+                    _cell(
+                        pending,
+                        turn,
+                        kind=kind,
+                        code=code,
+                        output=str(broken),
+                        error=str(broken),
+                        halted=True,
+                    )
                 )
                 break
             output = truncate(outcome.output, settings.max_output_chars)
@@ -375,17 +386,20 @@ def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
     reply = root_model(settings).invoke(messages)
-    return message_text(reply), {"usage": usage_of(reply, settings.model)}  # type: ignore[arg-type]
+    return message_text(reply), {"usage": usage_of(reply, settings.model)}
 
 
-def finalize(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
+def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Return the answer, marking how it was reached; release a run-scoped sandbox."""
     settings = settings_of(runtime)
     update: dict[str, Any] = {"pending": None}
     answer = state.get("answer")
+    status: Status
     if state.get("status") == "answered":
         status = "answered"
-    elif settings.depth > 0 and shared_budget(settings.budget_key, settings.max_sub_calls).left <= 0:
+    elif (
+        settings.depth > 0 and shared_budget(settings.budget_key, settings.max_sub_calls).left <= 0
+    ):
         status, answer = "budget_exhausted", ""
         update["error"] = "sub-call budget exhausted before this sub-RLM answered"
     else:
@@ -404,7 +418,7 @@ def finalize(state: State, runtime: Runtime[Settings], config: RunnableConfig) -
         *(state.get("history") or []),
         TurnRecord(question=question_of(state), answer=answer, status=status),
     ]
-    if not (config.get("configurable") or {}).get("thread_id") and state.get("sandbox_id"):
+    if not get_config().get("configurable", {}).get("thread_id") and state.get("sandbox_id"):
         REGISTRY.release(state["sandbox_id"])
     return update
 

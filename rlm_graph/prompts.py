@@ -142,7 +142,11 @@ def render_cells(cells: Sequence[Cell], max_output_chars: int) -> list[AnyMessag
                 AIMessage(
                     content=cell["reply"],
                     tool_calls=[
-                        {"id": cell["tool_call_id"], "name": TOOL_NAME, "args": {"code": cell["code"]}}
+                        {
+                            "id": cell["tool_call_id"],
+                            "name": TOOL_NAME,
+                            "args": {"code": cell["code"]},
+                        }
                     ],
                 )
             )
@@ -155,7 +159,12 @@ def render_cells(cells: Sequence[Cell], max_output_chars: int) -> list[AnyMessag
 
 
 def build_messages(
-    system: str, question: str, cells: Sequence[Cell], *, iteration: int, max_iterations: int,
+    system: str,
+    question: str,
+    cells: Sequence[Cell],
+    *,
+    iteration: int,
+    max_iterations: int,
     max_output_chars: int,
 ) -> list[AnyMessage]:
     """System prompt, the question, the history, and where the budget stands."""

@@ -75,10 +75,12 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """Pick the fields of the settings that shape a session."""
-        return cls(settings.cell_timeout, settings.cell_cpu_instructions, settings.sandbox_memory_mb)
+        return cls(
+            settings.cell_timeout, settings.cell_cpu_instructions, settings.sandbox_memory_mb
+        )
 
     def resource_limits(self) -> eryx.ResourceLimits:
-        """eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
+        """Eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
 
         A host callback that outlives the callback timeout hangs the process when the
         session is dropped, so the host gives up first (see subcalls) and eryx later.
@@ -386,12 +388,9 @@ class SandboxRegistry:
             if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
                 del self._entries[key]
         if len(self._entries) >= self._max_live:
-            idle = sorted(
-                (e.last_used, k) for k, e in self._entries.items() if not e.lock.locked()
-            )
+            idle = sorted((e.last_used, k) for k, e in self._entries.items() if not e.lock.locked())
             for _, key in idle[: len(self._entries) - self._max_live + 1]:
                 del self._entries[key]
 
 
 REGISTRY = SandboxRegistry()
-

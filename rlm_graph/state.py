@@ -49,7 +49,9 @@ class TurnRecord(TypedDict):
     status: Status
 
 
-def add_usage(left: dict[str, dict[str, int]], right: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+def add_usage(
+    left: dict[str, dict[str, int]], right: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
     """Sum token usage per model, so parallel writers and sub-calls never overwrite."""
     merged = {model: dict(counts) for model, counts in (left or {}).items()}
     for model, counts in (right or {}).items():

@@ -134,11 +134,13 @@ class SubCallBroker:
 
     def query(self, prompt: str) -> dict[str, Any]:
         """Answer one prompt for ``llm_query``."""
-        return self._wait(self.aquery(prompt))
+        answer: dict[str, Any] = self._wait(self.aquery(prompt))
+        return answer
 
     def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Answer prompts for ``llm_batch``, or refuse the batch as a whole."""
-        return self._wait(self.abatch(prompts))
+        answers: list[dict[str, Any]] | dict[str, Any] = self._wait(self.abatch(prompts))
+        return answers
 
     def _wait(self, coro: Awaitable[Any]) -> Any:
         future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), background_loop())
@@ -146,10 +148,8 @@ class SubCallBroker:
             return future.result(timeout=self.settings.cell_timeout)
         except FutureTimeout:
             future.cancel()
-            return {
-                "ok": False,
-                "error": f"sub-call timed out after {self.settings.cell_timeout:g} s (cell_timeout)",
-            }
+            limit = self.settings.cell_timeout
+            return {"ok": False, "error": f"sub-call timed out after {limit:g} s (cell_timeout)"}
 
     # -- async implementation -------------------------------------------------------------
 
@@ -243,7 +243,9 @@ class SubCallBroker:
         if self._emit is None:
             return
         try:
-            self._emit({"event": event, "depth": self.settings.depth + 1, "in_flight": self._active})
+            self._emit(
+                {"event": event, "depth": self.settings.depth + 1, "in_flight": self._active}
+            )
         except Exception:  # progress display must never break a sub-call
             self._emit = None
 

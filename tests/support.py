@@ -13,7 +13,9 @@ SubAnswer = Callable[[str], StubReply | str]
 
 def tool(code: str, text: str = "") -> StubReply:
     """A root reply that runs ``code`` through the execute_python tool."""
-    return StubReply(content=text, tool_calls=[{"name": "execute_python", "arguments": {"code": code}}])
+    return StubReply(
+        content=text, tool_calls=[{"name": "execute_python", "arguments": {"code": code}}]
+    )
 
 
 def fenced(code: str, after: str = "") -> StubReply:
@@ -29,9 +31,7 @@ def is_root(body: dict[str, Any]) -> bool:
 
 def is_child(body: dict[str, Any]) -> bool:
     """A sub-RLM's root request (depth >= 1)."""
-    return is_root(body) and any(
-        CHILD_QUESTION in str(m.get("content")) for m in body["messages"]
-    )
+    return is_root(body) and any(CHILD_QUESTION in str(m.get("content")) for m in body["messages"])
 
 
 def iteration_of(body: dict[str, Any]) -> int:

@@ -48,8 +48,10 @@ def test_needle_in_5mb_context_never_reaches_the_model(stub: Any) -> None:
     assert result.iterations == 2
     # The context is never sent: every request is prompt + history + previews only.
     assert max(r.raw_size for r in server.requests) < 30_000
-    assert all("918273" not in json.dumps(r.body) or "918273" in json.dumps(r.body["messages"][-3:])
-               for r in server.requests)
+    assert all(
+        "918273" not in json.dumps(r.body) or "918273" in json.dumps(r.body["messages"][-3:])
+        for r in server.requests
+    )
 
 
 def test_chunked_aggregation_with_llm_batch(stub: Any) -> None:
@@ -98,7 +100,11 @@ def test_answer_dict_protocol(stub: Any) -> None:
 def test_final_text_without_code_ends_the_run(stub: Any) -> None:
     server = stub(Script(["I know it.\nFINAL(Paris is the capital)"]))
     result = answer("q", "ctx", **fast_settings(server))
-    assert (result.answer, result.status, result.iterations) == ("Paris is the capital", "answered", 1)
+    assert (result.answer, result.status, result.iterations) == (
+        "Paris is the capital",
+        "answered",
+        1,
+    )
 
 
 def test_code_and_final_in_one_reply_runs_code_and_refuses_imagined_answer(stub: Any) -> None:
@@ -229,18 +235,19 @@ except SubCallFailed as e:
 def test_depth_two_runs_a_sub_rlm_whose_sub_calls_are_plain(stub: Any) -> None:
     root = [tool("r = await llm_query('the word after the marker: xx KEY lemon yy')\nFINAL(r)")]
     child = [
-        tool("import re\nw = re.search(r'KEY (\\w+)', context).group(1)\nsub = await llm_query('leaf ' + w)"),
+        tool("import re\nw = re.search(r'KEY (\\w+)', context).group(1)"),
+        tool("sub = await llm_query('leaf ' + w)"),
         tool("FINAL(sub)"),
     ]
     server = stub(Script(root, sub=lambda p: f"plain[{p}]", child=child))
     result = answer("q", "ctx", **fast_settings(server, max_depth=2))
     assert result.answer == "plain[leaf lemon]"
     child_requests = [r for r in server.requests if "calling program" in json.dumps(r.body)]
-    assert len(child_requests) == 2
+    assert len(child_requests) == 3
     # depth limit: the child's own sub-call was a plain call (no system prompt)
     plain = [r for r in server.requests if r.body["messages"][0]["role"] == "user"]
     assert [m["content"] for r in plain for m in r.body["messages"]] == ["leaf lemon"]
-    assert result.sub_calls == 4  # the child run, its two plan calls, its plain call
+    assert result.sub_calls == 5  # the child run, its three plan calls, its plain call
 
 
 def test_depth_one_sub_calls_are_plain(stub: Any) -> None:
@@ -251,7 +258,9 @@ def test_depth_one_sub_calls_are_plain(stub: Any) -> None:
 
 
 def test_json_and_directory_contexts(stub: Any, tmp_path: Any) -> None:
-    server = stub(Script([tool("FINAL(sorted(context) if isinstance(context, dict) else context[1]['b'])")]))
+    server = stub(
+        Script([tool("FINAL(sorted(context) if isinstance(context, dict) else context[1]['b'])")])
+    )
     assert answer("q", [{"a": 1}, {"b": 2}], **fast_settings(server)).answer == 2
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "one.txt").write_text("first")
