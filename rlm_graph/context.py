@@ -148,7 +148,7 @@ class Settings:
             ("max_sub_calls", 0),
             ("sub_model_window_tokens", 1),
             ("sandbox_memory_mb", 64),
-            ("cell_cpu_instructions", 1_000_000),
+            ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
             ("depth", 0),
         ):

@@ -1,0 +1,479 @@
+"""The ``rlm`` command: ask a question about a large context, or try the stack offline.
+
+stdout carries only the answer (or one JSON object) so ``rlm run ... > answer.txt`` and
+pipes work; progress and errors go to stderr. Mistakes a user can fix (no key, a
+missing file, a setting out of range) are found before any work starts and reported
+in one line with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, NoReturn, Protocol, TextIO, cast
+
+from rlm_graph import demo
+from rlm_graph.api import RLMResult
+from rlm_graph.context import Settings
+from rlm_graph.context_store import ContextError, blob_dir, blob_name, store_path, store_value
+from rlm_graph.graph import graph
+from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
+from rlm_graph.state import ContextRef
+from rlm_graph.stub_server import StubServer
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+DEFAULT_MODEL = "openai:gpt-5"
+MAX_DEMO_MB = 100.0
+# Settings exposed as `rlm run` flags: (field name, type, metavar).
+RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("sub_model", str, "MODEL"),
+    ("base_url", str, "URL"),
+    ("sub_base_url", str, "URL"),
+    ("max_iterations", int, "N"),
+    ("max_depth", int, "N"),
+    ("max_sub_calls", int, "N"),
+    ("max_concurrency", int, "N"),
+    ("cell_timeout", float, "SECONDS"),
+)
+EXIT_CODES = {"answered": EXIT_OK, "budget_exhausted": EXIT_BUDGET}
+
+
+class UsageError(Exception):
+    """A mistake in how ``rlm`` was called; reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block buries the message)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Report ``message`` in one line and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run is doing now, folded from the graph's stream."""
+
+    iteration: int = 0
+    depth: int = 0
+    code_line: str = ""
+    in_flight: int = 0
+    sub_calls: int = 0
+
+
+def advance(progress: Progress, event: dict[str, Any]) -> Progress:
+    """Fold one custom stream event (see ``graph._emit``) into the progress."""
+    kind = event.get("event")
+    if kind == "iteration":
+        return replace(progress, iteration=event["iteration"], depth=event["depth"], code_line="")
+    if kind == "cell":
+        return replace(progress, depth=event["depth"], code_line=event["code_line"])
+    if kind in ("sub_call_start", "sub_call_end"):
+        return replace(progress, in_flight=event["in_flight"])
+    return progress
+
+
+def status_line(progress: Progress, width: int) -> str:
+    """The single line a terminal shows, clipped: a wrapped line cannot be redrawn."""
+    parts = [f"iteration {progress.iteration}", f"depth {progress.depth}"]
+    parts.append(f"sub-calls {progress.in_flight} in flight, {progress.sub_calls} done")
+    if progress.code_line:
+        parts.append(f"> {progress.code_line}")
+    text = "rlm: " + " · ".join(parts)
+    return text if len(text) < width else text[: max(width - 2, 0)] + "…"
+
+
+def log_line(event: dict[str, Any]) -> str | None:
+    """A line for a log file: iterations and cells only, sub-calls are summed per cell."""
+    kind = event.get("event")
+    if kind == "iteration":
+        return f"rlm: iteration {event['iteration']} (depth {event['depth']})"
+    if kind == "cell":
+        return f"rlm:   > {event['code_line']}"
+    return None
+
+
+class Sink(Protocol):
+    """Where a run's progress goes."""
+
+    def custom(self, event: dict[str, Any]) -> None:
+        """Take one progress event from the graph."""
+
+    def values(self, state: dict[str, Any]) -> None:
+        """Take the state after a step."""
+
+    def close(self) -> None:
+        """The run ended."""
+
+
+class Reporter:
+    """Shows progress on stderr: one rewritten line on a terminal, plain lines otherwise.
+
+    Sub-call events can arrive hundreds per second, so the plain form prints the
+    in-flight count at most every ``interval`` seconds and the total once per cell.
+    """
+
+    def __init__(self, stream: TextIO, *, live: bool, interval: float = 2.0) -> None:
+        self.stream = stream
+        self.live = live
+        self.interval = interval
+        self.progress = Progress()
+        self._last_flight_line = time.monotonic()
+
+    def custom(self, event: dict[str, Any]) -> None:
+        """Take one progress event from the graph."""
+        self.progress = advance(self.progress, event)
+        if self.live:
+            self._redraw()
+        elif line := log_line(event):
+            self._last_flight_line = time.monotonic()
+            self._write(line)
+        elif event.get("event") == "sub_call_start" and self._flight_line_due():
+            self._write(f"rlm:   {self.progress.in_flight} sub-calls in flight")
+
+    def values(self, state: dict[str, Any]) -> None:
+        """Take the state after a step; reports sub-calls that a cell finished."""
+        total = state.get("sub_calls", 0)
+        if total == self.progress.sub_calls:
+            return
+        self.progress = replace(self.progress, sub_calls=total, in_flight=0)
+        if self.live:
+            self._redraw()
+        else:
+            self._write(f"rlm:   {total} sub-calls so far")
+
+    def close(self) -> None:
+        """Clear the status line so what follows starts on a clean line."""
+        if self.live:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def _flight_line_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_flight_line < self.interval:
+            return False
+        self._last_flight_line = now
+        return True
+
+    def _redraw(self) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns
+        self.stream.write("\r" + status_line(self.progress, width) + "\x1b[K")
+        self.stream.flush()
+
+    def _write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+class Silent:
+    """The sink of ``--quiet`` and ``--json`` demo runs: stderr stays empty."""
+
+    def custom(self, event: dict[str, Any]) -> None:
+        """Drop the event."""
+
+    def values(self, state: dict[str, Any]) -> None:
+        """Drop the state."""
+
+    def close(self) -> None:
+        """Nothing was drawn."""
+
+
+def reporter_for(quiet: bool) -> Sink:
+    """The progress display for this terminal (or none)."""
+    return Silent() if quiet else Reporter(sys.stderr, live=sys.stderr.isatty())
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def result_of(state: dict[str, Any], seconds: float, error: str = "") -> RLMResult:
+    """The run's result from its last state; ``error`` marks a run that raised."""
+    return RLMResult(
+        answer=None if error else state.get("answer"),
+        status="failed" if error else state.get("status", "failed"),
+        iterations=state.get("iteration", 0),
+        sub_calls=state.get("sub_calls", 0),
+        tokens=state.get("usage") or {},
+        seconds=seconds,
+        error=error or state.get("error", ""),
+        state=state,
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception: the type says what failed, the first line why."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink) -> RLMResult:
+    """Run the graph, streaming progress to ``reporter``.
+
+    The graph is streamed rather than invoked because ``invoke`` drops the custom
+    events that say what the run is doing. A model or network failure ends the run
+    as a failed result (not an exception), so every caller prints one outcome.
+    """
+    started = time.perf_counter()
+    state: dict[str, Any] = {}
+    # With a list of modes LangGraph yields (mode, chunk) pairs; its signature cannot say so.
+    chunks = cast(
+        Iterator[tuple[str, Any]],
+        graph.stream(
+            {"question": question, "context_ref": ref},
+            config={"recursion_limit": 4 * settings.max_iterations + 10},
+            context=settings,
+            stream_mode=["custom", "values"],
+        ),
+    )
+    try:
+        for mode, chunk in chunks:
+            if mode == "values":
+                state = chunk
+                reporter.values(chunk)
+            else:
+                reporter.custom(chunk)
+    except Exception as exc:
+        return result_of(state, time.perf_counter() - started, describe(exc))
+    finally:
+        reporter.close()
+    return result_of(state, time.perf_counter() - started)
+
+
+def total_tokens(tokens: dict[str, dict[str, int]]) -> int:
+    """Input plus output tokens over all models."""
+    return sum(t.get("input_tokens", 0) + t.get("output_tokens", 0) for t in tokens.values())
+
+
+def summary(result: RLMResult) -> str:
+    """One line on what the run cost."""
+    return (
+        f"{result.status.replace('_', ' ')} in {result.iterations} iterations, "
+        f"{result.sub_calls} sub-calls, {total_tokens(result.tokens):,} tokens, "
+        f"{result.seconds:.1f} s"
+    )
+
+
+def token_lines(tokens: dict[str, dict[str, int]]) -> list[str]:
+    """Per-model usage, because root and sub model are priced differently."""
+    return [
+        f"{model}: {t.get('calls', 0)} calls, {t.get('input_tokens', 0):,} in / "
+        f"{t.get('output_tokens', 0):,} out"
+        for model, t in sorted(tokens.items())
+    ]
+
+
+# -- rlm run ----------------------------------------------------------------------------
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the flags given; omitted flags keep the defaults Settings defines."""
+    values = {name: getattr(args, name) for name, _, _ in RUN_FLAGS}
+    values = {name: value for name, value in values.items() if value is not None}
+    return Settings(model=args.model, **values)
+
+
+def check_models(settings: Settings) -> None:
+    """Fail now on a missing key or an unusable model name, not after the first cell.
+
+    Building the clients makes no request, and they are cached for the run itself.
+    """
+    pairs = [
+        (settings.model, settings.base_url),
+        (settings.effective_sub_model, settings.effective_sub_base_url),
+    ]
+    for name, base_url in pairs:
+        if problem := missing_credentials(name, base_url):
+            raise UsageError(problem)
+    for name, base_url in pairs:
+        try:
+            load_chat_model(name, base_url, settings.model_timeout, settings.model_max_retries)
+        except ModelConfigError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+def read_context(source: str, stdin: TextIO) -> ContextRef:
+    """Store the context named on the command line ('-' is stdin) and return its reference.
+
+    stdin is read as bytes and decoded leniently: piped logs often hold a stray byte.
+    """
+    try:
+        if source == "-":
+            return store_value(stdin.buffer.read())
+        return store_path(Path(source))
+    except ContextError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def print_answer(result: RLMResult, as_json: bool) -> None:
+    """The answer on stdout; a best-effort answer says so on its first line."""
+    if as_json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
+    elif result.status == "budget_exhausted":
+        print(f"[budget exhausted after {result.iterations} iterations: best-effort answer]")
+        print(result.answer_text())
+    elif result.status == "answered":
+        print(result.answer_text())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``rlm run``: every check first, then the run, then the answer and its exit code."""
+    if not args.question.strip():
+        raise UsageError('the question is empty: rlm run --context FILE "your question"')
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    check_models(settings)
+    ref = read_context(args.context, sys.stdin)
+    result = run_graph(args.question, ref, settings, reporter_for(args.quiet))
+    print_answer(result, args.json)
+    if result.status == "failed":
+        print(f"rlm: error: {result.error or 'the run failed'}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"rlm: {summary(result)}", file=sys.stderr)
+    return EXIT_CODES.get(result.status, EXIT_FAILED)
+
+
+# -- rlm demo ---------------------------------------------------------------------------
+
+
+def demo_settings(base_url: str) -> Settings:
+    """Both models at the stand-in, named apart so the token table shows both."""
+    return Settings(model=demo.ROOT_MODEL, sub_model=demo.SUB_MODEL, base_url=base_url)
+
+
+def demo_report(
+    result: RLMResult, context: demo.DemoContext, correct: bool, saved: Path
+) -> list[str]:
+    """What the demo tells a human: the answer, whether it is right, the cost, what next."""
+    verdict = "correct" if correct else f"WRONG, expected {json.dumps(context.expected())}"
+    return [
+        f"Answer: {result.answer_text()}",
+        f"Check: {verdict} (the generator knows the true answer)",
+        f"Run: {summary(result)}",
+        "Tokens: " + "; ".join(token_lines(result.tokens)),
+        "",
+        f"Next, ask a real model about the same log (saved at {saved}):",
+        "  export OPENAI_API_KEY=sk-...",
+        f'  rlm run --context {saved} "{demo.QUESTION}"',
+        "or use any OpenAI-compatible server (vLLM, llama.cpp, Ollama):",
+        f'  rlm run --base-url http://localhost:8000/v1 --model MODEL --context {saved} "..."',
+    ]
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """``rlm demo``: the real stack against the scripted stand-in, checked against the truth."""
+    if not 0 < args.size_mb <= MAX_DEMO_MB:
+        raise UsageError(
+            f"--size-mb {args.size_mb:g} is out of range: use 0 < N <= {MAX_DEMO_MB:g}"
+        )
+    context = demo.make_context(args.size_mb)
+    ref = store_value(context.text)
+    saved = blob_dir(ref) / blob_name(ref)
+    with StubServer(demo.respond) as server:
+        banner = [
+            f"Offline demo: root and sub model are a scripted stand-in at {server.base_url}; "
+            "graph, sandbox and client are real.",
+            f"Context: {len(context.text):,} characters of synthetic service logs "
+            f"({context.lines:,} lines).",
+            f"Question: {demo.QUESTION}",
+        ]
+        print("\n".join(banner), file=sys.stderr if args.json else sys.stdout, flush=True)
+        reporter = reporter_for(quiet=args.json)
+        result = run_graph(demo.QUESTION, ref, demo_settings(server.base_url), reporter)
+    correct = result.status == "answered" and result.answer == context.expected()
+    if args.json:
+        report = {**result.to_json(), "expected": context.expected(), "correct": correct}
+        print(json.dumps({**report, "offline": True, "context_file": str(saved)}))
+    else:
+        print("\n" + "\n".join(demo_report(result, context, correct, saved)))
+    return EXIT_OK if correct else EXIT_FAILED
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def _help(name: str) -> str:
+    """A flag's help: the setting's own description, so CLI and Studio never disagree."""
+    field = next(f for f in fields(Settings) if f.name == name)
+    default = f" (default: {field.default})" if field.default != "" else ""
+    return (str(field.metadata["description"]) + default).replace("%", "%%")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlm`` argument parser; ``RLM_MODEL`` is read now so tests can set it."""
+    parser = _Parser(prog="rlm", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="answer a question about a file, a directory or stdin",
+        description="Answer QUESTION about a context too large for a prompt. The answer "
+        "goes to stdout; progress goes to stderr. Exit codes: 0 answered, 1 failed, "
+        "2 usage error, 3 iteration budget exhausted (best-effort answer printed).",
+    )
+    run.add_argument("question", help="the question to answer")
+    run.add_argument(
+        "--context",
+        required=True,
+        metavar="PATH",
+        help="a text file, a .json file (parsed), a directory (read as {relative path: "
+        "text}), or - for stdin",
+    )
+    run.add_argument(
+        "--model",
+        default=os.environ.get("RLM_MODEL") or DEFAULT_MODEL,
+        metavar="MODEL",
+        help="root model as provider:name, e.g. openai:gpt-5, anthropic:claude-sonnet-4-5; "
+        "with --base-url a bare name is served by that OpenAI-compatible server "
+        f"(default: $RLM_MODEL, else {DEFAULT_MODEL})",
+    )
+    for name, kind, metavar in RUN_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        run.add_argument(flag, dest=name, type=kind, metavar=metavar, help=_help(name))
+    run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.set_defaults(handler=run_command)
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run the whole stack offline against a scripted model",
+        description="Run the real graph, sandbox and OpenAI client against a scripted "
+        "stand-in model on 127.0.0.1: no key and no network needed.",
+    )
+    demo_parser.add_argument(
+        "--size-mb", type=float, default=2.0, metavar="N", help="size of the synthetic log"
+    )
+    demo_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    demo_parser.set_defaults(handler=demo_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rlm``; returns the exit code instead of raising, so tests call it directly."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already reported
+        return int(exit_.code or 0)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The sandbox on its own: helpers, halts, replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rlm_graph.context_store import store_value
+from rlm_graph.sandbox import Limits, Sandbox, SandboxRegistry, replayable
+from rlm_graph.state import Cell
+
+LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        self.calls.append(prompt)
+        return {"ok": True, "value": f"<{prompt}>"}
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        return [self.query(p) for p in prompts]
+
+
+def cell(code: str, journal: list[Any], halted: bool = False) -> Cell:
+    return Cell(
+        kind="model",
+        turn=1,
+        code=code,
+        reply="",
+        tool_call_id="",
+        output="",
+        error="",
+        halted=halted,
+        journal=journal,
+        sub_calls=0,
+        seconds=0.0,
+    )
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    box = Sandbox(store_value("hello context"), LIMITS)
+    box.handler = Echo()
+    return box
+
+
+def test_context_is_bound_and_output_captured(sandbox: Sandbox) -> None:
+    out = sandbox.run("print(type(context).__name__, len(context))")
+    assert out.stdout == "str 13\n"
+    assert not out.error and not out.halted
+
+
+def test_json_context_is_parsed() -> None:
+    box = Sandbox(store_value({"a": [1, 2]}), LIMITS)
+    assert box.run("print(context['a'][1])").stdout == "2\n"
+
+
+def test_final_forms(sandbox: Sandbox) -> None:
+    assert sandbox.run("x = 3\nFINAL(x)").final == {"value": 3}
+    assert sandbox.run("t = (1, 2)\nFINAL_VAR('t')").final == {"value": [1, 2]}
+    assert sandbox.run("FINAL_VAR(t)").final == {"value": [1, 2]}
+    assert sandbox.run('answer = {"content": "c", "ready": True}').final == {"value": "c"}
+    assert sandbox.run("y = 1").final is None  # collected finals are cleared
+
+
+def test_final_var_of_a_missing_name_is_an_error(sandbox: Sandbox) -> None:
+    out = sandbox.run("FINAL_VAR('nope')")
+    assert "no variable named 'nope'" in out.output
+    assert out.final is None
+
+
+def test_code_ending_in_a_double_quote(sandbox: Sandbox) -> None:
+    # regression guard for an old eryx bug
+    assert sandbox.run('s = "quoted"').error == ""
+    assert sandbox.run("print(s)").stdout == "quoted\n"
+
+
+def test_exceptions_keep_output_and_hide_eryx_frames(sandbox: Sandbox) -> None:
+    out = sandbox.run("print('before')\nraise ValueError('boom')")
+    assert out.stdout == "before\n"
+    assert "ValueError: boom" in out.output
+    assert "_eryx_exec" not in out.output
+    assert not out.halted
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("while True: pass", "ResourceLimitError"),
+        ("import time\ntime.sleep(60)", "TimeoutError"),
+        ("import sys\nsys.exit(3)", "SystemExit"),
+    ],
+)
+def test_halts_keep_earlier_variables(sandbox: Sandbox, code: str, reason: str) -> None:
+    sandbox.run("keep = [1, 2, 3]\ndef f():\n    return sum(keep)")
+    out = sandbox.run(code)
+    assert out.halted
+    assert out.error.startswith(reason)
+    assert sandbox.run("print(f(), len(context))").stdout == "6 13\n"
+
+
+def test_sub_calls_reach_the_handler_and_are_journaled(sandbox: Sandbox) -> None:
+    out = sandbox.run("a = await llm_query('q1')\nb = await llm_batch(['x', 'y'])\nprint(a, b)")
+    assert out.stdout == "<q1> ['<x>', '<y>']\n"
+    assert len(out.journal) == 2
+
+
+def test_replay_rebuilds_variables_functions_and_classes_without_live_calls() -> None:
+    ref = store_value("abc")
+    live = Echo()
+    first = Sandbox(ref, LIMITS)
+    first.handler = live
+    codes = [
+        "r = await llm_query('expensive')\nclass Box:\n    def __init__(self, v):\n        self.v = v",
+        "def double(b):\n    return Box(b.v * 2)\nitem = double(Box(21))",
+        "import time\ntime.sleep(60)",
+    ]
+    cells = []
+    for code in codes:
+        out = first.run(code)
+        cells.append(cell(code, out.journal, halted=out.halted))
+    probe = "print(r, item.v, type(item).__name__, double(Box(1)).v, 'x' in dir())"
+    expected = first.run(probe).stdout
+    assert len(live.calls) == 1
+
+    second = Sandbox(ref, LIMITS)
+    replay_handler = Echo()
+    second.handler = replay_handler
+    second.replay(replayable(cells))
+    assert second.run(probe).stdout == expected == "<expensive> 42 Box 2 False\n"
+    assert replay_handler.calls == []
+
+
+def test_registry_replays_only_what_a_live_session_lacks() -> None:
+    registry = SandboxRegistry()
+    ref = store_value("ctx")
+    handler = Echo()
+    cells: list[Cell] = []
+    with registry.checkout("s1", ref, cells, LIMITS, handler) as box:
+        out = box.run("n = 1")
+        done = cell("n = 1", out.journal)
+        registry.record("s1", done)
+    cells.append(done)
+    with registry.checkout("s1", ref, cells, LIMITS, handler) as again:
+        assert again is box
+    # a fork to before that cell gets a fresh session without it
+    with registry.checkout("s1", ref, [], LIMITS, handler) as forked:
+        assert forked is not box
+        assert "NameError" in forked.run("print(n)").output
+    registry.release("s1")
+    assert "s1" not in registry
+
+
+def test_registry_evicts_idle_sessions() -> None:
+    registry = SandboxRegistry(idle_seconds=0.0, max_live=2)
+    ref = store_value("ctx")
+    for name in ("a", "b", "c"):
+        with registry.checkout(name, ref, [], LIMITS, Echo()):
+            pass
+    assert len(registry) <= 2
