@@ -115,7 +115,8 @@ def test_replay_rebuilds_variables_functions_and_classes_without_live_calls() ->
     first = Sandbox(ref, LIMITS)
     first.handler = live
     codes = [
-        "r = await llm_query('expensive')\nclass Box:\n    def __init__(self, v):\n        self.v = v",
+        "r = await llm_query('expensive')\n"
+        "class Box:\n    def __init__(self, v):\n        self.v = v",
         "def double(b):\n    return Box(b.v * 2)\nitem = double(Box(21))",
         "import time\ntime.sleep(60)",
     ]

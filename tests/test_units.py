@@ -134,3 +134,11 @@ def test_a_new_question_starts_a_new_turn() -> None:
     assert begin_turn(running, "q") == {}  # resuming the same question
     fresh = begin_turn({**running, "status": "answered"}, "q2")
     assert fresh["turn"] == 2 and fresh["iteration"] == 0 and fresh["status"] == "running"
+
+
+def test_readme_documents_every_setting() -> None:
+    from dataclasses import fields
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [f.name for f in fields(Settings) if f"| `{f.name}` |" not in readme]
+    assert missing == []
