@@ -97,7 +97,7 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
     """
     if state.get("status") == "running" and state.get("active_question") == question:
         return {}
-    update: dict[str, Any] = {
+    return {
         "active_question": question,
         "turn": state.get("turn", 0) + 1,
         "iteration": 0,
@@ -106,9 +106,6 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
         "error": "",
         "pending": None,
     }
-    if not state.get("question"):
-        update["question"] = question
-    return update
 
 
 def ingest_context(state: State) -> dict[str, Any]:

@@ -333,3 +333,18 @@ def test_no_context_is_a_clear_error(stub: Any) -> None:
 
 def test_regex_helper_sanity() -> None:
     assert re.search(r"magic number for (\w+)", haystack(2000, "magic number for a is: 1"))
+
+
+def test_chat_messages_work_as_the_question(stub: Any) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    server = stub(Script([tool("FINAL(context[:3])")]))
+    from rlm_graph import Settings
+
+    out = build_graph().invoke(
+        {"messages": [HumanMessage("first three letters?")], "context": "abcdef"},
+        context=Settings(**fast_settings(server)),
+    )
+    assert out["answer"] == "abc"
+    assert isinstance(out["messages"][-1], AIMessage) and out["messages"][-1].content == "abc"
+    assert "first three letters?" in json.dumps(server.requests[0].body)
