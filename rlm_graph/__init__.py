@@ -2,6 +2,6 @@
 
 from rlm_graph.api import RLMResult, aanswer, answer
 from rlm_graph.context import Settings
-from rlm_graph.graph import build_graph, graph
+from rlm_graph.graph import build_graph
 
-__all__ = ["RLMResult", "Settings", "aanswer", "answer", "build_graph", "graph"]
+__all__ = ["RLMResult", "Settings", "aanswer", "answer", "build_graph"]

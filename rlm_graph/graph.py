@@ -14,8 +14,11 @@ runs sync nodes in worker threads under ``ainvoke`` and ``langgraph dev`` alike.
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from functools import cache
@@ -84,6 +87,27 @@ def _emit(event: dict[str, Any]) -> None:
     """Send a progress event to ``stream_mode="custom"`` listeners, if any."""
     with suppress(RuntimeError):  # outside a runnable context (direct node calls)
         get_stream_writer()(event)
+
+
+def thread_safe_writer() -> Callable[[dict[str, Any]], None] | None:
+    """The node's stream writer, callable from the sub-call thread.
+
+    The writer needs LangGraph's context variables, which the background sub-call loop
+    does not have; running it in a copy of this node's context (one thread at a time)
+    carries them over.
+    """
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return None
+    node_context = contextvars.copy_context()
+    lock = threading.Lock()
+
+    def write(event: dict[str, Any]) -> None:
+        with lock:
+            node_context.run(writer, event)
+
+    return write
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -263,12 +287,8 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         budget = open_budget(key, settings.max_sub_calls - state.get("sub_calls", 0))
     else:
         budget = shared_budget(key, settings.max_sub_calls)
-    try:
-        writer = get_stream_writer()
-    except RuntimeError:
-        writer = None
     broker = SubCallBroker(
-        replace(settings, budget_key=key), budget, run_child=run_child, emit=writer
+        replace(settings, budget_key=key), budget, run_child=run_child, emit=thread_safe_writer()
     )
     limits = Limits.from_settings(settings)
     first_line = pending["code"].strip().splitlines()[0] if pending["code"].strip() else ""

@@ -1,8 +1,8 @@
 """Smoke test: the `rlm` graph served by `langgraph dev`, driven through the SDK.
 
-A stub model server runs in this process; `langgraph dev` runs as a subprocess from the
-project root with the project's langgraph.json, so the graph is loaded exactly as Studio
-and API users get it. Two questions on one thread check streaming, progress events,
+A stub model server runs in this process; `langgraph dev` runs as a subprocess serving
+the graphs named in the project's langgraph.json, so the graph is loaded as Studio and
+API users get it. Two questions on one thread check streaming, progress events,
 that the ~1 MB context never reaches a model, and that sandbox variables persist across
 runs on a thread.
 """
@@ -65,7 +65,9 @@ FIRST_RUN = [
 ]
 # The follow-up reads `needle`, set in the first run, and `history`, set by the graph.
 SECOND_RUN = [
-    tool_call("follow = needle[::-1] + '#' + str(len(history))\nprint(follow)", 'FINAL_VAR("follow")')
+    tool_call(
+        "follow = needle[::-1] + '#' + str(len(history))\nprint(follow)", 'FINAL_VAR("follow")'
+    )
 ]
 
 
@@ -134,7 +136,8 @@ def server_env(home: Path) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.endswith("_API_KEY") and not key.startswith(("LANGSMITH_", "LANGCHAIN_", "OPENAI_"))
+        if not key.endswith("_API_KEY")
+        and not key.startswith(("LANGSMITH_", "LANGCHAIN_", "OPENAI_"))
     }
     venv_bin = str(Path(sys.executable).parent)
     env.update(
@@ -152,26 +155,58 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
+def project_config(workdir: Path) -> Path:
+    """The project's langgraph.json with its paths made absolute, written to ``workdir``.
+
+    `langgraph dev` resolves the graph, dependency and .env paths against its working
+    directory and keeps its in-memory database in ``<cwd>/.langgraph_api`` (pickles that
+    later servers reload; the config's `disable_persistence` key is dropped by the CLI's
+    validation in langgraph-cli 0.4.x). Running from ``workdir`` keeps that database out
+    of the project while serving exactly the graphs the project's config names.
+    """
+    config = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
+
+    def absolute(path: str) -> str:
+        return str(PROJECT_ROOT / path)
+
+    config["graphs"] = {
+        name: absolute(spec) if isinstance(spec, str) and spec.startswith(".") else spec
+        for name, spec in config["graphs"].items()
+    }
+    config["dependencies"] = [
+        absolute(dep) if dep.startswith(".") else dep for dep in config.get("dependencies", [])
+    ]
+    if isinstance(config.get("env"), str):
+        config["env"] = absolute(config["env"])
+    path = workdir / "langgraph.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def start_dev_server(tmp: Path, home: Path) -> DevServer:
-    """Start `langgraph dev` from the project root and wait until it answers /ok."""
+    """Start `langgraph dev` on the project's graphs and wait until it answers /ok."""
     env = server_env(home)
     cli = shutil.which("langgraph", path=env["PATH"])
     if cli is None:
         pytest.skip("langgraph CLI not installed (pip install -e '.[dev]')")
-    # The project's config, with the in-memory server's pickle files turned off: they
-    # would land in <project>/.langgraph_api and be reloaded by later runs (and by
-    # developers' own `langgraph dev`), ~1 MB of input per test run.
-    config = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
-    config["disable_persistence"] = True
-    config_path = tmp / "langgraph.json"
-    config_path.write_text(json.dumps(config))
+    workdir = tmp / "server"
+    workdir.mkdir()
+    config_path = project_config(workdir)
     log_path = tmp / "langgraph-dev.log"
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [cli, "dev", "--no-browser", "--no-reload", "--port", str(port),
-             "--config", str(config_path)],
-            cwd=PROJECT_ROOT,
+            [
+                cli,
+                "dev",
+                "--no-browser",
+                "--no-reload",
+                "--port",
+                str(port),
+                "--config",
+                str(config_path),
+            ],
+            cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -184,7 +219,7 @@ def start_dev_server(tmp: Path, home: Path) -> DevServer:
         if process.poll() is not None:
             pytest.fail(f"langgraph dev exited with {process.returncode}:\n{server.log()}")
         # The server moves to another port if ours was taken meanwhile: read it from the log.
-        if not server.url and (match := re.search(r"API: (http://127\.0\.0\.1:\d+)", server.log())):
+        if not server.url and (match := re.search(r"API: (http://[\w.]+:\d+)", server.log())):
             server.url = match.group(1)
         if server.url:
             try:
@@ -203,6 +238,7 @@ def prebuild_sandbox_factory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     from rlm_graph import sandbox
 
     monkeypatch.setenv("RLM_GRAPH_HOME", str(home))
+    home.mkdir(parents=True, exist_ok=True)
     path = Path(sandbox._factory_path())
     factory = sandbox.sandbox_factory()  # cached per process: may come from another home
     if not path.exists():
@@ -265,8 +301,10 @@ def test_rlm_graph_under_langgraph_dev(dev_server: DevServer, stub_model: StubSe
             thread = await client.threads.create()
             first = await asyncio.wait_for(
                 stream_run(
-                    client, thread["thread_id"],
-                    {"question": QUESTION, "context": context_text}, settings,
+                    client,
+                    thread["thread_id"],
+                    {"question": QUESTION, "context": context_text},
+                    settings,
                 ),
                 RUN_TIMEOUT,
             )
@@ -289,8 +327,8 @@ def test_rlm_graph_under_langgraph_dev(dev_server: DevServer, stub_model: StubSe
     assert values.get("status") == "answered", f"{values}{where}"
     assert values.get("answer") == EXPECTED_ANSWER, f"{values}{where}"
     custom = [data for event, data in first if event == "custom"]
-    assert any(isinstance(d, dict) and d.get("event") == "iteration" for d in custom), custom
-    assert any(isinstance(d, dict) and d.get("event") == "cell" for d in custom), custom
+    kinds = {d.get("event") for d in custom if isinstance(d, dict)}
+    assert {"iteration", "cell", "sub_call_start", "sub_call_end"} <= kinds, custom
 
     follow = final_values(second)
     assert follow.get("status") == "answered", f"{follow}{where}"
