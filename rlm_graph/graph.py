@@ -116,11 +116,15 @@ def thread_safe_writer() -> Callable[[dict[str, Any]], None] | None:
 def begin_turn(state: State, question: str) -> dict[str, Any]:
     """Reset the per-question counters when a new question starts on this thread.
 
-    A question continues (after a crash or an interrupt) while its status is running;
-    any other status means the previous question ended and this one is new.
+    A question continues (after a crash, an interrupt, or a root-model failure: asking
+    it again resumes it) while its status is running or failed; any other status means
+    the previous question ended and this one is new.
     """
-    if state.get("status") == "running" and state.get("active_question") == question:
-        return {}
+    if state.get("active_question") == question:
+        if state.get("status") == "running":
+            return {}
+        if state.get("status") == "failed":
+            return {"status": "running", "error": ""}
     return {
         "active_question": question,
         "turn": state.get("turn", 0) + 1,
@@ -223,8 +227,18 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         max_output_chars=settings.max_output_chars,
     )
     _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})
-    model = root_model(settings)
-    reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(messages)
+    try:
+        model = root_model(settings)
+        reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
+            messages
+        )
+    except Exception as exc:  # after the client's own retries: stop, keep every cell
+        update.update(
+            status="failed",
+            error=f"root model call failed: {type(exc).__name__}: {exc}",
+            pending=Pending(code="", reply="", tool_call_id="", stop=True),
+        )
+        return update
     assert isinstance(reply, AIMessage)
     pending = pending_from(parse_reply(reply))
     if update.get("turn") and view.get("history") and view.get("cells"):
@@ -245,6 +259,8 @@ async def run_child(prompt: str, settings: Settings) -> ChildResult:
         config={"recursion_limit": 4 * child.max_iterations + 10},
         context=child,
     )
+    if result.get("status") == "failed":
+        raise RuntimeError(result.get("error") or "sub-RLM failed")
     answer = result.get("answer")
     text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
     return ChildResult(answer=text, usage=result.get("usage") or {})
@@ -350,6 +366,8 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
 def inspect(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Count the iteration and look for a final answer."""
     pending = state.get("pending") or Pending(code="", reply="", tool_call_id="")
+    if state.get("status") == "failed":  # the model never replied: no iteration spent
+        return {"pending": None}
     iteration = state.get("iteration", 0) + 1
     update: dict[str, Any] = {"iteration": iteration, "pending": None}
     if pending.get("stop"):
@@ -406,12 +424,22 @@ def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
     return message_text(reply), {"usage": usage_of(reply, settings.model)}
 
 
+def release_run_sandbox(state: State) -> None:
+    """Close the sandbox of a run without a thread: nobody can come back to it."""
+    if not get_config().get("configurable", {}).get("thread_id") and state.get("sandbox_id"):
+        REGISTRY.release(state["sandbox_id"])
+
+
 def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Return the answer, marking how it was reached; release a run-scoped sandbox."""
     settings = settings_of(runtime)
     update: dict[str, Any] = {"pending": None}
     answer = state.get("answer")
     status: Status
+    if state.get("status") == "failed":
+        update["messages"] = [AIMessage(content=f"The run failed: {state.get('error', '')}")]
+        release_run_sandbox(state)
+        return update
     if state.get("status") == "answered":
         status = "answered"
     elif (
@@ -435,8 +463,7 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         *(state.get("history") or []),
         TurnRecord(question=question_of(state), answer=answer, status=status),
     ]
-    if not get_config().get("configurable", {}).get("thread_id") and state.get("sandbox_id"):
-        REGISTRY.release(state["sandbox_id"])
+    release_run_sandbox(state)
     return update
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from support import Script, fast_settings, fenced, tool
+from support import Script, fast_settings, fenced, iteration_of, tool
 from typing_extensions import TypedDict
 
 from rlm_graph import aanswer, answer, build_graph
@@ -348,3 +348,27 @@ def test_chat_messages_work_as_the_question(stub: Any) -> None:
     assert out["answer"] == "abc"
     assert isinstance(out["messages"][-1], AIMessage) and out["messages"][-1].content == "abc"
     assert "first three letters?" in json.dumps(server.requests[0].body)
+
+
+def test_root_model_failure_is_reported_and_the_same_question_resumes(stub: Any) -> None:
+    healthy = {"on": True}
+    script = Script([tool("kept = 41"), tool("FINAL(kept + 1)")])
+
+    def responder(body: dict[str, Any]) -> StubReply | str:
+        if not healthy["on"]:
+            return StubReply(status=503, error="overloaded")
+        reply = script(body)
+        if iteration_of(body) == 0:
+            healthy["on"] = False  # the provider goes down after the first reply
+        return reply
+
+    server = stub(responder)
+    graph = build_graph(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "flaky"}}
+    failed = answer("q", "ctx", graph=graph, config=config, **fast_settings(server))
+    assert failed.status == "failed"
+    assert "root model call failed" in failed.error and "503" in failed.error
+    assert failed.iterations == 1
+    healthy["on"] = True
+    resumed = answer("q", graph=graph, config=config, **fast_settings(server))
+    assert (resumed.status, resumed.answer, resumed.iterations) == ("answered", 42, 2)
