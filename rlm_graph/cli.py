@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TextIO, cast
 
@@ -29,7 +30,6 @@ from rlm_graph.state import ContextRef
 from rlm_graph.stub_server import StubServer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
-DEFAULT_MODEL = "openai:gpt-5"
 MAX_DEMO_MB = 100.0
 # Settings exposed as `rlm run` flags: (field name, type, metavar).
 RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -139,7 +139,7 @@ class Reporter:
             self._last_flight_line = time.monotonic()
             self._write(line)
         elif event.get("event") == "sub_call_start" and self._flight_line_due():
-            self._write(f"rlm:   {self.progress.in_flight} sub-calls in flight")
+            self._write(f"rlm:   {count(self.progress.in_flight, 'sub-call')} in flight")
 
     def values(self, state: dict[str, Any]) -> None:
         """Take the state after a step; reports sub-calls that a cell finished."""
@@ -150,7 +150,7 @@ class Reporter:
         if self.live:
             self._redraw()
         else:
-            self._write(f"rlm:   {total} sub-calls so far")
+            self._write(f"rlm:   {count(total, 'sub-call')} so far")
 
     def close(self) -> None:
         """Clear the status line so what follows starts on a clean line."""
@@ -175,7 +175,7 @@ class Reporter:
 
 
 class Silent:
-    """The sink of ``--quiet`` and ``--json`` demo runs: stderr stays empty."""
+    """The sink of ``--quiet``: nothing on stderr, for scripts that treat it as trouble."""
 
     def custom(self, event: dict[str, Any]) -> None:
         """Drop the event."""
@@ -253,11 +253,16 @@ def total_tokens(tokens: dict[str, dict[str, int]]) -> int:
     return sum(t.get("input_tokens", 0) + t.get("output_tokens", 0) for t in tokens.values())
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` nouns, in words a person reads without stumbling ("1 iteration")."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def summary(result: RLMResult) -> str:
     """One line on what the run cost."""
     return (
-        f"{result.status.replace('_', ' ')} in {result.iterations} iterations, "
-        f"{result.sub_calls} sub-calls, {total_tokens(result.tokens):,} tokens, "
+        f"{result.status.replace('_', ' ')} in {count(result.iterations, 'iteration')}, "
+        f"{count(result.sub_calls, 'sub-call')}, {count(total_tokens(result.tokens), 'token')}, "
         f"{result.seconds:.1f} s"
     )
 
@@ -265,7 +270,7 @@ def summary(result: RLMResult) -> str:
 def token_lines(tokens: dict[str, dict[str, int]]) -> list[str]:
     """Per-model usage, because root and sub model are priced differently."""
     return [
-        f"{model}: {t.get('calls', 0)} calls, {t.get('input_tokens', 0):,} in / "
+        f"{model}: {count(t.get('calls', 0), 'call')}, {t.get('input_tokens', 0):,} in / "
         f"{t.get('output_tokens', 0):,} out"
         for model, t in sorted(tokens.items())
     ]
@@ -293,7 +298,6 @@ def check_models(settings: Settings) -> None:
     for name, base_url in pairs:
         if problem := missing_credentials(name, base_url):
             raise UsageError(problem)
-    for name, base_url in pairs:
         try:
             load_chat_model(name, base_url, settings.model_timeout, settings.model_max_retries)
         except ModelConfigError as exc:
@@ -307,6 +311,8 @@ def read_context(source: str, stdin: TextIO) -> ContextRef:
     """
     try:
         if source == "-":
+            if stdin.isatty():
+                print("rlm: reading the context from stdin; end it with Ctrl-D", file=sys.stderr)
             return store_value(stdin.buffer.read())
         return store_path(Path(source))
     except ContextError as exc:
@@ -318,7 +324,8 @@ def print_answer(result: RLMResult, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
     elif result.status == "budget_exhausted":
-        print(f"[budget exhausted after {result.iterations} iterations: best-effort answer]")
+        spent = count(result.iterations, "iteration")
+        print(f"[budget exhausted after {spent}: best-effort answer]")
         print(result.answer_text())
     elif result.status == "answered":
         print(result.answer_text())
@@ -351,22 +358,37 @@ def demo_settings(base_url: str) -> Settings:
     return Settings(model=demo.ROOT_MODEL, sub_model=demo.SUB_MODEL, base_url=base_url)
 
 
+def demo_banner(base_url: str, context: demo.DemoContext) -> str:
+    """Said before anything runs, so nobody mistakes the stand-in's answers for a model's."""
+    return (
+        f"Offline demo: root and sub model are a scripted stand-in at {base_url}; "
+        "graph, sandbox and client are real.\n"
+        f"Context: {len(context.text):,} characters of synthetic service logs "
+        f"({context.lines:,} lines).\n"
+        f"Question: {demo.QUESTION}"
+    )
+
+
 def demo_report(
     result: RLMResult, context: demo.DemoContext, correct: bool, saved: Path
 ) -> list[str]:
     """What the demo tells a human: the answer, whether it is right, the cost, what next."""
+    root_tokens = result.tokens.get(demo.ROOT_MODEL, {}).get("input_tokens", 0)
     verdict = "correct" if correct else f"WRONG, expected {json.dumps(context.expected())}"
     return [
         f"Answer: {result.answer_text()}",
         f"Check: {verdict} (the generator knows the true answer)",
+        *([f"Error: {result.error}"] if result.error else []),
         f"Run: {summary(result)}",
         "Tokens: " + "; ".join(token_lines(result.tokens)),
+        f"The root model read {root_tokens:,} prompt tokens in all: the "
+        f"{len(context.text):,}-character log stayed in the sandbox, sub-calls read it in chunks.",
         "",
-        f"Next, ask a real model about the same log (saved at {saved}):",
-        "  export OPENAI_API_KEY=sk-...",
-        f'  rlm run --context {saved} "{demo.QUESTION}"',
-        "or use any OpenAI-compatible server (vLLM, llama.cpp, Ollama):",
-        f'  rlm run --base-url http://localhost:8000/v1 --model MODEL --context {saved} "..."',
+        "Next, ask a real model about the same log:",
+        f"  CTX={shlex.quote(str(saved))}",
+        f'  OPENAI_API_KEY=sk-... rlm run --context "$CTX" {shlex.quote(demo.QUESTION)}',
+        "or any OpenAI-compatible server (vLLM, llama.cpp, Ollama):",
+        '  rlm run --base-url http://localhost:8000/v1 --model MODEL --context "$CTX" "..."',
     ]
 
 
@@ -380,16 +402,10 @@ def demo_command(args: argparse.Namespace) -> int:
     ref = store_value(context.text)
     saved = blob_dir(ref) / blob_name(ref)
     with StubServer(demo.respond) as server:
-        banner = [
-            f"Offline demo: root and sub model are a scripted stand-in at {server.base_url}; "
-            "graph, sandbox and client are real.",
-            f"Context: {len(context.text):,} characters of synthetic service logs "
-            f"({context.lines:,} lines).",
-            f"Question: {demo.QUESTION}",
-        ]
-        print("\n".join(banner), file=sys.stderr if args.json else sys.stdout, flush=True)
-        reporter = reporter_for(quiet=args.json)
-        result = run_graph(demo.QUESTION, ref, demo_settings(server.base_url), reporter)
+        banner = demo_banner(server.base_url, context)
+        print(banner, file=sys.stderr if args.json else sys.stdout, flush=True)
+        settings = demo_settings(server.base_url)
+        result = run_graph(demo.QUESTION, ref, settings, reporter_for(quiet=False))
     correct = result.status == "answered" and result.answer == context.expected()
     if args.json:
         report = {**result.to_json(), "expected": context.expected(), "correct": correct}
@@ -402,16 +418,25 @@ def demo_command(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
+def _setting(name: str) -> Field[Any]:
+    """The definition of one setting: its default and description live only there."""
+    return next(f for f in fields(Settings) if f.name == name)
+
+
 def _help(name: str) -> str:
     """A flag's help: the setting's own description, so CLI and Studio never disagree."""
-    field = next(f for f in fields(Settings) if f.name == name)
+    field = _setting(name)
     default = f" (default: {field.default})" if field.default != "" else ""
     return (str(field.metadata["description"]) + default).replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlm`` argument parser; ``RLM_MODEL`` is read now so tests can set it."""
-    parser = _Parser(prog="rlm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="rlm",
+        description="Recursive Language Models: answer questions about contexts far larger "
+        "than a prompt, with code in a sandbox and sub-calls on chunks.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -431,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--model",
-        default=os.environ.get("RLM_MODEL") or DEFAULT_MODEL,
+        default=os.environ.get("RLM_MODEL") or _setting("model").default,
         metavar="MODEL",
         help="root model as provider:name, e.g. openai:gpt-5, anthropic:claude-sonnet-4-5; "
         "with --base-url a bare name is served by that OpenAI-compatible server "
-        f"(default: $RLM_MODEL, else {DEFAULT_MODEL})",
+        f"(default: $RLM_MODEL, else {_setting('model').default})",
     )
     for name, kind, metavar in RUN_FLAGS:
         flag = "--" + name.replace("_", "-")
@@ -451,7 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stand-in model on 127.0.0.1: no key and no network needed.",
     )
     demo_parser.add_argument(
-        "--size-mb", type=float, default=2.0, metavar="N", help="size of the synthetic log"
+        "--size-mb",
+        type=float,
+        default=2.0,
+        metavar="N",
+        help="size of the synthetic log in MB (default: %(default)g)",
     )
     demo_parser.add_argument("--json", action="store_true", help="print one JSON object")
     demo_parser.set_defaults(handler=demo_command)

@@ -48,10 +48,8 @@ def test_needle_in_5mb_context_never_reaches_the_model(stub: Any) -> None:
     assert result.iterations == 2
     # The context is never sent: every request is prompt + history + previews only.
     assert max(r.raw_size for r in server.requests) < 30_000
-    assert all(
-        "918273" not in json.dumps(r.body) or "918273" in json.dumps(r.body["messages"][-3:])
-        for r in server.requests
-    )
+    # The needle's sentence sits in the middle of the context: no request ever held it.
+    assert not any("One of the special magic" in json.dumps(r.body) for r in server.requests)
 
 
 def test_chunked_aggregation_with_llm_batch(stub: Any) -> None:
