@@ -68,7 +68,8 @@ class Progress:
     depth: int = 0
     code_line: str = ""
     in_flight: int = 0
-    sub_calls: int = 0
+    sub_calls: int = 0  # the state's count, known only when a cell ends
+    finished: int = 0  # sub-calls ended since then, so a long cell shows movement
 
 
 def advance(progress: Progress, event: dict[str, Any]) -> Progress:
@@ -78,15 +79,18 @@ def advance(progress: Progress, event: dict[str, Any]) -> Progress:
         return replace(progress, iteration=event["iteration"], depth=event["depth"], code_line="")
     if kind == "cell":
         return replace(progress, depth=event["depth"], code_line=event["code_line"])
-    if kind in ("sub_call_start", "sub_call_end"):
+    if kind == "sub_call_start":
         return replace(progress, in_flight=event["in_flight"])
+    if kind == "sub_call_end":
+        return replace(progress, in_flight=event["in_flight"], finished=progress.finished + 1)
     return progress
 
 
 def status_line(progress: Progress, width: int) -> str:
     """The single line a terminal shows, clipped: a wrapped line cannot be redrawn."""
     parts = [f"iteration {progress.iteration}", f"depth {progress.depth}"]
-    parts.append(f"sub-calls {progress.in_flight} in flight, {progress.sub_calls} done")
+    done = progress.sub_calls + progress.finished
+    parts.append(f"sub-calls {progress.in_flight} in flight, {done} done")
     if progress.code_line:
         parts.append(f"> {progress.code_line}")
     text = "rlm: " + " · ".join(parts)
@@ -146,7 +150,7 @@ class Reporter:
         total = state.get("sub_calls", 0)
         if total == self.progress.sub_calls:
             return
-        self.progress = replace(self.progress, sub_calls=total, in_flight=0)
+        self.progress = replace(self.progress, sub_calls=total, finished=0, in_flight=0)
         if self.live:
             self._redraw()
         else:

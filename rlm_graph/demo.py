@@ -150,16 +150,19 @@ def make_context(size_mb: float, seed: int = SEED) -> DemoContext:
 
 # -- the root model's policy ------------------------------------------------------------
 
+# The code keeps no big list in the REPL's globals: the sandbox snapshots its globals
+# before every cell, so a 300,000-line list would slow every later cell down.
 _STEPS: tuple[tuple[str, str], ...] = (
     (
         "First, what is `context` and what does it look like?",
-        "print(type(context).__name__, f'{len(context):,} characters')\n"
-        "lines = context.splitlines()\n"
-        "print(f'{len(lines):,} lines; the first three:')\n"
-        "print('\\n'.join(lines[:3]))",
+        "# peek: type, size and the first lines\n"
+        "print(type(context).__name__, f'{len(context):,} characters, "
+        "{context.count(chr(10)) + 1:,} lines')\n"
+        "print(context[:240])",
     ),
     (
         "Log lines. A regex finds the magic number without any sub-call.",
+        "# search: the needle by regex, no sub-call needed\n"
         "import re\n"
         "hits = re.findall(r'magic number is (\\d+)', context)\n"
         "print(hits)\n"
@@ -168,14 +171,22 @@ _STEPS: tuple[tuple[str, str], ...] = (
     (
         "Classifying the ERROR lines is reading work: chunk the log and map it over the "
         "sub model in one batch.",
+        "# map: classify the ERROR lines chunk by chunk with the sub model\n"
+        "def chunked(text, size):\n"
+        "    lines = text.splitlines()\n"
+        "    for i in range(0, len(lines), size):\n"
+        "        yield '\\n'.join(lines[i:i + size])\n"
+        "\n"
         f"instruction = {CLASSIFY_INSTRUCTION!r}\n"
-        f"chunks = ['\\n'.join(lines[i:i + {LINES_PER_CHUNK}]) "
-        f"for i in range(0, len(lines), {LINES_PER_CHUNK})]\n"
-        "replies = await llm_batch([f'{instruction}\\n<<<\\n{c}\\n>>>' for c in chunks])\n"
-        "print(len(chunks), 'chunks; first replies:', replies[:2])",
+        "replies = await llm_batch(\n"
+        "    [f'{instruction}\\n<<<\\n{c}\\n>>>'\n"
+        f"     for c in chunked(context, {LINES_PER_CHUNK})]\n"
+        ")\n"
+        "print(len(replies), 'chunks; first replies:', replies[:2])",
     ),
     (
         "Sum the per-chunk counts in Python and answer.",
+        "# reduce: add up the per-chunk counts\n"
         "import json\n"
         "from collections import Counter\n"
         "totals = Counter()\n"
@@ -204,7 +215,7 @@ def _root_reply(body: dict[str, Any]) -> StubReply:
 # -- the sub model ----------------------------------------------------------------------
 
 
-def classify(message: str) -> str | None:
+def _classify(message: str) -> str | None:
     """The cause an ERROR message names, as the sub model would read it."""
     lowered = message.lower()
     for cause, cues in _CUES.items():
@@ -221,7 +232,7 @@ def _sub_reply(prompt: str) -> str:
     counts: Counter[str] = Counter()
     for line in excerpt.splitlines():
         fields = line.split(maxsplit=3)
-        if len(fields) == 4 and fields[2] == "ERROR" and (cause := classify(fields[3])):
+        if len(fields) == 4 and fields[2] == "ERROR" and (cause := _classify(fields[3])):
             counts[cause] += 1
     return json.dumps(dict(sorted(counts.items())))
 

@@ -1,0 +1,33 @@
+"""``python -m bench all|overhead|batch|first_cell|needle [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+FIGURES = ("overhead", "batch", "first_cell", "needle")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen figures and print their tables (Markdown, ready for the docs)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("figure", choices=("all", *FIGURES), help="which figure to measure")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)"
+    )
+    args = parser.parse_args(argv)
+    chosen = FIGURES if args.figure == "all" else (args.figure,)
+    started = time.perf_counter()
+    for name in chosen:
+        figure_started = time.perf_counter()
+        module = importlib.import_module(f"bench.{name}")
+        print(module.run(quick=args.quick), flush=True)
+        print(f"({name}: {time.perf_counter() - figure_started:.1f} s)\n", flush=True)
+    print(f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The floor: a minimal exec()-based RLM loop in the style of rlm-minimal.
+
+It does the least an RLM can do (one chat client, a regex for ```repl blocks, ``exec`` in
+a dict, output appended to the conversation) with no sandbox, state, checkpoints or
+budget. Whatever the graph spends beyond this is the price of those features.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import traceback
+from contextlib import redirect_stdout
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+
+SYSTEM = "Answer the question. `context` is a variable in a Python REPL; run ```repl blocks."
+_REPL = re.compile(r"```repl\n(.*?)```", re.DOTALL)
+_FINAL = re.compile(r"^\s*FINAL(_VAR)?\((.*)\)\s*$", re.MULTILINE)
+_DONE = object()
+
+
+def run_floor(
+    question: str, context: Any, *, base_url: str, max_iterations: int = 100
+) -> tuple[Any, int]:
+    """Answer like an RLM with nothing but ``exec``; returns (answer, iterations)."""
+    llm = ChatOpenAI(model="stub-root", base_url=base_url, api_key="x", max_retries=0)
+    sub = ChatOpenAI(model="stub-sub", base_url=base_url, api_key="x", max_retries=0)
+    final: list[Any] = [_DONE]
+    ns: dict[str, Any] = {"context": context}
+    ns["llm_query"] = lambda prompt: sub.invoke([HumanMessage(prompt)]).content
+    ns["FINAL"] = lambda value: final.__setitem__(0, value)
+    ns["FINAL_VAR"] = lambda name: final.__setitem__(0, ns[name])
+    messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(question)]
+    for iteration in range(1, max_iterations + 1):
+        reply = llm.invoke(messages)
+        assert isinstance(reply, AIMessage) and isinstance(reply.content, str)
+        messages.append(reply)
+        out = io.StringIO()
+        for code in _REPL.findall(reply.content):
+            with redirect_stdout(out):
+                try:
+                    exec(code, ns)
+                except Exception:
+                    traceback.print_exc(file=out)
+        outside = _REPL.sub("", reply.content)
+        if final[0] is _DONE and (match := _FINAL.search(outside)):
+            final[0] = ns[match.group(2).strip("'\" ")] if match.group(1) else match.group(2)
+        if final[0] is not _DONE:
+            return final[0], iteration
+        messages.append(HumanMessage(f"REPL output:\n{out.getvalue()[:20_000]}"))
+    return None, max_iterations
