@@ -36,7 +36,7 @@ from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, check_ref, store_path, store_value
 from rlm_graph.models import load_chat_model
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
-from rlm_graph.sandbox import REGISTRY, Limits, SandboxBroken
+from rlm_graph.sandbox import REGISTRY, Limits
 from rlm_graph.state import Cell, InputState, OutputState, Pending, State, Status, TurnRecord
 from rlm_graph.subcalls import (
     CHARS_PER_TOKEN,
@@ -314,22 +314,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         broker.memo = sandbox.memo
         setups = [("system", pending["setup"])] if pending.get("setup") else []
         for kind, code in [*setups, ("model", pending["code"])]:
-            try:
-                outcome = sandbox.run(code)
-            except SandboxBroken as broken:
-                REGISTRY.rebuild(sandbox_id)
-                new_cells.append(
-                    _cell(
-                        pending,
-                        turn,
-                        kind=kind,
-                        code=code,
-                        output=str(broken),
-                        error=str(broken),
-                        halted=True,
-                    )
-                )
-                break
+            outcome = sandbox.run(code)
             output = truncate(outcome.output, settings.max_output_chars)
             if kind == "model" and "final_text" in pending and outcome.final is None:
                 output += (
@@ -352,6 +337,8 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
                 cell["final"] = outcome.final["value"]
             REGISTRY.record(sandbox_id, cell)
             new_cells.append(cell)
+            if outcome.halted:  # the session is rebuilt by replay at the next checkout
+                break
     used = budget.used if settings.depth == 0 else broker.calls
     return {
         "cells": [*cells, *new_cells],

@@ -17,7 +17,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -178,7 +179,7 @@ def sandbox_factory() -> eryx.SandboxFactory:
             return factory
 
 
-def clean_error(error: BaseException | None, limits: Limits) -> tuple[str, bool]:
+def clean_error(error: Exception | None, limits: Limits) -> tuple[str, bool]:
     """Turn an eryx error into (message for the model, whether the cell halted).
 
     Python exceptions keep their traceback minus eryx's own frame; halts (timeout,
@@ -200,18 +201,64 @@ def clean_error(error: BaseException | None, limits: Limits) -> tuple[str, bool]
         reason = "SystemExit: the cell exited the interpreter"
     else:
         reason = f"SandboxError: {text.splitlines()[0] if text else type(error).__name__}"
-    return reason + "; this cell's changes were undone, earlier variables are kept.", True
+    return (
+        reason
+        + "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not.",
+        True,
+    )
+
+
+class _Journal:
+    """Sub-call answers of one cell: recorded when live, served again on replay.
+
+    eryx's own ``execute_with_journal`` snapshots every global before each cell, which
+    took 12 s per cell once a model had split a 10 MB context into lines. Recording on
+    the host costs nothing per cell. Entries are matched by a hash of the call, not by
+    order, because concurrent sub-calls of one cell may arrive in any order.
+    """
+
+    def __init__(self, handler: SubCallHandler, recorded: Sequence[Any] = ()) -> None:
+        self._handler = handler
+        self._lock = threading.Lock()
+        self.entries: list[dict[str, Any]] = []
+        self._replay: dict[str, deque[Any]] = {}
+        for entry in recorded:
+            self._replay.setdefault(entry["key"], deque()).append(entry["result"])
+
+    @staticmethod
+    def _key(call: str, args: Any) -> str:
+        payload = json.dumps([call, args], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+
+    def call(self, name: str, args: Any, live: Callable[[], Any]) -> Any:
+        key = self._key(name, args)
+        with self._lock:
+            queue = self._replay.get(key)
+            if queue:
+                result = queue.popleft()
+                self.entries.append({"call": name, "key": key, "result": result})
+                return result
+        result = live()
+        with self._lock:
+            self.entries.append({"call": name, "key": key, "result": result})
+        return result
 
 
 class Sandbox:
-    """One eryx session with the context bound and the RLM helpers defined."""
+    """One eryx session with the context bound and the RLM helpers defined.
+
+    A halt (timeout, fuel, exit) leaves an eryx session unusable; the sandbox then marks
+    itself ``broken`` and the registry rebuilds it from state by replay.
+    """
 
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
         self.ref = ref
         self.limits = limits
         self.handler: SubCallHandler = _NoSubCalls()
+        self.broken = False
         # Answers to identical sub-call prompts, kept as long as the session lives.
         self.memo: dict[str, str] = {}
+        self._journal = _Journal(self.handler)
         self._stdout = _Capture()
         self._stderr = _Capture()
         self._session = sandbox_factory().create_session(
@@ -233,45 +280,52 @@ class Sandbox:
             on_stderr=self._stderr.write,
             result_variable="_rlm_result",
         )
-        self._bind_context()
+        path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
+        self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r})")
 
     def _on_query(self, prompt: str) -> dict[str, Any]:
-        return self.handler.query(prompt)
+        result: dict[str, Any] = self._journal.call(
+            "query", prompt, lambda: self.handler.query(prompt)
+        )
+        return result
 
     def _on_batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
-        return self.handler.batch(prompts)
+        result: list[dict[str, Any]] | dict[str, Any] = self._journal.call(
+            "batch", prompts, lambda: self.handler.batch(prompts)
+        )
+        return result
 
-    def _bind_context(self) -> None:
-        path = f"{CONTEXT_MOUNT}/{blob_name(self.ref)}"
-        self._session.execute(f"_rlm_bind_context({path!r}, {self.ref['kind']!r})")
-
-    def _healthy(self) -> bool:
-        """Rebind the context after a halt and check the helpers survived it."""
+    def _alive(self) -> bool:
+        """Whether the session still runs and still holds its state after an error."""
         try:
-            self._bind_context()
             self._session.execute("_rlm_alive and llm_query and FINAL")
-        except eryx.EryxError:
+        except (eryx.EryxError, TimeoutError):
             return False
         return True
 
-    def run(self, code: str, journal: Sequence[Any] | None = None) -> CellOutcome:
-        """Run one cell (replaying ``journal`` if given) and collect any final answer."""
+    def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """Run one cell (serving sub-calls recorded in ``journal``); collect any answer."""
+        if self.broken:
+            raise SandboxBroken("the session halted earlier; rebuild it from state")
         self._stdout.take()
         self._stderr.take()
+        self._journal = _Journal(self.handler, journal)
         started = time.perf_counter()
-        replay = {"code": code, "entries": list(journal)} if journal is not None else None
-        outcome = self._session.execute_with_journal(code, journal=replay)
+        failure: Exception | None = None
+        try:
+            self._session.execute(code)
+        except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
+            failure = exc
         seconds = time.perf_counter() - started
-        error, halted = clean_error(outcome.error, self.limits)
-        entries = list(outcome.journal.get("entries", []))
+        error, halted = clean_error(failure, self.limits)
         stdout, stderr = self._stdout.take(), _EXEC_FRAME.sub("", self._stderr.take())
-        if halted and not self._healthy():
-            raise SandboxBroken(error)
-        final = None
+        entries = self._journal.entries
+        if failure is not None and (halted or not self._alive()):
+            self.broken = True
+            return CellOutcome(stdout, stderr, error, True, entries, None, seconds)
         collected = self._session.execute("_rlm_collect()")
-        if collected.result_json:
-            final = json.loads(collected.result_json)
-        return CellOutcome(stdout, stderr, error, halted, entries, final, seconds)
+        final = json.loads(collected.result_json) if collected.result_json else None
+        return CellOutcome(stdout, stderr, error, False, entries, final, seconds)
 
     def replay(self, cells: Sequence[Cell]) -> None:
         """Re-apply recorded cells so the session holds what it held before."""
@@ -280,7 +334,7 @@ class Sandbox:
 
 
 class SandboxBroken(RuntimeError):
-    """The session did not survive a halt and must be rebuilt from state."""
+    """The session halted and must be rebuilt from state before it runs again."""
 
 
 def replayable(cells: Sequence[Cell]) -> list[Cell]:
@@ -338,7 +392,8 @@ class SandboxRegistry:
         prints = [fingerprint(c) for c in wanted]
         entry = self._entry_for(sandbox_id, ref, limits)
         with entry.lock:
-            if entry.applied != prints[: len(entry.applied)] or entry.sandbox.ref != ref:
+            stale = entry.applied != prints[: len(entry.applied)] or entry.sandbox.ref != ref
+            if stale or entry.sandbox.broken:
                 entry.sandbox = Sandbox(ref, limits)
                 entry.applied = []
             entry.sandbox.handler = handler
@@ -357,13 +412,6 @@ class SandboxRegistry:
             entry = self._entries.get(sandbox_id)
         if entry is not None and replayable([cell]):
             entry.applied.append(fingerprint(cell))
-
-    def rebuild(self, sandbox_id: str) -> None:
-        """Forget a broken session; the next checkout replays state into a new one."""
-        with self._lock:
-            entry = self._entries.get(sandbox_id)
-        if entry is not None:
-            entry.applied = ["<broken>"]
 
     def release(self, sandbox_id: str) -> None:
         """Drop the session (run finished, thread done)."""
