@@ -3,7 +3,7 @@
 Sessions are live objects and cannot live in graph state, so state keeps an id and
 this module keeps a process-local registry of sessions under that id. Everything a
 session holds can be rebuilt from state: the context is mounted again from the blob
-store and the recorded cells are replayed with their callback journals, so recorded
+store and the recorded cells are replayed with their sub-call journals, so recorded
 sub-call answers come from the journal and no model is called twice. That rebuild is
 what makes a timeout (which leaves an eryx session unusable) lose nothing.
 """
