@@ -64,27 +64,30 @@ def reference(context: Any) -> ContextRef:
     return store_value(context)
 
 
-def _inputs(question: str, context: Any) -> dict[str, Any]:
+def inputs_for(question: str, context: Any) -> dict[str, Any]:
+    """The graph input: the question and a reference to the stored context."""
     inputs: dict[str, Any] = {"question": question}
     if context is not None:
         inputs["context_ref"] = reference(context)
     return inputs
 
 
-def _result(state: dict[str, Any], started: float) -> RLMResult:
+def result_from(state: dict[str, Any], seconds: float, error: str = "") -> RLMResult:
+    """The result from a run's last state; ``error`` marks a run that raised."""
     return RLMResult(
-        answer=state.get("answer"),
-        status=state.get("status", "failed"),
+        answer=None if error else state.get("answer"),
+        status="failed" if error else state.get("status", "failed"),
         iterations=state.get("iteration", 0),
         sub_calls=state.get("sub_calls", 0),
         tokens=state.get("usage") or {},
-        seconds=time.perf_counter() - started,
-        error=state.get("error", ""),
+        seconds=seconds,
+        error=error or state.get("error", ""),
         state=state,
     )
 
 
-def _config(config: RunnableConfig | None, settings: Settings) -> RunnableConfig:
+def run_config(settings: Settings, config: RunnableConfig | None = None) -> RunnableConfig:
+    """The caller's config with a recursion limit that fits the iteration budget."""
     merged: RunnableConfig = dict(config or {})  # type: ignore[assignment]
     merged.setdefault("recursion_limit", 4 * settings.max_iterations + 10)
     return merged
@@ -106,9 +109,9 @@ def answer(
     run_settings = Settings.from_mapping(settings)
     started = time.perf_counter()
     state = (graph or default_graph).invoke(
-        _inputs(question, context), config=_config(config, run_settings), context=run_settings
+        inputs_for(question, context), config=run_config(run_settings, config), context=run_settings
     )
-    return _result(state, started)
+    return result_from(state, time.perf_counter() - started)
 
 
 async def aanswer(
@@ -123,6 +126,6 @@ async def aanswer(
     run_settings = Settings.from_mapping(settings)
     started = time.perf_counter()
     state = await (graph or default_graph).ainvoke(
-        _inputs(question, context), config=_config(config, run_settings), context=run_settings
+        inputs_for(question, context), config=run_config(run_settings, config), context=run_settings
     )
-    return _result(state, started)
+    return result_from(state, time.perf_counter() - started)

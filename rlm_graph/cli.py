@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol, TextIO, cast
 
 from rlm_graph import demo
-from rlm_graph.api import RLMResult
+from rlm_graph.api import RLMResult, result_from, run_config
 from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, blob_dir, blob_name, store_path, store_value
 from rlm_graph.graph import graph
 from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
 from rlm_graph.state import ContextRef
 from rlm_graph.stub_server import StubServer
+from rlm_graph.truncation import one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 MAX_DEMO_MB = 100.0
@@ -199,26 +200,6 @@ def reporter_for(quiet: bool) -> Sink:
 # -- running ----------------------------------------------------------------------------
 
 
-def result_of(state: dict[str, Any], seconds: float, error: str = "") -> RLMResult:
-    """The run's result from its last state; ``error`` marks a run that raised."""
-    return RLMResult(
-        answer=None if error else state.get("answer"),
-        status="failed" if error else state.get("status", "failed"),
-        iterations=state.get("iteration", 0),
-        sub_calls=state.get("sub_calls", 0),
-        tokens=state.get("usage") or {},
-        seconds=seconds,
-        error=error or state.get("error", ""),
-        state=state,
-    )
-
-
-def describe(exc: BaseException) -> str:
-    """One line for an exception: the type says what failed, the first line why."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink) -> RLMResult:
     """Run the graph, streaming progress to ``reporter``.
 
@@ -233,7 +214,7 @@ def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink
         Iterator[tuple[str, Any]],
         graph.stream(
             {"question": question, "context_ref": ref},
-            config={"recursion_limit": 4 * settings.max_iterations + 10},
+            config=run_config(settings),
             context=settings,
             stream_mode=["custom", "values"],
         ),
@@ -246,10 +227,10 @@ def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink
             else:
                 reporter.custom(chunk)
     except Exception as exc:
-        return result_of(state, time.perf_counter() - started, describe(exc))
+        return result_from(state, time.perf_counter() - started, one_line(exc))
     finally:
         reporter.close()
-    return result_of(state, time.perf_counter() - started)
+    return result_from(state, time.perf_counter() - started)
 
 
 def total_tokens(tokens: dict[str, dict[str, int]]) -> int:

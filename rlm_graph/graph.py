@@ -25,7 +25,7 @@ from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -46,7 +46,7 @@ from rlm_graph.subcalls import (
     shared_budget,
     usage_of,
 )
-from rlm_graph.truncation import truncate
+from rlm_graph.truncation import one_line, truncate
 
 EXECUTE_TOOL = {
     "type": "function",
@@ -190,6 +190,35 @@ def root_model(settings: Settings) -> BaseChatModel:
     )
 
 
+def conversation(state: State, settings: Settings, *, tool_calling: bool) -> list[AnyMessage]:
+    """What the root model reads: instructions, the question, this turn's cells."""
+    turn = state.get("turn", 1)
+    system = prompts.system_prompt(
+        state["context_ref"],
+        max_output_chars=settings.max_output_chars,
+        max_iterations=settings.max_iterations,
+        max_sub_calls=settings.max_sub_calls,
+        sub_window_tokens=settings.sub_model_window_tokens,
+        chars_per_token=CHARS_PER_TOKEN,
+        recursive=settings.depth + 1 < settings.max_depth,
+        tool_calling=tool_calling,
+        history=state.get("history") or [],
+    )
+    return prompts.build_messages(
+        system,
+        question_of(state),
+        [c for c in state.get("cells") or [] if c["turn"] == turn],
+        iteration=state.get("iteration", 0),
+        max_iterations=settings.max_iterations,
+        max_output_chars=settings.max_output_chars,
+    )
+
+
+def step_allowed(settings: Settings) -> bool:
+    """A sub-RLM's every step is a sub-call of its tree, drawn from the shared budget."""
+    return settings.depth == 0 or shared_budget(settings.budget_key, settings.max_sub_calls).take(1)
+
+
 def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Ask the root model for the next cell."""
     settings = settings_of(runtime)
@@ -199,33 +228,11 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     update = begin_turn(state, question)
     update.update(ingest_context(state))
     view: State = {**state, **update}  # type: ignore[typeddict-item]
-    if settings.depth > 0 and not shared_budget(settings.budget_key, settings.max_sub_calls).take(
-        1
-    ):
+    if not step_allowed(settings):
         update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)
         return update
-    turn = view.get("turn", 1)
-    cells = [c for c in view.get("cells") or [] if c["turn"] == turn]
     iteration = view.get("iteration", 0)
-    system = prompts.system_prompt(
-        view["context_ref"],
-        max_output_chars=settings.max_output_chars,
-        max_iterations=settings.max_iterations,
-        max_sub_calls=settings.max_sub_calls,
-        sub_window_tokens=settings.sub_model_window_tokens,
-        chars_per_token=CHARS_PER_TOKEN,
-        recursive=settings.depth + 1 < settings.max_depth,
-        tool_calling=settings.tool_calling,
-        history=view.get("history") or [],
-    )
-    messages = prompts.build_messages(
-        system,
-        question,
-        cells,
-        iteration=iteration,
-        max_iterations=settings.max_iterations,
-        max_output_chars=settings.max_output_chars,
-    )
+    messages = conversation(view, settings, tool_calling=settings.tool_calling)
     _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})
     try:
         model = root_model(settings)
@@ -235,7 +242,7 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         update.update(
             status="failed",
-            error=f"root model call failed: {type(exc).__name__}: {exc}",
+            error=f"root model call failed: {one_line(exc)}",
             pending=Pending(code="", reply="", tool_call_id="", stop=True),
         )
         return update
@@ -383,28 +390,8 @@ def route_after_inspect(state: State, runtime: Runtime[Settings]) -> Literal["pl
 
 def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
     """One last model call, without tools, for the best answer the history supports."""
-    turn = state.get("turn", 1)
-    cells = [c for c in state.get("cells") or [] if c["turn"] == turn]
-    system = prompts.system_prompt(
-        state["context_ref"],
-        max_output_chars=settings.max_output_chars,
-        max_iterations=settings.max_iterations,
-        max_sub_calls=settings.max_sub_calls,
-        sub_window_tokens=settings.sub_model_window_tokens,
-        chars_per_token=CHARS_PER_TOKEN,
-        recursive=settings.depth + 1 < settings.max_depth,
-        tool_calling=False,
-        history=state.get("history") or [],
-    )
-    messages = prompts.build_messages(
-        system,
-        question_of(state),
-        cells,
-        iteration=0,
-        max_iterations=settings.max_iterations,
-        max_output_chars=settings.max_output_chars,
-    )
-    if cells:
+    messages = conversation(state, settings, tool_calling=False)
+    if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
     reply = root_model(settings).invoke(messages)
@@ -442,7 +429,7 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         except Exception as exc:  # the run's cells stay in state either way
             answer = ""
             status = "failed"
-            update["error"] = f"best-effort answer failed: {type(exc).__name__}: {exc}"
+            update["error"] = f"best-effort answer failed: {one_line(exc)}"
     update.update(answer=answer, status=status)
     text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
     update["messages"] = [AIMessage(content=text)]

@@ -26,6 +26,7 @@ from rlm_graph.context import Settings
 from rlm_graph.models import load_chat_model
 from rlm_graph.replies import message_text
 from rlm_graph.state import add_usage
+from rlm_graph.truncation import one_line
 
 CHARS_PER_TOKEN = 3
 # Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
@@ -94,12 +95,6 @@ def shared_budget(key: str, fallback_limit: int) -> Budget:
     if budget is None:
         budget = open_budget(key, fallback_limit)
     return budget
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason for the guest: no host traceback, paths or keys."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 class SubCallBroker:
@@ -206,7 +201,7 @@ class SubCallBroker:
         try:
             value = await asyncio.shield(pending)
         except Exception as exc:
-            return {"ok": False, "error": _describe(exc)}
+            return {"ok": False, "error": one_line(exc)}
         finally:
             if pending.done():
                 self._in_flight.pop(prompt, None)

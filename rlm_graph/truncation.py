@@ -23,3 +23,12 @@ def truncate(text: str, limit: int) -> str:
 def preview(text: str, limit: int) -> str:
     """The first ``limit`` characters, with an ellipsis when there is more."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: the type says what failed, the first line says why.
+
+    Used wherever an error crosses to a model or a terminal: no traceback, no paths.
+    """
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

@@ -20,7 +20,6 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from rlm_graph.stub_server import (
-    Responder,
     ScriptedResponder,
     StubReply,
     StubServer,
@@ -32,18 +31,9 @@ Serve = Callable[..., StubServer]
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
-    """Start stub servers for one test and always stop them."""
-    servers: list[StubServer] = []
-
-    def start(responder: Responder, **kwargs: Any) -> StubServer:
-        server = StubServer(responder, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(stub: Serve) -> Serve:
+    """The shared ``stub`` fixture under this module's name."""
+    return stub
 
 
 def client(server: StubServer, **kwargs: Any) -> ChatOpenAI:
