@@ -152,14 +152,18 @@ class SubCallBroker:
         """One sub-call with budget, window check, cache and error capture."""
         if refusal := self._refusal(prompt):
             return {"ok": False, "error": refusal}
-        if not self.budget.take(1):
+        if prompt not in self.memo and not self.budget.take(1):
             return {"ok": False, "error": self._budget_message(1)}
         return await self._answer_cached(prompt)
 
     async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
-        """Concurrent sub-calls, at most ``max_concurrency`` at once, answers in order."""
-        if not self.budget.take(len(prompts)):
-            return {"ok": False, "error": self._budget_message(len(prompts))}
+        """Concurrent sub-calls, at most ``max_concurrency`` at once, answers in order.
+
+        Only distinct prompts not answered before count against the budget.
+        """
+        fresh = len({p for p in prompts if p not in self.memo and not self._refusal(p)})
+        if not self.budget.take(fresh):
+            return {"ok": False, "error": self._budget_message(fresh)}
         gate = asyncio.Semaphore(self.settings.max_concurrency)
 
         async def one(prompt: str) -> dict[str, Any]:

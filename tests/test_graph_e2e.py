@@ -203,6 +203,7 @@ FINAL(a + [b])
     result = answer("q", "ctx", **fast_settings(server))
     assert result.answer == ["answer"] * 6
     assert sum(1 for r in server.requests if r.body["messages"][0]["role"] == "user") == 1
+    assert result.sub_calls == 1  # repeats cost no budget
 
 
 def test_oversized_sub_call_is_refused_before_sending(stub: Any) -> None:
@@ -221,7 +222,7 @@ except SubCallFailed as e:
 def test_sub_call_budget_is_enforced(stub: Any) -> None:
     code = """
 try:
-    await llm_batch(["p"] * 50)
+    await llm_batch([f"p{i}" for i in range(50)])
 except SubCallFailed as e:
     FINAL(str(e))
 """
