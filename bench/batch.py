@@ -18,6 +18,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from bench.common import (
     SUB_MODEL,
@@ -96,7 +97,8 @@ def run(quick: bool = False) -> str:
     graph = build_graph(checkpointer=InMemorySaver())
     server = StubServer(scripted([tool("ready = True"), tool(CELL)], _sub)).start()
     loop = asyncio.new_event_loop()  # one loop: the client's pool is bound to it
-    model = ChatOpenAI(model=SUB_MODEL, base_url=server.base_url, api_key="x", max_retries=0)
+    key = SecretStr("not-needed")
+    model = ChatOpenAI(model=SUB_MODEL, base_url=server.base_url, api_key=key, max_retries=0)
     rows = []
     try:
         graph_run(server, 128, graph)  # warm-up: clients, connection pools, loops

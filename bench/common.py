@@ -62,6 +62,42 @@ class TimedStub(StubServer):
         return total
 
 
+class ClientTimer:
+    """Adds up the time spent in ``ChatOpenAI.invoke`` while active (root calls only).
+
+    That is the model client's share of an iteration (request building, HTTP, parsing
+    and the stub's own time); the graph and the floor use the same client, so the part
+    the project controls is what remains.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+        self._original: Any = None
+
+    def __enter__(self) -> ClientTimer:
+        from langchain_openai import ChatOpenAI
+
+        original = ChatOpenAI.invoke
+        self._original = original
+
+        def timed(model: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(model, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds += time.perf_counter() - started
+
+        ChatOpenAI.invoke = timed  # type: ignore[method-assign, assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from langchain_openai import ChatOpenAI
+
+        ChatOpenAI.invoke = self._original  # type: ignore[method-assign]
+
+
 def is_root(body: dict[str, Any]) -> bool:
     """Root requests (graph and floor alike) start with a system message; sub-calls do not."""
     messages = body.get("messages") or []

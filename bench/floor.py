@@ -15,6 +15,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 SYSTEM = "Answer the question. `context` is a variable in a Python REPL; run ```repl blocks."
 _REPL = re.compile(r"```repl\n(.*?)```", re.DOTALL)
@@ -26,8 +27,8 @@ def run_floor(
     question: str, context: Any, *, base_url: str, max_iterations: int = 100
 ) -> tuple[Any, int]:
     """Answer like an RLM with nothing but ``exec``; returns (answer, iterations)."""
-    llm = ChatOpenAI(model="stub-root", base_url=base_url, api_key="x", max_retries=0)
-    sub = ChatOpenAI(model="stub-sub", base_url=base_url, api_key="x", max_retries=0)
+    llm = ChatOpenAI(model="stub-root", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
+    sub = ChatOpenAI(model="stub-sub", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
     final: list[Any] = [_DONE]
     ns: dict[str, Any] = {"context": context}
     ns["llm_query"] = lambda prompt: sub.invoke([HumanMessage(prompt)]).content

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+
 from bench.common import (
+    ClientTimer,
     TimedStub,
     fenced,
     fmt,
@@ -32,6 +35,7 @@ from bench.common import (
 from bench.floor import run_floor
 
 TARGET_MS = 5.0
+PRINTED = 20_000  # characters printed per cell in the "real output" checkpoint row
 
 
 @dataclass(frozen=True)
@@ -41,17 +45,30 @@ class Run:
     wall: float
     stub: float
     iterations: int
+    client: float
+    """Seconds inside ``ChatOpenAI.invoke``, the stub's time included."""
     cells: float | None = None
     """Sum of the recorded cell seconds (sandbox time), when a checkpoint holds them."""
+
+    def per_iter_ms(self, seconds: float) -> float:
+        """``seconds`` of the run as milliseconds per iteration."""
+        return seconds / self.iterations * 1000
 
     @property
     def overhead_ms(self) -> float:
         """Milliseconds per iteration not spent in the (zero-latency) model."""
-        return (self.wall - self.stub) / self.iterations * 1000
+        return self.per_iter_ms(self.wall - self.stub)
+
+    @property
+    def client_ms(self) -> float:
+        """The model client's own milliseconds per iteration (stub time taken out)."""
+        return self.per_iter_ms(self.client - self.stub)
 
 
-def _replies(n: int, make: Callable[[str], Any]) -> list[Any]:
-    return [make(f"x = {i}") for i in range(n - 1)] + [make("FINAL(x)")]
+def _replies(n: int, make: Callable[[str], Any], printed: int = 0) -> list[Any]:
+    """``x = i`` cells (optionally printing ``printed`` characters each), then FINAL(x)."""
+    extra = f"\nprint('.' * {printed})" if printed else ""
+    return [make(f"x = {i}{extra}") for i in range(n - 1)] + [make("FINAL(x)")]
 
 
 def _check(answer: Any, iterations: int, n: int) -> None:
@@ -62,11 +79,12 @@ def _check(answer: Any, iterations: int, n: int) -> None:
 def floor_run(server: TimedStub, n: int, context: str) -> Run:
     """Time the floor over the scripted replies."""
     server.take_served()
-    started = time.perf_counter()
-    answer, iterations = run_floor("q", context, base_url=server.base_url)
-    wall = time.perf_counter() - started
+    with ClientTimer() as client:
+        started = time.perf_counter()
+        answer, iterations = run_floor("q", context, base_url=server.base_url)
+        wall = time.perf_counter() - started
     _check(answer, iterations, n)
-    return Run(wall, server.take_served(), iterations)
+    return Run(wall, server.take_served(), iterations, client.seconds)
 
 
 def graph_run(
@@ -76,11 +94,14 @@ def graph_run(
     from rlm_graph import answer
     from rlm_graph.sandbox import REGISTRY
 
-    config = {"configurable": {"thread_id": uuid.uuid4().hex}} if checkpointed else None
-    server.take_served()
-    result = answer(
-        "q", context, graph=graph, config=config, **stub_settings(server, max_iterations=n + 10)
+    config: RunnableConfig | None = (
+        {"configurable": {"thread_id": uuid.uuid4().hex}} if checkpointed else None
     )
+    server.take_served()
+    with ClientTimer() as client:
+        result = answer(
+            "q", context, graph=graph, config=config, **stub_settings(server, max_iterations=n + 10)
+        )
     stub = server.take_served()
     _check(result.answer, result.iterations, n)
     cells = None
@@ -88,7 +109,7 @@ def graph_run(
         values = graph.get_state(config).values
         REGISTRY.release(values["sandbox_id"])
         cells = sum(cell["seconds"] for cell in values["cells"])
-    return Run(result.seconds, stub, result.iterations, cells)
+    return Run(result.seconds, stub, result.iterations, client.seconds, cells)
 
 
 def _sqlite_graph(path: Path) -> tuple[Any, sqlite3.Connection]:
@@ -102,11 +123,13 @@ def _sqlite_graph(path: Path) -> tuple[Any, sqlite3.Connection]:
     return build_graph(checkpointer=saver), conn
 
 
-def _sqlite_bytes(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
-    """(file bytes after folding the WAL in, checkpoints stored)."""
+def _sqlite_bytes(conn: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
+    """(file bytes after folding the WAL in, checkpoints stored, largest checkpoint)."""
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    steps = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
-    return path.stat().st_size, int(steps)
+    steps, largest = conn.execute(
+        "SELECT COUNT(*), MAX(LENGTH(checkpoint)) FROM checkpoints"
+    ).fetchone()
+    return path.stat().st_size, int(steps), int(largest)
 
 
 def run(quick: bool = False) -> str:
@@ -118,8 +141,12 @@ def run(quick: bool = False) -> str:
     n = 10 if quick else 50
     repeats = 1 if quick else 3
     small = haystack_text(1024, seed=1)
-    graph_stub = TimedStub(scripted(_replies(n, tool))).start()
-    floor_stub = TimedStub(scripted(_replies(n, fenced))).start()
+    graph_stub = TimedStub(scripted(_replies(n, tool)))
+    floor_stub = TimedStub(scripted(_replies(n, fenced)))
+    print_stub = TimedStub(scripted(_replies(n, tool, printed=PRINTED)))
+    graph_stub.start()
+    floor_stub.start()
+    print_stub.start()
     tmp = tempfile.TemporaryDirectory(prefix="rlm-bench-")
     try:
         memory_graph = build_graph(checkpointer=InMemorySaver())
@@ -130,13 +157,13 @@ def run(quick: bool = False) -> str:
                 graph_stub, n, small, memory_graph, checkpointed=True
             ),
         }
-        sqlite_sizes: list[tuple[int, int]] = []
+        sqlite_sizes: list[tuple[int, int, int]] = []
 
-        def sqlite_run(context: str = small) -> Run:
+        def sqlite_run(context: str = small, stub: TimedStub = graph_stub) -> Run:
             path = Path(tmp.name) / f"{uuid.uuid4().hex}.sqlite"
             graph, conn = _sqlite_graph(path)
             try:
-                result = graph_run(graph_stub, n, context, graph, checkpointed=True)
+                result = graph_run(stub, n, context, graph, checkpointed=True)
                 sqlite_sizes.append(_sqlite_bytes(conn, path))
             finally:
                 conn.close()
@@ -157,22 +184,28 @@ def run(quick: bool = False) -> str:
         big_run = sqlite_run(big)
         big_bytes = sqlite_sizes[-1]
         forget_blob(big)
+        print_run = sqlite_run(small, print_stub)
+        print_bytes = sqlite_sizes[-1]
     finally:
         graph_stub.stop()
         floor_stub.stop()
+        print_stub.stop()
         tmp.cleanup()
 
     floor_ms = median([r.overhead_ms for r in runs["floor (exec loop)"]])
     rows = []
     for name, done in runs.items():
         overhead = median([r.overhead_ms for r in done])
-        cells = [r.cells / r.iterations * 1000 for r in done if r.cells is not None]
+        cells = [r.per_iter_ms(r.cells) for r in done if r.cells is not None]
+        client = median([r.client_ms for r in done])
         rows.append(
             [
                 name,
                 fmt(median([r.wall for r in done])),
                 fmt(median([r.stub for r in done]) / n * 1000),
                 fmt(overhead),
+                fmt(client),
+                fmt(median([r.overhead_ms - r.client_ms for r in done])),
                 fmt(median(cells)) if cells else "n/a",
                 fmt(overhead / floor_ms) + "x",
                 verdict(overhead, TARGET_MS) if name.startswith("graph") else "",
@@ -180,12 +213,21 @@ def run(quick: bool = False) -> str:
         )
     no_saver = median([r.overhead_ms for r in runs["graph, no checkpointer"]])
     step_rows = []
-    for label, (size, steps), wall in (
+    for label, (size, steps, largest), wall in (
         ("1 KB", small_bytes, median([r.wall for r in runs["graph + SqliteSaver"]])),
         (f"{big_size >> 20} MB", big_bytes, big_run.wall),
+        (f"1 KB, cells print {PRINTED:,} chars", print_bytes, print_run.wall),
     ):
         step_rows.append(
-            [label, f"{size:,}", steps, f"{size // steps:,}", f"{size // n:,}", fmt(wall)]
+            [
+                label,
+                f"{size:,}",
+                steps,
+                f"{size // steps:,}",
+                f"{size // n:,}",
+                f"{largest:,}",
+                fmt(wall),
+            ]
         )
     sqlite_ms = median([r.overhead_ms for r in runs["graph + SqliteSaver"]])
     memory_ms = median([r.overhead_ms for r in runs["graph + InMemorySaver"]])
@@ -193,7 +235,9 @@ def run(quick: bool = False) -> str:
         f"Checkpoint cost per iteration (vs. no checkpointer): InMemorySaver "
         f"{fmt(memory_ms - no_saver)} ms, SqliteSaver {fmt(sqlite_ms - no_saver)} ms. "
         f"Median of {repeats} run(s) of N={n} iterations; context {len(small):,} characters. "
-        "Cells ms/iter is the sandbox time recorded in the cells (checkpointed runs only)."
+        "Model client = time in ChatOpenAI.invoke minus stub time; outside client = the rest "
+        "of the overhead (graph, prompts, sandbox); sandbox cells = cell seconds recorded in "
+        "state (checkpointed runs only), part of outside client."
     )
     return "\n".join(
         [
@@ -204,7 +248,9 @@ def run(quick: bool = False) -> str:
                     "wall s",
                     "stub ms/iter",
                     "overhead ms/iter",
-                    "of which cells ms/iter",
+                    "model client ms/iter",
+                    "outside client ms/iter",
+                    "sandbox cells ms/iter",
                     "vs floor",
                     "target",
                 ],
@@ -213,8 +259,16 @@ def run(quick: bool = False) -> str:
             note,
             "",
             table(
-                "1b. SqliteSaver checkpoint size (one run each)",
-                ["context", "db bytes", "checkpoints", "bytes/checkpoint", "bytes/iter", "wall s"],
+                f"1b. SqliteSaver checkpoint size (one run each of N={n})",
+                [
+                    "context",
+                    "db bytes",
+                    "checkpoints",
+                    "bytes/checkpoint",
+                    "bytes/iter",
+                    "largest checkpoint",
+                    "wall s",
+                ],
                 step_rows,
             ),
         ]
