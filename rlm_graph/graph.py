@@ -231,6 +231,8 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     if not step_allowed(settings):
         update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)
         return update
+    if view["sandbox_id"] not in REGISTRY:
+        REGISTRY.prepare(view["sandbox_id"], view["context_ref"], Limits.from_settings(settings))
     iteration = view.get("iteration", 0)
     messages = conversation(view, settings, tool_calling=settings.tool_calling)
     _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})

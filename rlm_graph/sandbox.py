@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import version
@@ -350,8 +350,10 @@ def fingerprint(cell: Cell) -> str:
 
 @dataclass
 class _Entry:
-    sandbox: Sandbox
-    applied: list[str]
+    """A registry slot; its lock is held while the session is built, replayed or used."""
+
+    sandbox: Sandbox | None = None
+    applied: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -373,6 +375,23 @@ class SandboxRegistry:
         with self._lock:
             return sandbox_id in self._entries
 
+    def prepare(self, sandbox_id: str, ref: ContextRef, limits: Limits) -> None:
+        """Start building a new thread's session in the background.
+
+        Called while the root model is still thinking about its first reply, so
+        loading the runtime and reading a large context overlap the model's latency.
+        A failure here is left for :meth:`checkout` to raise where it can be reported.
+        """
+        entry = self._entry_for(sandbox_id)
+
+        def build() -> None:
+            with entry.lock:
+                if entry.sandbox is None:
+                    with suppress(Exception):
+                        entry.sandbox = Sandbox(ref, limits)
+
+        threading.Thread(target=build, name=f"rlm-prepare-{sandbox_id[:8]}", daemon=True).start()
+
     @contextmanager
     def checkout(
         self,
@@ -384,26 +403,32 @@ class SandboxRegistry:
     ) -> Iterator[Sandbox]:
         """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
 
-        A missing session (new process, evicted), one with other limits, or one whose
-        applied cells differ from state (a fork, another worker moved on) is rebuilt by
-        replay; one that is merely behind gets only the missing cells.
+        A missing session (new process, evicted), a broken one, one with other limits,
+        or one whose applied cells differ from state (a fork, another worker moved on)
+        is rebuilt by replay; one that is merely behind gets only the missing cells.
         """
         wanted = replayable(cells)
         prints = [fingerprint(c) for c in wanted]
-        entry = self._entry_for(sandbox_id, ref, limits)
+        entry = self._entry_for(sandbox_id)
         with entry.lock:
-            stale = entry.applied != prints[: len(entry.applied)] or entry.sandbox.ref != ref
-            if stale or entry.sandbox.broken:
-                entry.sandbox = Sandbox(ref, limits)
+            box = entry.sandbox
+            if (
+                box is None
+                or box.broken
+                or box.ref != ref
+                or box.limits != limits
+                or entry.applied != prints[: len(entry.applied)]
+            ):
+                box = entry.sandbox = Sandbox(ref, limits)
                 entry.applied = []
-            entry.sandbox.handler = handler
+            box.handler = handler
             if len(entry.applied) < len(prints):
-                entry.sandbox.replay(wanted[len(entry.applied) :])
+                box.replay(wanted[len(entry.applied) :])
                 entry.applied = prints
             try:
-                yield entry.sandbox
+                yield box
             finally:
-                entry.sandbox.handler = _NoSubCalls()
+                box.handler = _NoSubCalls()
                 entry.last_used = time.monotonic()
 
     def record(self, sandbox_id: str, cell: Cell) -> None:
@@ -418,16 +443,10 @@ class SandboxRegistry:
         with self._lock:
             self._entries.pop(sandbox_id, None)
 
-    def _entry_for(self, sandbox_id: str, ref: ContextRef, limits: Limits) -> _Entry:
+    def _entry_for(self, sandbox_id: str) -> _Entry:
         with self._lock:
             self._evict()
-            entry = self._entries.get(sandbox_id)
-            if entry is not None and entry.sandbox.limits == limits:
-                return entry
-        created = _Entry(Sandbox(ref, limits), [])
-        with self._lock:
-            self._entries[sandbox_id] = created
-        return created
+            return self._entries.setdefault(sandbox_id, _Entry())
 
     def _evict(self) -> None:
         """Close idle sessions and keep at most ``max_live`` (least recently used go)."""
