@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ from rlm_graph.context_store import blob_dir, blob_name, home
 from rlm_graph.guest_prelude import PRELUDE
 from rlm_graph.state import Cell, ContextRef
 
+_log = logging.getLogger(__name__)
 CONTEXT_MOUNT = "/ctx"
 # Output kept per stream and cell before the middle is dropped: printing a gigabyte
 # must not take the host's memory with it.
@@ -172,6 +174,7 @@ def sandbox_factory() -> eryx.SandboxFactory:
         try:
             return eryx.SandboxFactory.load(path)
         except (eryx.InitializationError, OSError, ValueError):
+            _log.warning("building the sandbox runtime in %s (once per machine, ~15 s)", path)
             factory = eryx.SandboxFactory(setup_code=PRELUDE)
             tmp = f"{path}.{threading.get_ident()}.tmp"
             factory.save(tmp)
