@@ -32,13 +32,18 @@ Only what you print() is shown to you, at most {max_output_chars:,} characters p
 (longer output keeps its head and tail). Inspect, then narrow down; do not try to print
 everything.
 
-Helpers in the REPL (use top-level `await`):
+Helpers in the REPL:
 - `await llm_query(prompt)` -> str: asks a sub model that can read about
   {sub_window_chars:,} characters per prompt{recursion_note}. Use it for the semantic
-  work on chunks: classify, extract, summarize, judge.
+  work on chunks: classify, extract, summarize, judge. It raises SubCallFailed with the
+  reason when the call cannot be answered.
 - `await llm_batch(prompts)` -> list[str]: many prompts at once, answers in order, run
   concurrently (much faster than a loop of llm_query). A failed item is a SubCallError
   (a str starting with "Error:"); the others are answers.
+- Sub models see only the prompt you send: never `context` or your variables, so put
+  the text they need into the prompt, with the instruction.
+- Both are async: `await` them at the top level of a cell or inside an `async def`
+  (then `await` that function); a plain `def` cannot call them.
 - The standard library is available (re, json, collections, math, ...); there is no
   network and no file system beyond the context.
 You may make at most {max_sub_calls:,} sub-calls in total.
