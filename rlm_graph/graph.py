@@ -19,7 +19,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import replace
 from functools import cache
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, check_ref, store_path, store_value
 from rlm_graph.models import load_chat_model
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
-from rlm_graph.sandbox import REGISTRY, Limits
+from rlm_graph.sandbox import REGISTRY, Limits, SandboxError
 from rlm_graph.state import Cell, InputState, OutputState, Pending, State, Status, TurnRecord
 from rlm_graph.subcalls import (
     CHARS_PER_TOKEN,
@@ -319,7 +319,13 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     first_line = pending["code"].strip().splitlines()[0] if pending["code"].strip() else ""
     _emit({"event": "cell", "depth": settings.depth, "code_line": first_line[:120]})
     new_cells: list[Cell] = []
-    with REGISTRY.checkout(sandbox_id, state["context_ref"], cells, limits, broker) as sandbox:
+    with ExitStack() as stack:
+        try:
+            sandbox = stack.enter_context(
+                REGISTRY.checkout(sandbox_id, state["context_ref"], cells, limits, broker)
+            )
+        except SandboxError as exc:  # the sandbox cannot be set up: stop, keep every cell
+            return {"status": "failed", "error": str(exc)}
         broker.memo = sandbox.memo
         setups = [("system", pending["setup"])] if pending.get("setup") else []
         for kind, code in [*setups, ("model", pending["code"])]:

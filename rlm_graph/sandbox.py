@@ -284,7 +284,15 @@ class Sandbox:
             result_variable="_rlm_result",
         )
         path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
-        self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r})")
+        try:
+            self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r})")
+        except (eryx.EryxError, TimeoutError) as exc:
+            unit = "characters" if ref["kind"] == "text" else "items"
+            raise SandboxError(
+                f"the context ({ref['length']:,} {unit}) could not be loaded into the "
+                f"sandbox: {_last_line(exc)}; raise "
+                f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096)"
+            ) from exc
 
     def _on_query(self, prompt: str) -> dict[str, Any]:
         result: dict[str, Any] = self._journal.call(
@@ -334,6 +342,15 @@ class Sandbox:
         """Re-apply recorded cells so the session holds what it held before."""
         for cell in cells:
             self.run(cell["code"], cell["journal"])
+
+
+class SandboxError(RuntimeError):
+    """A sandbox could not be set up; the message says what to change."""
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
 
 
 class SandboxBroken(RuntimeError):

@@ -371,3 +371,11 @@ def test_root_model_failure_is_reported_and_the_same_question_resumes(stub: Any)
     healthy["on"] = True
     resumed = answer("q", graph=graph, config=config, **fast_settings(server))
     assert (resumed.status, resumed.answer, resumed.iterations) == ("answered", 42, 2)
+
+
+def test_a_context_too_big_for_the_sandbox_fails_clearly(stub: Any) -> None:
+    server = stub(Script([tool("print(len(context))")]))
+    result = answer("q", "x" * 40_000_000, **fast_settings(server, sandbox_memory_mb=64))
+    assert result.status == "failed"
+    assert "could not be loaded into the sandbox" in result.error
+    assert "sandbox_memory_mb" in result.error
