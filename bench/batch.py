@@ -23,15 +23,15 @@ from pydantic import SecretStr
 from bench.common import (
     SUB_MODEL,
     fmt,
-    is_root,
+    is_root_request,
     median,
     scripted,
     stub_settings,
     table,
-    tool,
     verdict,
 )
 from rlm_graph.stub_server import StubReply, StubServer
+from rlm_graph.stub_server import tool_reply as tool
 
 PROMPTS = 200
 LATENCY = 0.3
@@ -65,7 +65,7 @@ def graph_run(server: StubServer, concurrency: int, graph: Any) -> tuple[float, 
         raise RuntimeError(f"batch went wrong: {result.answer!r} {result.error}")
     values = graph.get_state(config).values
     REGISTRY.release(values["sandbox_id"])
-    subs = [r.timestamp for r in server.requests if r.body and not is_root(r.body)]
+    subs = [r.timestamp for r in server.requests if r.body and not is_root_request(r.body)]
     return float(values["cells"][-1]["seconds"]), max(subs) - min(subs) + LATENCY
 
 

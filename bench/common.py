@@ -27,7 +27,12 @@ def setup_env() -> None:
 
 setup_env()
 
-from rlm_graph.stub_server import StubReply, StubServer  # noqa: E402
+from rlm_graph.stub_server import (  # noqa: E402
+    StubReply,
+    StubServer,
+    is_root_request,
+    replies_so_far,
+)
 
 ROOT_MODEL = "stub-root"
 SUB_MODEL = "stub-sub"
@@ -98,29 +103,6 @@ class ClientTimer:
         ChatOpenAI.invoke = self._original  # type: ignore[method-assign]
 
 
-def is_root(body: dict[str, Any]) -> bool:
-    """Root requests (graph and floor alike) start with a system message; sub-calls do not."""
-    messages = body.get("messages") or []
-    return bool(messages) and messages[0].get("role") in ("system", "developer")
-
-
-def iteration_of(body: dict[str, Any]) -> int:
-    """Root replies already in the conversation: the index of the reply wanted now."""
-    return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
-
-
-def tool(code: str, text: str = "") -> StubReply:
-    """A root reply for the graph: code through the execute_python tool."""
-    return StubReply(
-        content=text, tool_calls=[{"name": "execute_python", "arguments": {"code": code}}]
-    )
-
-
-def fenced(code: str, text: str = "") -> StubReply:
-    """The same reply for the floor: a ```repl block (rlm-minimal has no tools)."""
-    return StubReply(content=f"```repl\n{code}\n```\n{text}")
-
-
 Responder = Callable[[dict[str, Any]], StubReply | str]
 
 
@@ -130,8 +112,8 @@ def scripted(
     """Root replies by iteration (the last one repeats), sub-calls by ``sub``."""
 
     def respond(body: dict[str, Any]) -> StubReply | str:
-        if is_root(body):
-            return root[min(iteration_of(body), len(root) - 1)]
+        if is_root_request(body):
+            return root[min(replies_so_far(body), len(root) - 1)]
         return sub(body) if sub is not None else "ok"
 
     return respond

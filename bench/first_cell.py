@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    fenced,
     fmt,
     forget_blob,
-    is_root,
+    is_root_request,
     median,
     scripted,
     stub_settings,
     table,
-    tool,
     verdict,
     write_haystack,
 )
 from rlm_graph.stub_server import StubServer
+from rlm_graph.stub_server import fenced_reply as fenced
+from rlm_graph.stub_server import tool_reply as tool
 
 TARGET_SECONDS = 0.5  # for 100 MB
 TARGET_RSS = 3.0  # x context, for 100 MB
@@ -74,7 +74,7 @@ def child(mode: str, path: Path) -> dict[str, Any]:
         error = ""
     total = time.monotonic() - started
     peak = _peak_rss()
-    marks = [r.timestamp for r in server.requests if r.body and not is_root(r.body)]
+    marks = [r.timestamp for r in server.requests if r.body and not is_root_request(r.body)]
     server.stop()
     size = path.stat().st_size
     if value != size or not marks:

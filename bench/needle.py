@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 from bench.common import (
-    fenced,
     fmt,
     forget_blob,
     haystack_text,
@@ -23,11 +22,12 @@ from bench.common import (
     scripted,
     stub_settings,
     table,
-    tool,
     verdict,
 )
 from bench.floor import run_floor
 from rlm_graph.stub_server import StubServer
+from rlm_graph.stub_server import fenced_reply as fenced
+from rlm_graph.stub_server import tool_reply as tool
 
 SIZE = 5 << 20
 TARGET_SECONDS = 0.25

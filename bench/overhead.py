@@ -21,7 +21,6 @@ from langchain_core.runnables import RunnableConfig
 from bench.common import (
     ClientTimer,
     TimedStub,
-    fenced,
     fmt,
     forget_blob,
     haystack_text,
@@ -29,10 +28,11 @@ from bench.common import (
     scripted,
     stub_settings,
     table,
-    tool,
     verdict,
 )
 from bench.floor import run_floor
+from rlm_graph.stub_server import fenced_reply as fenced
+from rlm_graph.stub_server import tool_reply as tool
 
 TARGET_MS = 5.0
 PRINTED = 20_000  # characters printed per cell in the "real output" checkpoint row

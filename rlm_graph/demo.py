@@ -16,8 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from rlm_graph.replies import TOOL_NAME
-from rlm_graph.stub_server import StubReply, last_user_text
+from rlm_graph.stub_server import StubReply, last_user_text, replies_so_far, tool_reply
 
 ROOT_MODEL = "rlm-demo-root"
 SUB_MODEL = "rlm-demo-sub"
@@ -200,16 +199,12 @@ _STEPS: tuple[tuple[str, str], ...] = (
 
 
 def _root_reply(body: dict[str, Any]) -> StubReply:
-    """The next step, chosen by how many replies the conversation already holds.
-
-    Reading the step off the request (not a counter) keeps the stand-in correct when a
-    request is retried or the server is reused.
-    """
-    step = sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+    """The next step, chosen by how many replies the conversation already holds."""
+    step = replies_so_far(body)
     if step >= len(_STEPS) or not body.get("tools"):
         return StubReply(f"FINAL(The scripted demo model has no step {step + 1}.)")
     thought, code = _STEPS[step]
-    return StubReply(content=thought, tool_calls=[{"name": TOOL_NAME, "arguments": {"code": code}}])
+    return tool_reply(code, thought)
 
 
 # -- the sub model ----------------------------------------------------------------------

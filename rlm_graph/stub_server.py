@@ -160,6 +160,38 @@ def all_text(body: dict[str, Any]) -> str:
     return "\n".join(_message_texts(body))
 
 
+# -- scripting an RLM's models --------------------------------------------------------
+# The tests, the demo and the benchmarks all play a root model and a sub model through
+# this stub; these read a request and build a reply the way the graph expects.
+
+
+def is_root_request(body: dict[str, Any]) -> bool:
+    """Root-model requests open with the system prompt; plain sub-calls do not."""
+    messages = body.get("messages") or []
+    return bool(messages) and messages[0].get("role") in ("system", "developer")
+
+
+def replies_so_far(body: dict[str, Any]) -> int:
+    """Assistant replies already in the conversation: the index of the reply wanted now.
+
+    Reading the step off the request, not a counter, keeps a script right when a
+    request is retried or the server is reused.
+    """
+    return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+
+
+def tool_reply(code: str, text: str = "") -> StubReply:
+    """A root reply that runs ``code`` through the ``execute_python`` tool."""
+    return StubReply(
+        content=text, tool_calls=[{"name": "execute_python", "arguments": {"code": code}}]
+    )
+
+
+def fenced_reply(code: str, text: str = "") -> StubReply:
+    """A root reply with a ```repl block, as models without tool calling write."""
+    return StubReply(content=f"```repl\n{code}\n```\n{text}")
+
+
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),

@@ -6,37 +6,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlm_graph.prompts import CHILD_QUESTION
-from rlm_graph.stub_server import StubReply, StubServer, last_user_text
+from rlm_graph.stub_server import (
+    StubReply,
+    StubServer,
+    is_root_request,
+    last_user_text,
+    replies_so_far,
+)
+from rlm_graph.stub_server import fenced_reply as fenced
+from rlm_graph.stub_server import tool_reply as tool
+
+__all__ = ["Script", "fast_settings", "fenced", "is_child", "replies_so_far", "tool"]
 
 SubAnswer = Callable[[str], StubReply | str]
 
 
-def tool(code: str, text: str = "") -> StubReply:
-    """A root reply that runs ``code`` through the execute_python tool."""
-    return StubReply(
-        content=text, tool_calls=[{"name": "execute_python", "arguments": {"code": code}}]
-    )
-
-
-def fenced(code: str, after: str = "") -> StubReply:
-    """A root reply with a ```repl block (models without tool calling)."""
-    return StubReply(content=f"Running this:\n```repl\n{code}\n```\n{after}")
-
-
-def is_root(body: dict[str, Any]) -> bool:
-    """Root-model requests carry the RLM system prompt; plain sub-calls do not."""
-    messages = body.get("messages") or []
-    return bool(messages) and messages[0].get("role") in ("system", "developer")
-
-
 def is_child(body: dict[str, Any]) -> bool:
     """A sub-RLM's root request (depth >= 1)."""
-    return is_root(body) and any(CHILD_QUESTION in str(m.get("content")) for m in body["messages"])
-
-
-def iteration_of(body: dict[str, Any]) -> int:
-    """How many root replies came before this request (0 for the first)."""
-    return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+    return is_root_request(body) and any(
+        CHILD_QUESTION in str(m.get("content")) for m in body["messages"]
+    )
 
 
 class Script:
@@ -54,9 +43,9 @@ class Script:
 
     def __call__(self, body: dict[str, Any]) -> StubReply | str:
         if is_child(body) and self.child:
-            return self.child[min(iteration_of(body), len(self.child) - 1)]
-        if is_root(body):
-            return self.root[min(iteration_of(body), len(self.root) - 1)]
+            return self.child[min(replies_so_far(body), len(self.child) - 1)]
+        if is_root_request(body):
+            return self.root[min(replies_so_far(body), len(self.root) - 1)]
         return self.sub(last_user_text(body))
 
 

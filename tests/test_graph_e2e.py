@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from support import Script, fast_settings, fenced, iteration_of, tool
+from support import Script, fast_settings, fenced, replies_so_far, tool
 from typing_extensions import TypedDict
 
 from rlm_graph import aanswer, answer, build_graph
@@ -108,7 +108,7 @@ def test_final_text_without_code_ends_the_run(stub: Any) -> None:
 def test_code_and_final_in_one_reply_runs_code_and_refuses_imagined_answer(stub: Any) -> None:
     script = Script(
         [
-            fenced("value = len(context)\nprint(value)", after="FINAL(12)"),
+            fenced("value = len(context)\nprint(value)", text="FINAL(12)"),
             "FINAL(3)",
         ]
     )
@@ -121,7 +121,7 @@ def test_code_and_final_in_one_reply_runs_code_and_refuses_imagined_answer(stub:
 
 
 def test_fenced_code_with_final_var_uses_the_computed_variable(stub: Any) -> None:
-    server = stub(Script([fenced("result = context.upper()", after="FINAL_VAR(result)")]))
+    server = stub(Script([fenced("result = context.upper()", text="FINAL_VAR(result)")]))
     result = answer("q", "abc", **fast_settings(server, tool_calling=False))
     assert result.answer == "ABC"
 
@@ -357,7 +357,7 @@ def test_root_model_failure_is_reported_and_the_same_question_resumes(stub: Any)
         if not healthy["on"]:
             return StubReply(status=503, error="overloaded")
         reply = script(body)
-        if iteration_of(body) == 0:
+        if replies_so_far(body) == 0:
             healthy["on"] = False  # the provider goes down after the first reply
         return reply
 
