@@ -126,15 +126,37 @@ def store_path(path: str | os.PathLike[str]) -> ContextRef:
         ref = store_value(read_directory(source))
         ref["kind"] = "directory"
         return ref
+    seen = _seen_path(source)
+    if seen.exists():
+        known: ContextRef = json.loads(seen.read_text())
+        if (blob_dir(known) / blob_name(known)).exists():
+            return known
     if source.suffix.lower() == ".json":
         try:
-            return store_value(json.loads(source.read_text(encoding="utf-8", errors="replace")))
+            ref = store_value(json.loads(source.read_text(encoding="utf-8", errors="replace")))
         except json.JSONDecodeError as exc:
             raise ContextError(
                 f"context file {str(source)!r} is not valid JSON ({exc}); rename it "
                 "(e.g. .txt) to read it as text"
             ) from exc
-    return _store_text_file(source)
+    else:
+        ref = _store_text_file(source)
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    tmp = seen.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ref))
+    os.replace(tmp, seen)
+    return ref
+
+
+def _seen_path(source: Path) -> Path:
+    """Where the reference of an unchanged file is remembered.
+
+    Asking several questions about one big log should not hash it every time: a file
+    with the same path, size, mtime and inode is taken to hold the same content.
+    """
+    info = source.stat()
+    key = f"{source.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}"
+    return home() / "paths" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
 
 def _store_text_file(source: Path) -> ContextRef:

@@ -142,3 +142,16 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [f.name for f in fields(Settings) if f"| `{f.name}` |" not in readme]
     assert missing == []
+
+
+def test_an_unchanged_file_is_not_stored_twice(tmp_path: Path) -> None:
+    import os
+
+    log = tmp_path / "log.txt"
+    log.write_text("first version")
+    first = store_path(log)
+    assert store_path(log) == first
+    log.write_text("second version, longer")
+    os.utime(log, ns=(1, 1))
+    second = store_path(log)
+    assert second["hash"] != first["hash"] and second["preview"] == "second version, longer"
