@@ -379,3 +379,21 @@ def test_a_context_too_big_for_the_sandbox_fails_clearly(stub: Any) -> None:
     assert result.status == "failed"
     assert "could not be loaded into the sandbox" in result.error
     assert "sandbox_memory_mb" in result.error
+
+
+def test_checkpoints_hold_a_reference_not_the_context(stub: Any) -> None:
+    server = stub(Script([tool(NEEDLE_CODE), tool("FINAL(number)")]))
+    saver = InMemorySaver()
+    graph = build_graph(checkpointer=saver)
+    config = {"configurable": {"thread_id": "small-state"}}
+    context = haystack(5_000_000, "One of the special magic numbers for ash is: 777.")
+    result = answer("number for ash?", context, graph=graph, config=config, **fast_settings(server))
+    assert result.answer == "777"
+    history = list(graph.get_state_history(config))
+    assert len(history) >= 6
+    for snapshot in history:
+        dumped = json.dumps(snapshot.values, default=str)
+        assert len(dumped) < 40_000
+        assert "special magic numbers for ash" not in dumped
+    ref = graph.get_state(config).values["context_ref"]
+    assert ref["length"] == len(context) and ref["kind"] == "text"
