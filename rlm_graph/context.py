@@ -122,6 +122,13 @@ class Settings:
             "travels only in ```repl blocks, for servers without tool support."
         },
     )
+    approve_code: bool = field(
+        default=False,
+        metadata={
+            "description": "Pause before every cell until a person accepts, edits or "
+            "rejects the code (LangGraph interrupt; needs a checkpointer and a thread)."
+        },
+    )
     depth: int = field(
         default=0,
         metadata={

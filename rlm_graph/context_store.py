@@ -2,11 +2,15 @@
 
 The context is written once to a blob directory and mounted read-only into the
 sandbox: a volume read of 100 MB takes 0.2 s where passing it as code takes seconds and
-gigabytes. State keeps only the :class:`~rlm_graph.state.ContextRef`.
+gigabytes. State keeps only the :class:`~rlm_graph.state.ContextRef`. When the run has
+a LangGraph store, the context is copied into it once as well (:func:`share`), so a
+worker on another machine that resumes the thread can rebuild the local file
+(:func:`materialize`).
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 import hashlib
 import json
@@ -14,14 +18,19 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rlm_graph.state import ContextRef
 from rlm_graph.truncation import preview
 
+if TYPE_CHECKING:
+    from rlm_graph.blobs import Blobs
+
 PREVIEW_CHARS = 500
 _KINDS = ("text", "json", "directory")
 _CHUNK = 1 << 20
+# Bytes per store record: small enough for any store's value limits once base64'd.
+_SHARE_CHUNK = 4 << 20
 
 
 class ContextError(ValueError):
@@ -34,8 +43,8 @@ def home() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "rlm-graph"
 
 
-def check_ref(ref: ContextRef) -> ContextRef:
-    """Accept a reference from a caller only if it names a stored context.
+def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
+    """Accept a reference only if it names a stored context; fetch it from the store.
 
     The hash becomes a path, so anything but 64 hex digits is refused outright.
     """
@@ -44,9 +53,51 @@ def check_ref(ref: ContextRef) -> ContextRef:
         raise ContextError(
             "context_ref is malformed: pass a reference made by store_value/store_path"
         )
-    if not (blob_dir(ref) / blob_name(ref)).exists():
+    if not (blob_dir(ref) / blob_name(ref)).exists() and not materialize(ref, blobs):
         raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
     return ref
+
+
+def _shared_namespace(ref: ContextRef) -> tuple[str, ...]:
+    return ("contexts", ref["hash"])
+
+
+def share(ref: ContextRef, blobs: Blobs) -> None:
+    """Copy a stored context into the run's LangGraph store, once per content hash."""
+    if blobs.store is None or blobs.get(_shared_namespace(ref), "meta") is not None:
+        return
+    chunks = 0
+    with (blob_dir(ref) / blob_name(ref)).open("rb") as reader:
+        while data := reader.read(_SHARE_CHUNK):
+            blobs.put(_shared_namespace(ref), str(chunks), {"b64": base64.b64encode(data).decode()})
+            chunks += 1
+    # Written last: a reader that finds "meta" finds every chunk.
+    blobs.put(_shared_namespace(ref), "meta", {"chunks": chunks})
+
+
+def materialize(ref: ContextRef, blobs: Blobs | None) -> bool:
+    """Rebuild the local file of a context from the store; False if the store lacks it."""
+    if blobs is None or blobs.store is None:
+        return False
+    meta = blobs.get(_shared_namespace(ref), "meta")
+    if meta is None:
+        return False
+    hasher = hashlib.sha256(("text" if ref["kind"] == "text" else "json").encode() + b"\0")
+    tmp = _temp_file()
+    with tmp.open("wb") as writer:
+        for index in range(int(meta["chunks"])):
+            chunk = blobs.get(_shared_namespace(ref), str(index))
+            if chunk is None:
+                tmp.unlink(missing_ok=True)
+                return False
+            data = base64.b64decode(chunk["b64"])
+            hasher.update(data)
+            writer.write(data)
+    if hasher.hexdigest() != ref["hash"]:
+        tmp.unlink(missing_ok=True)
+        raise ContextError(f"the stored context {ref['hash'][:12]}… is corrupt (hash mismatch)")
+    _publish(tmp, ref["hash"], blob_name(ref))
+    return True
 
 
 def blob_dir(ref: ContextRef) -> Path:

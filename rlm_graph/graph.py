@@ -30,11 +30,15 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from rlm_graph import prompts
+from rlm_graph.approval import review
+from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, check_ref, store_path, store_value
+from rlm_graph.context_store import ContextError, check_ref, share, store_path, store_value
 from rlm_graph.models import load_chat_model
+from rlm_graph.records import MissingRecord, load_cells, save_cell
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
 from rlm_graph.sandbox import REGISTRY, Limits, SandboxError
 from rlm_graph.state import Cell, InputState, OutputState, Pending, State, Status, TurnRecord
@@ -42,6 +46,7 @@ from rlm_graph.subcalls import (
     CHARS_PER_TOKEN,
     ChildResult,
     SubCallBroker,
+    SubCallMemo,
     open_budget,
     shared_budget,
     usage_of,
@@ -71,6 +76,18 @@ def settings_of(runtime: Runtime[Settings]) -> Settings:
     if isinstance(context, dict):
         return Settings.from_mapping(context)
     return context  # type: ignore[no-any-return]
+
+
+def thread_id() -> str:
+    """The run's thread, or "" for a run that cannot be resumed."""
+    with suppress(RuntimeError):
+        return str(get_config().get("configurable", {}).get("thread_id") or "")
+    return ""
+
+
+def blobs_of(runtime: Runtime[Settings]) -> Blobs:
+    """Where this run keeps cell records and sub-call answers (see ``blobs``)."""
+    return Blobs.for_run(runtime.store, resumable=bool(thread_id()))
 
 
 def question_of(state: State) -> str:
@@ -136,7 +153,7 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
     }
 
 
-def ingest_context(state: State) -> dict[str, Any]:
+def ingest_context(state: State, blobs: Blobs) -> dict[str, Any]:
     """Move a context given in the input to the blob store, keeping only its reference.
 
     A new context on a thread starts a new sandbox: its variables described the old one.
@@ -146,13 +163,14 @@ def ingest_context(state: State) -> dict[str, Any]:
     elif state.get("context_path"):
         ref = store_path(state["context_path"])
     elif state.get("context_ref"):
-        ref = check_ref(state["context_ref"])
+        ref = check_ref(state["context_ref"], blobs)
     else:
         raise ContextError(
             "no context given: send `context` (text or JSON), `context_path` or `context_ref`"
         )
     update: dict[str, Any] = {"context": None, "context_path": "", "context_ref": ref}
     if state.get("bound_hash") != ref["hash"] or not state.get("sandbox_id"):
+        share(ref, blobs)
         update.update(sandbox_id=uuid.uuid4().hex, bound_hash=ref["hash"], cells=[])
     return update
 
@@ -190,9 +208,12 @@ def root_model(settings: Settings) -> BaseChatModel:
     )
 
 
-def conversation(state: State, settings: Settings, *, tool_calling: bool) -> list[AnyMessage]:
+def conversation(
+    state: State, settings: Settings, blobs: Blobs, *, tool_calling: bool
+) -> list[AnyMessage]:
     """What the root model reads: instructions, the question, this turn's cells."""
     turn = state.get("turn", 1)
+    refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
     system = prompts.system_prompt(
         state["context_ref"],
         max_output_chars=settings.max_output_chars,
@@ -207,7 +228,7 @@ def conversation(state: State, settings: Settings, *, tool_calling: bool) -> lis
     return prompts.build_messages(
         system,
         question_of(state),
-        [c for c in state.get("cells") or [] if c["turn"] == turn],
+        load_cells(blobs, state["sandbox_id"], refs),
         iteration=state.get("iteration", 0),
         max_iterations=settings.max_iterations,
         max_output_chars=settings.max_output_chars,
@@ -225,8 +246,9 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     question = question_of(state)
     if not question.strip():
         raise ValueError("no question given: send `question` (or a human message)")
+    blobs = blobs_of(runtime)
     update = begin_turn(state, question)
-    update.update(ingest_context(state))
+    update.update(ingest_context(state, blobs))
     view: State = {**state, **update}  # type: ignore[typeddict-item]
     if not step_allowed(settings):
         update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)
@@ -234,13 +256,20 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     if view["sandbox_id"] not in REGISTRY:
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], Limits.from_settings(settings))
     iteration = view.get("iteration", 0)
-    messages = conversation(view, settings, tool_calling=settings.tool_calling)
     _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})
     try:
+        messages = conversation(view, settings, blobs, tool_calling=settings.tool_calling)
         model = root_model(settings)
         reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
             messages
         )
+    except MissingRecord as exc:
+        update.update(
+            status="failed",
+            error=str(exc),
+            pending=Pending(code="", reply="", tool_call_id="", stop=True),
+        )
+        return update
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         update.update(
             status="failed",
@@ -294,19 +323,27 @@ def _cell(pending: Pending, turn: int, **fields: Any) -> Cell:
 
 
 def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Run the planned code in the sandbox and record it as a cell."""
+    """Run the planned code in the sandbox and record it as a cell.
+
+    With ``approve_code`` the node first stops (``interrupt``) until a person accepts,
+    edits or rejects the code; nothing before that point has effects, so the node can
+    safely start over when the run resumes, in this process or another.
+    """
     settings = settings_of(runtime)
     pending = state.get("pending")
     if pending is None or pending.get("stop"):
         return {}
+    if settings.approve_code and pending["code"]:
+        pending = review(pending, interrupt({"code": pending["code"], "reply": pending["reply"]}))
     turn = state.get("turn", 1)
     cells = list(state.get("cells") or [])
+    sandbox_id = state["sandbox_id"]
+    blobs = blobs_of(runtime)
     if not pending["code"]:
         if "final_text" in pending:
             return {}
-        note = pending.get("note", "")
-        return {"cells": [*cells, _cell(pending, turn, kind="note", output=note)]}
-    sandbox_id = state["sandbox_id"]
+        note = _cell(pending, turn, kind="note", output=pending.get("note", ""))
+        return {"cells": [*cells, save_cell(blobs, sandbox_id, note)], "pending": pending}
     key = settings.budget_key or sandbox_id
     if settings.depth == 0:
         budget = open_budget(key, settings.max_sub_calls - state.get("sub_calls", 0))
@@ -318,15 +355,23 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     limits = Limits.from_settings(settings)
     first_line = pending["code"].strip().splitlines()[0] if pending["code"].strip() else ""
     _emit({"event": "cell", "depth": settings.depth, "code_line": first_line[:120]})
-    new_cells: list[Cell] = []
+    new_cells = []
     with ExitStack() as stack:
         try:
+            ref = check_ref(state["context_ref"], blobs)  # another worker may lack the file
             sandbox = stack.enter_context(
-                REGISTRY.checkout(sandbox_id, state["context_ref"], cells, limits, broker)
+                REGISTRY.checkout(
+                    sandbox_id,
+                    ref,
+                    cells,
+                    limits,
+                    broker,
+                    lambda refs: load_cells(blobs, sandbox_id, refs),
+                )
             )
-        except SandboxError as exc:  # the sandbox cannot be set up: stop, keep every cell
+        except (SandboxError, MissingRecord, ContextError) as exc:  # stop, keep every cell
             return {"status": "failed", "error": str(exc)}
-        broker.memo = sandbox.memo
+        broker.memo = SubCallMemo(blobs, sandbox_id)
         setups = [("system", pending["setup"])] if pending.get("setup") else []
         for kind, code in [*setups, ("model", pending["code"])]:
             outcome = sandbox.run(code)
@@ -350,13 +395,15 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             )
             if outcome.final is not None:
                 cell["final"] = outcome.final["value"]
-            REGISTRY.record(sandbox_id, cell)
-            new_cells.append(cell)
+            saved = save_cell(blobs, sandbox_id, cell)
+            REGISTRY.record(sandbox_id, saved)
+            new_cells.append(saved)
             if outcome.halted:  # the session is rebuilt by replay at the next checkout
                 break
     used = budget.used if settings.depth == 0 else broker.calls
     return {
         "cells": [*cells, *new_cells],
+        "pending": pending,
         "usage": broker.usage,
         "sub_calls": state.get("sub_calls", 0) + used,
     }
@@ -396,9 +443,9 @@ def route_after_inspect(state: State, runtime: Runtime[Settings]) -> Literal["pl
 # -- finalize ---------------------------------------------------------------------------
 
 
-def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
+def best_effort(state: State, settings: Settings, blobs: Blobs) -> tuple[Any, dict[str, Any]]:
     """One last model call, without tools, for the best answer the history supports."""
-    messages = conversation(state, settings, tool_calling=False)
+    messages = conversation(state, settings, blobs, tool_calling=False)
     if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
@@ -408,8 +455,9 @@ def best_effort(state: State, settings: Settings) -> tuple[Any, dict[str, Any]]:
 
 def release_run_sandbox(state: State) -> None:
     """Close the sandbox of a run without a thread: nobody can come back to it."""
-    if not get_config().get("configurable", {}).get("thread_id") and state.get("sandbox_id"):
+    if not thread_id() and state.get("sandbox_id"):
         REGISTRY.release(state["sandbox_id"])
+        Blobs.forget(state["sandbox_id"])
 
 
 def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
@@ -432,7 +480,7 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     else:
         status = "budget_exhausted"
         try:
-            answer, extra = best_effort(state, settings)
+            answer, extra = best_effort(state, settings, blobs_of(runtime))
             update.update(extra)
         except Exception as exc:  # the run's cells stay in state either way
             answer = ""

@@ -10,6 +10,7 @@ clean message, never a host traceback.
 PRELUDE = r'''
 import builtins as _rlm_builtins
 import json as _rlm_json
+import random as _rlm_random
 
 
 class SubCallError(str):

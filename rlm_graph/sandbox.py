@@ -5,7 +5,9 @@ this module keeps a process-local registry of sessions under that id. Everything
 session holds can be rebuilt from state: the context is mounted again from the blob
 store and the recorded cells are replayed with their sub-call journals, so recorded
 sub-call answers come from the journal and no model is called twice. That rebuild is
-what makes a timeout (which leaves an eryx session unusable) lose nothing.
+what makes a timeout (which leaves an eryx session unusable), a crash, another worker
+or a fork from an older checkpoint lose nothing. Each cell starts with ``random``
+seeded by its position, so code that draws random numbers replays the same draws.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import eryx
 from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir, blob_name, home
 from rlm_graph.guest_prelude import PRELUDE
-from rlm_graph.state import Cell, ContextRef
+from rlm_graph.state import Cell, CellRef, ContextRef
 
 _log = logging.getLogger(__name__)
 CONTEXT_MOUNT = "/ctx"
@@ -259,8 +261,7 @@ class Sandbox:
         self.limits = limits
         self.handler: SubCallHandler = _NoSubCalls()
         self.broken = False
-        # Answers to identical sub-call prompts, kept as long as the session lives.
-        self.memo: dict[str, str] = {}
+        self.cells_run = 0
         self._journal = _Journal(self.handler)
         self._stdout = _Capture()
         self._stderr = _Capture()
@@ -323,7 +324,9 @@ class Sandbox:
         self._journal = _Journal(self.handler, journal)
         started = time.perf_counter()
         failure: Exception | None = None
+        self.cells_run += 1
         try:
+            self._session.execute(f"_rlm_random.seed({self.cells_run})")
             self._session.execute(code)
         except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
             failure = exc
@@ -357,15 +360,12 @@ class SandboxBroken(RuntimeError):
     """The session halted and must be rebuilt from state before it runs again."""
 
 
-def replayable(cells: Sequence[Cell]) -> list[Cell]:
+def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
     """The cells whose effects the session holds: code that ran and did not halt."""
-    return [c for c in cells if c["code"] and c["kind"] != "note" and not c.get("halted")]
+    return [c for c in cells if c["kind"] != "note" and not c["halted"]]
 
 
-def fingerprint(cell: Cell) -> str:
-    """Identity of a cell's effect: its code and the sub-call answers it saw."""
-    payload = json.dumps([cell["code"], cell["journal"]], sort_keys=True, default=str)
-    return hashlib.sha1(payload.encode()).hexdigest()
+LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
 
 
 @dataclass
@@ -417,18 +417,20 @@ class SandboxRegistry:
         self,
         sandbox_id: str,
         ref: ContextRef,
-        cells: Sequence[Cell],
+        cells: Sequence[CellRef],
         limits: Limits,
         handler: SubCallHandler,
+        load: LoadCells,
     ) -> Iterator[Sandbox]:
         """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
 
         A missing session (new process, evicted), a broken one, one with other limits,
         or one whose applied cells differ from state (a fork, another worker moved on)
         is rebuilt by replay; one that is merely behind gets only the missing cells.
+        Full records are loaded (``load``) only for the cells that must be replayed.
         """
         wanted = replayable(cells)
-        prints = [fingerprint(c) for c in wanted]
+        prints = [c["record"] for c in wanted]
         entry = self._entry_for(sandbox_id)
         with entry.lock:
             box = entry.sandbox
@@ -443,7 +445,7 @@ class SandboxRegistry:
                 entry.applied = []
             box.handler = handler
             if len(entry.applied) < len(prints):
-                box.replay(wanted[len(entry.applied) :])
+                box.replay(load(wanted[len(entry.applied) :]))
                 entry.applied = prints
             try:
                 yield box
@@ -451,12 +453,12 @@ class SandboxRegistry:
                 box.handler = _NoSubCalls()
                 entry.last_used = time.monotonic()
 
-    def record(self, sandbox_id: str, cell: Cell) -> None:
+    def record(self, sandbox_id: str, cell: CellRef) -> None:
         """Note that ``cell`` is now applied in the live session."""
         with self._lock:
             entry = self._entries.get(sandbox_id)
         if entry is not None and replayable([cell]):
-            entry.applied.append(fingerprint(cell))
+            entry.applied.append(cell["record"])
 
     def release(self, sandbox_id: str) -> None:
         """Drop the session (run finished, thread done)."""

@@ -25,7 +25,10 @@ class ContextRef(TypedDict):
 
 
 class Cell(TypedDict):
-    """One executed (or refused) step of the REPL, enough to show it and replay it."""
+    """One executed (or refused) step of the REPL, enough to show it and replay it.
+
+    Stored beside the checkpoint (see ``records``); state keeps a :class:`CellRef`.
+    """
 
     kind: Literal["model", "system", "note"]
     turn: int
@@ -39,6 +42,20 @@ class Cell(TypedDict):
     final: NotRequired[Any]
     sub_calls: int
     seconds: float
+
+
+class CellRef(TypedDict):
+    """What state keeps of a cell: the key of its full record and what routing needs."""
+
+    kind: Literal["model", "system", "note"]
+    turn: int
+    record: str
+    halted: bool
+    error: str
+    preview: str
+    sub_calls: int
+    seconds: float
+    final: NotRequired[Any]
 
 
 class TurnRecord(TypedDict):
@@ -91,7 +108,7 @@ class State(InputState, total=False):
     active_question: str
     turn: int
     iteration: int
-    cells: list[Cell]
+    cells: list[CellRef]
     pending: Pending | None
     answer: Any
     status: Status

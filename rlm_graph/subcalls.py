@@ -10,6 +10,7 @@ callback timeout (a callback that outlives that timeout hangs the process in ery
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import threading
 import weakref
@@ -22,6 +23,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
+from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
 from rlm_graph.models import load_chat_model
 from rlm_graph.replies import message_text
@@ -97,6 +99,46 @@ def shared_budget(key: str, fallback_limit: int) -> Budget:
     return budget
 
 
+class SubCallMemo:
+    """Answers to the sub-call prompts of one sandbox, written as each one arrives.
+
+    Identical prompts are answered once per sandbox. Because every answer is stored
+    the moment it arrives, a run killed in the middle of a 200-prompt batch pays on
+    resume only for the prompts that had not been answered yet. Without ``blobs`` the
+    memo lives in memory only (tests, one-off sandboxes).
+    """
+
+    def __init__(self, blobs: Blobs | None = None, sandbox_id: str = "") -> None:
+        self._blobs = blobs
+        self._namespace = ("memo", sandbox_id)
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(prompt: str) -> str:
+        return hashlib.sha256(prompt.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+    def get(self, prompt: str) -> str | None:
+        """The stored answer to ``prompt``, if it was asked before."""
+        with self._lock:
+            known = self._known.get(prompt)
+        if known is not None or self._blobs is None:
+            return known
+        record = self._blobs.get(self._namespace, self._key(prompt))
+        if record is None:
+            return None
+        with self._lock:
+            self._known[prompt] = record["answer"]
+        return str(record["answer"])
+
+    def put(self, prompt: str, answer: str) -> None:
+        """Remember an answer, durably when the memo has a store."""
+        with self._lock:
+            self._known[prompt] = answer
+        if self._blobs is not None:
+            self._blobs.put(self._namespace, self._key(prompt), {"answer": answer})
+
+
 class SubCallBroker:
     """Answers the sub-calls of one cell; counts their usage and calls."""
 
@@ -107,11 +149,11 @@ class SubCallBroker:
         *,
         run_child: RunChild | None = None,
         emit: Emit | None = None,
-        memo: dict[str, str] | None = None,
+        memo: SubCallMemo | None = None,
     ) -> None:
         self.settings = settings
         self.budget = budget
-        self.memo: dict[str, str] = memo if memo is not None else {}
+        self.memo = memo if memo is not None else SubCallMemo()
         self.usage: dict[str, dict[str, int]] = {}
         self.calls = 0
         self._run_child = run_child
@@ -152,7 +194,7 @@ class SubCallBroker:
         """One sub-call with budget, window check, cache and error capture."""
         if refusal := self._refusal(prompt):
             return {"ok": False, "error": refusal}
-        if prompt not in self.memo and not self.budget.take(1):
+        if self.memo.get(prompt) is None and not self.budget.take(1):
             return {"ok": False, "error": self._budget_message(1)}
         return await self._answer_cached(prompt)
 
@@ -161,7 +203,8 @@ class SubCallBroker:
 
         Only distinct prompts not answered before count against the budget.
         """
-        fresh = len({p for p in prompts if p not in self.memo and not self._refusal(p)})
+        distinct = {p for p in prompts if not self._refusal(p)}
+        fresh = sum(1 for p in distinct if self.memo.get(p) is None)
         if not self.budget.take(fresh):
             return {"ok": False, "error": self._budget_message(fresh)}
         gate = asyncio.Semaphore(self.settings.max_concurrency)
@@ -196,8 +239,8 @@ class SubCallBroker:
 
     async def _answer_cached(self, prompt: str) -> dict[str, Any]:
         """Identical prompts in a run are answered once, even while still in flight."""
-        if prompt in self.memo:
-            return {"ok": True, "value": self.memo[prompt], "cached": True}
+        if (known := self.memo.get(prompt)) is not None:
+            return {"ok": True, "value": known, "cached": True}
         pending = self._in_flight.get(prompt)
         if pending is None:
             pending = asyncio.ensure_future(self._answer(prompt))
@@ -209,7 +252,7 @@ class SubCallBroker:
         finally:
             if pending.done():
                 self._in_flight.pop(prompt, None)
-        self.memo[prompt] = value
+        self.memo.put(prompt, value)
         return {"ok": True, "value": value}
 
     async def _answer(self, prompt: str) -> str:

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from rlm_graph.blobs import Blobs
 from rlm_graph.context_store import store_value
-from rlm_graph.sandbox import Limits, Sandbox, SandboxRegistry, replayable
-from rlm_graph.state import Cell
+from rlm_graph.records import load_cells, save_cell
+from rlm_graph.sandbox import LoadCells, Limits, Sandbox, SandboxRegistry, replayable
+from rlm_graph.state import Cell, CellRef
 
 LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
 
@@ -39,6 +41,17 @@ def cell(code: str, journal: list[Any], halted: bool = False) -> Cell:
         sub_calls=0,
         seconds=0.0,
     )
+
+
+BLOBS = Blobs(memory=True)
+
+
+def saved(sandbox_id: str, code: str, journal: list[Any], halted: bool = False) -> CellRef:
+    return save_cell(BLOBS, sandbox_id, cell(code, journal, halted))
+
+
+def loader(sandbox_id: str) -> LoadCells:
+    return lambda refs: load_cells(BLOBS, sandbox_id, refs)
 
 
 @pytest.fixture
@@ -104,17 +117,17 @@ def test_halts_keep_earlier_variables(code: str, reason: str, limits: Limits) ->
     registry = SandboxRegistry()
     ref = store_value("hello context")
     handler = Echo()
-    cells: list[Cell] = []
+    cells: list[CellRef] = []
     first = "keep = [1, 2, 3]\nr = await llm_query('q')\ndef f():\n    return sum(keep) + len(r)"
     for step in (first, "lost = 1\n" + code):
-        with registry.checkout("halts", ref, cells, limits, handler) as box:
+        with registry.checkout("halts", ref, cells, limits, handler, loader("halts")) as box:
             out = box.run(step)
-            done = cell(step, out.journal, halted=out.halted)
+            done = saved("halts", step, out.journal, halted=out.halted)
             registry.record("halts", done)
             cells.append(done)
     assert out.halted and box.broken
     assert out.error.startswith(reason)
-    with registry.checkout("halts", ref, cells, limits, handler) as rebuilt:
+    with registry.checkout("halts", ref, cells, limits, handler, loader("halts")) as rebuilt:
         assert rebuilt is not box
         assert rebuilt.run("print(f(), len(context), 'lost' in dir())").stdout == "9 13 False\n"
     assert handler.calls == ["q"]  # the rebuild served the sub-call from the journal
@@ -139,8 +152,8 @@ def test_replay_rebuilds_variables_functions_and_classes_without_live_calls() ->
     cells = []
     for code in codes:
         out = first.run(code)
-        cells.append(cell(code, out.journal, halted=out.halted))
-    cells.append(cell("x = 1\nwhile True: pass", [], halted=True))  # halted: never replayed
+        cells.append(saved("classes", code, out.journal, halted=out.halted))
+    cells.append(saved("classes", "x = 1\nwhile True: pass", [], halted=True))  # never replayed
     probe = "print(r, item.v, type(item).__name__, double(Box(1)).v, 'x' in dir())"
     expected = first.run(probe).stdout
     assert len(live.calls) == 1
@@ -148,7 +161,7 @@ def test_replay_rebuilds_variables_functions_and_classes_without_live_calls() ->
     second = Sandbox(ref, LIMITS)
     replay_handler = Echo()
     second.handler = replay_handler
-    second.replay(replayable(cells))
+    second.replay(loader("classes")(replayable(cells)))
     assert second.run(probe).stdout == expected == "<expensive> 42 Box 2 False\n"
     assert replay_handler.calls == []
 
@@ -157,16 +170,16 @@ def test_registry_replays_only_what_a_live_session_lacks() -> None:
     registry = SandboxRegistry()
     ref = store_value("ctx")
     handler = Echo()
-    cells: list[Cell] = []
-    with registry.checkout("s1", ref, cells, LIMITS, handler) as box:
+    cells: list[CellRef] = []
+    with registry.checkout("s1", ref, cells, LIMITS, handler, loader("s1")) as box:
         out = box.run("n = 1")
-        done = cell("n = 1", out.journal)
+        done = saved("s1", "n = 1", out.journal)
         registry.record("s1", done)
     cells.append(done)
-    with registry.checkout("s1", ref, cells, LIMITS, handler) as again:
+    with registry.checkout("s1", ref, cells, LIMITS, handler, loader("s1")) as again:
         assert again is box
     # a fork to before that cell gets a fresh session without it
-    with registry.checkout("s1", ref, [], LIMITS, handler) as forked:
+    with registry.checkout("s1", ref, [], LIMITS, handler, loader("s1")) as forked:
         assert forked is not box
         assert "NameError" in forked.run("print(n)").output
     registry.release("s1")
@@ -177,6 +190,6 @@ def test_registry_evicts_idle_sessions() -> None:
     registry = SandboxRegistry(idle_seconds=0.0, max_live=2)
     ref = store_value("ctx")
     for name in ("a", "b", "c"):
-        with registry.checkout(name, ref, [], LIMITS, Echo()):
+        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
             pass
     assert len(registry) <= 2
