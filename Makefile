@@ -1,6 +1,7 @@
 # Two entry points do all the set-up on a fresh machine:
 #   make demo   - create .venv, install rlm-graph, run the offline demo (no key needed)
 #   make test   - create .venv, install rlm-graph with dev tools, lint, type-check, test
+#                 (starting a throwaway PostgreSQL on loopback for the durability tests)
 # pyeryx ships cp312-abi3 wheels only, so the venv needs Python >= 3.12.
 
 VENV := .venv
@@ -30,8 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rlm_graph graphs tests bench
 	$(VENV)/bin/mypy
 
+# The PostgreSQL tests need a server: .ci/postgres.sh starts a throwaway one on
+# loopback (installing Debian's postgresql if needed); without one they skip.
 test: lint
-	$(VENV)/bin/pytest -q
+	RLM_TEST_POSTGRES_URL="$${RLM_TEST_POSTGRES_URL:-$$(.ci/postgres.sh || true)}" $(VENV)/bin/pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench all

@@ -39,7 +39,7 @@ def decision_of(value: Any) -> tuple[str, dict[str, Any]]:
         if action == "edit" and isinstance(value.get("code"), str):
             return "edit", value
     raise ApprovalError(
-        f"cannot read the approval {value!r}: resume with true/\"accept\", false/\"reject\", "
+        f'cannot read the approval {value!r}: resume with true/"accept", false/"reject", '
         '{"action": "edit", "code": "..."} or {"action": "reject", "reason": "..."}'
     )
 

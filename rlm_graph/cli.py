@@ -15,17 +15,23 @@ import shlex
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TextIO, cast
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StateSnapshot
+
 from rlm_graph import demo
 from rlm_graph.api import RLMResult, result_from, run_config
 from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, blob_dir, blob_name, store_path, store_value
-from rlm_graph.graph import graph
+from rlm_graph.graph import build_graph, graph
 from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
+from rlm_graph.persistence import PersistenceError, open_persistence
 from rlm_graph.state import ContextRef
 from rlm_graph.stub_server import StubServer
 from rlm_graph.truncation import one_line
@@ -200,23 +206,47 @@ def reporter_for(quiet: bool) -> Sink:
 # -- running ----------------------------------------------------------------------------
 
 
-def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink) -> RLMResult:
+Graph = CompiledStateGraph[Any, Any, Any, Any]
+
+
+def run_graph(
+    question: str,
+    ref: ContextRef,
+    settings: Settings,
+    reporter: Sink,
+    *,
+    durable: tuple[Graph, RunnableConfig] | None = None,
+) -> RLMResult:
     """Run the graph, streaming progress to ``reporter``.
 
     The graph is streamed rather than invoked because ``invoke`` drops the custom
     events that say what the run is doing. A model or network failure ends the run
     as a failed result (not an exception), so every caller prints one outcome.
+    ``durable`` is a checkpointed graph and its thread's config: a thread that was
+    cut off while on this question continues from its last completed step.
     """
     started = time.perf_counter()
     state: dict[str, Any] = {}
+    target, config = durable or (graph, run_config(settings))
+    inputs: dict[str, Any] | None = {"question": question, "context_ref": ref}
+    if durable is not None:
+        snapshot = target.get_state(config)
+        if resumable(snapshot, question):
+            inputs = None
+            state = dict(snapshot.values)
+            step = state.get("iteration", 0)
+            print(
+                f"rlm: resuming thread {thread_of(config)} after iteration {step}: completed "
+                "steps are not run (or paid for) again",
+                file=sys.stderr,
+            )
+    # A durable run saves each step before the next starts: a kill loses nothing.
+    options: dict[str, Any] = {"durability": "sync"} if durable else {}
     # With a list of modes LangGraph yields (mode, chunk) pairs; its signature cannot say so.
     chunks = cast(
         Iterator[tuple[str, Any]],
-        graph.stream(
-            {"question": question, "context_ref": ref},
-            config=run_config(settings),
-            context=settings,
-            stream_mode=["custom", "values"],
+        target.stream(
+            inputs, config=config, context=settings, stream_mode=["custom", "values"], **options
         ),
     )
     try:
@@ -231,6 +261,18 @@ def run_graph(question: str, ref: ContextRef, settings: Settings, reporter: Sink
     finally:
         reporter.close()
     return result_from(state, time.perf_counter() - started)
+
+
+def resumable(snapshot: StateSnapshot, question: str) -> bool:
+    """Whether a thread stopped part-way through this same question (a crash, a kill)."""
+    values = snapshot.values or {}
+    asked = values.get("active_question") or values.get("question")
+    return bool(snapshot.next) and asked == question and not snapshot.interrupts
+
+
+def thread_of(config: RunnableConfig) -> str:
+    """The thread id of a config."""
+    return str(config.get("configurable", {}).get("thread_id", ""))
 
 
 def total_tokens(tokens: dict[str, dict[str, int]]) -> int:
@@ -324,15 +366,101 @@ def run_command(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if args.thread and not args.checkpoint:
+        raise UsageError("--thread needs --checkpoint FILE: a thread lives in a checkpoint file")
     check_models(settings)
     ref = read_context(args.context, sys.stdin)
-    result = run_graph(args.question, ref, settings, reporter_for(args.quiet))
+    if args.checkpoint:
+        thread = args.thread or uuid.uuid4().hex[:12]
+        if not args.thread:
+            print(
+                f"rlm: thread {thread} (resume or follow up with --thread {thread})",
+                file=sys.stderr,
+            )
+        try:
+            with open_persistence(args.checkpoint) as persistence:
+                durable = build_graph(
+                    checkpointer=persistence.checkpointer, store=persistence.store
+                )
+                config = run_config(settings, {"configurable": {"thread_id": thread}})
+                result = run_graph(
+                    args.question,
+                    ref,
+                    settings,
+                    reporter_for(args.quiet),
+                    durable=(durable, config),
+                )
+        except PersistenceError as exc:
+            raise UsageError(str(exc)) from exc
+    else:
+        result = run_graph(args.question, ref, settings, reporter_for(args.quiet))
     print_answer(result, args.json)
     if result.status == "failed":
         print(f"rlm: error: {result.error or 'the run failed'}", file=sys.stderr)
     elif not args.quiet:
         print(f"rlm: {summary(result)}", file=sys.stderr)
     return EXIT_CODES.get(result.status, EXIT_FAILED)
+
+
+# -- rlm threads ------------------------------------------------------------------------
+
+
+def thread_row(thread: str, snapshot: StateSnapshot) -> dict[str, Any]:
+    """What ``rlm threads`` says of one thread."""
+    values = snapshot.values or {}
+    if snapshot.interrupts:
+        status = "waiting for approval"
+    elif snapshot.next:
+        status = "cut off (resumable)"
+    else:
+        status = str(values.get("status", "new")).replace("_", " ")
+    question = values.get("active_question") or values.get("question") or ""
+    return {
+        "thread": thread,
+        "status": status,
+        "iterations": values.get("iteration", 0),
+        "cells": len(values.get("cells") or []),
+        "question": question,
+        "updated": snapshot.created_at or "",
+    }
+
+
+def threads_command(args: argparse.Namespace) -> int:
+    """``rlm threads``: the threads of a checkpoint, newest first."""
+    if (
+        not args.checkpoint.startswith(("postgres://", "postgresql://"))
+        and not Path(args.checkpoint).is_file()
+    ):
+        raise UsageError(f"no checkpoint file at {args.checkpoint!r}")
+    try:
+        with open_persistence(args.checkpoint) as persistence:
+            durable = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
+            seen: list[str] = []
+            for saved in persistence.checkpointer.list(None):
+                thread = thread_of(saved.config)
+                if thread not in seen:
+                    seen.append(thread)
+            rows = [
+                thread_row(t, durable.get_state({"configurable": {"thread_id": t}})) for t in seen
+            ]
+    except PersistenceError as exc:
+        raise UsageError(str(exc)) from exc
+    rows.sort(key=lambda row: str(row["updated"]), reverse=True)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            question = one_line_text(row["question"], 60)
+            print(f"{row['thread']}  {row['status']:<22} {row['iterations']:>4} it  {question}")
+    if not rows and not args.json:
+        print("rlm: no threads in this checkpoint", file=sys.stderr)
+    return EXIT_OK
+
+
+def one_line_text(text: str, limit: int) -> str:
+    """Text on one line, clipped, for a table cell."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 # -- rlm demo ---------------------------------------------------------------------------
@@ -450,9 +578,31 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind, metavar in RUN_FLAGS:
         flag = "--" + name.replace("_", "-")
         run.add_argument(flag, dest=name, type=kind, metavar=metavar, help=_help(name))
+    run.add_argument(
+        "--checkpoint",
+        metavar="FILE|URL",
+        help="keep the run in a SQLite file (or a postgresql:// URL): after a crash, the "
+        "same command with the same --thread resumes where it stopped",
+    )
+    run.add_argument(
+        "--thread",
+        metavar="ID",
+        help="thread in the checkpoint: resume it, or ask a follow-up question that "
+        "reuses its sandbox (default: a new thread, whose id is printed)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.set_defaults(handler=run_command)
+
+    threads = commands.add_parser(
+        "threads",
+        help="list the threads kept in a checkpoint file, with their status",
+        description="List the threads in a checkpoint file (or postgresql:// URL): "
+        "question, status, iterations, and whether a run was cut off and can resume.",
+    )
+    threads.add_argument("--checkpoint", required=True, metavar="FILE|URL")
+    threads.add_argument("--json", action="store_true", help="print one JSON object per line")
+    threads.set_defaults(handler=threads_command)
 
     demo_parser = commands.add_parser(
         "demo",

