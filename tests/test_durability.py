@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from support import Script, fast_settings, replies_so_far, tool
 from rlm_graph import build_graph
 from rlm_graph.approval import ApprovalError, review
 from rlm_graph.context import Settings
+from rlm_graph.context_store import blob_dir
 from rlm_graph.persistence import open_persistence
 from rlm_graph.records import _CACHE
 from rlm_graph.sandbox import REGISTRY
@@ -392,3 +394,29 @@ def test_checkpoint_bytes_per_step_stay_small(stub: Start, tmp_path: Path, size:
     sizes = step_bytes(db)
     assert len(sizes) > 30
     assert max(sizes) < 64 * 1024, sizes
+
+
+# -- another machine: the context comes back from the store -----------------------------
+
+
+def test_a_worker_without_the_local_context_rebuilds_it_from_the_store(
+    stub: Start, tmp_path: Path
+) -> None:
+    script = Script([tool("n = context.count('x')"), "FINAL_VAR(n)"])
+    server = stub(script)
+    settings = Settings(**fast_settings(server))
+    db = str(tmp_path / "w.sqlite")
+    cfg = config("worker")
+    with open_persistence(db) as persistence:
+        graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
+        first = graph.invoke({"question": "x?", "context": "x-x-x " * 1000}, cfg, context=settings)
+        assert first["answer"] == 3000
+        values = graph.get_state(cfg).values
+    # The other machine has neither the live session, nor the record cache, nor the file.
+    forget_process_state(values["sandbox_id"])
+    shutil.rmtree(blob_dir(values["context_ref"]))
+    with open_persistence(db) as persistence:
+        graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
+        again = graph.invoke({"question": "x again?"}, cfg, context=settings)
+    assert again["answer"] == 3000
+    assert (blob_dir(values["context_ref"]) / "context.txt").read_text() == "x-x-x " * 1000
