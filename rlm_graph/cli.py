@@ -536,7 +536,7 @@ def _setting(name: str) -> Field[Any]:
     return next(f for f in fields(Settings) if f.name == name)
 
 
-def _help(name: str) -> str:
+def setting_help(name: str) -> str:
     """A flag's help: the setting's own description, so CLI and Studio never disagree."""
     field = _setting(name)
     default = f" (default: {field.default})" if field.default != "" else ""
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, kind, metavar in RUN_FLAGS:
         flag = "--" + name.replace("_", "-")
-        run.add_argument(flag, dest=name, type=kind, metavar=metavar, help=_help(name))
+        run.add_argument(flag, dest=name, type=kind, metavar=metavar, help=setting_help(name))
     run.add_argument(
         "--checkpoint",
         metavar="FILE|URL",

@@ -1,4 +1,7 @@
-"""Chat models from names: any provider through ``init_chat_model``.
+"""Chat models from names: any provider, or a model of the ``llm`` CLI.
+
+Names go to ``init_chat_model``, except ``llm:<model id or alias>``, which is one of
+the ``llm`` CLI's models with its keys, aliases and plugins (see llm_chat).
 
 Model clients are cached because building one costs milliseconds and opens a
 connection pool; a run makes hundreds of calls to the same few models.
@@ -13,6 +16,9 @@ from typing import Any
 from langchain.chat_models import init_chat_model
 from langchain.chat_models.base import _BUILTIN_PROVIDERS
 from langchain_core.language_models import BaseChatModel
+
+# Names with this prefix are models of the `llm` CLI, resolved by llm itself.
+LLM_PREFIX = "llm:"
 
 
 class ModelConfigError(ValueError):
@@ -35,7 +41,7 @@ def split_model_name(name: str, base_url: str) -> tuple[str, str]:
 def missing_credentials(name: str, base_url: str) -> str:
     """Say which variable or flag is missing for this model, or "" when none is."""
     provider, _ = split_model_name(name, base_url)
-    if base_url or provider not in ("openai", ""):
+    if base_url or provider not in ("openai", "") or name.startswith(LLM_PREFIX):
         return ""
     if os.environ.get("OPENAI_API_KEY"):
         return ""
@@ -50,8 +56,11 @@ def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) 
     """Build (once per process) the chat model for ``name``.
 
     A timeout is always set: ChatOpenAI has none by default, and a request that never
-    returns would otherwise hang a sandbox callback forever.
+    returns would otherwise hang a sandbox callback forever. (``llm`` models have no
+    timeout setting; the sub-call broker's own deadline bounds them.)
     """
+    if name.startswith(LLM_PREFIX):
+        return _llm_model(name.removeprefix(LLM_PREFIX))
     provider, model = split_model_name(name, base_url)
     kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
     if base_url:
@@ -66,3 +75,14 @@ def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) 
     if not isinstance(chat, BaseChatModel):
         raise ModelConfigError(f"model {name!r} did not resolve to a chat model")
     return chat
+
+
+def _llm_model(model_id: str) -> BaseChatModel:
+    """An ``llm`` model; the package is optional, so it is imported only when named."""
+    try:
+        from rlm_graph.llm_chat import load_llm_model
+    except ImportError as exc:
+        raise ModelConfigError(
+            f"model {LLM_PREFIX}{model_id} needs the llm package: pip install 'rlm-graph[llm]'"
+        ) from exc
+    return load_llm_model(model_id)

@@ -1,0 +1,353 @@
+"""The `llm` plugin, offline: scripted models registered through llm's own hook.
+
+Every model call goes through llm (its plugin manager, model resolution, key lookup
+and, for the toolbox, its chain/tool loop); the scripted models record every prompt
+they are sent, so the tests can check that the context never reaches one.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llm
+import pytest
+from click.testing import CliRunner, Result
+from llm.cli import cli
+
+from rlm_graph.llm_toolbox import RLM, session_file
+from rlm_graph.models import load_chat_model
+from rlm_graph.sandbox import REGISTRY
+
+NEEDLE = "NEEDLE-7F3A"
+SUB_KEY = "sk-sub-secret-41"
+Reply = str | tuple[str, dict[str, Any]]
+
+
+@dataclass(eq=False)
+class Scripted(llm.KeyModel):  # type: ignore[misc]
+    """A model that replies from a script by how many replies it gave in the conversation.
+
+    A reply is text, or ``(tool name, arguments)`` for a tool call. Without a script it
+    answers the last user message upper-cased (a sub model).
+    """
+
+    model_id: str
+    script: Sequence[Reply] = ()
+    supports_tools: bool = True
+    needs_key: str | None = None
+    key_env_var: str | None = None
+    prompts: list[str] = field(default_factory=list)
+    tools: list[list[str]] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+
+    def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any, key: Any) -> Any:
+        messages = prompt.messages
+        self.prompts.append(json.dumps([m.to_dict() for m in messages]))
+        self.tools.append([tool.name for tool in prompt.tools])
+        self.keys.append(key)
+        if not self.script:
+            yield _text(messages[-1]).upper()
+            return
+        done = sum(m.role == "assistant" for m in messages)
+        reply = self.script[min(done, len(self.script) - 1)]
+        if isinstance(reply, str):
+            yield reply
+            return
+        name, arguments = reply
+        response.add_tool_call(llm.ToolCall(name=name, arguments=arguments))
+        yield ""
+
+
+def _text(message: Any) -> str:
+    return "".join(getattr(part, "text", "") for part in message.parts)
+
+
+@pytest.fixture(autouse=True)
+def llm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """llm's keys, logs and default model live in a temporary directory, never in ~."""
+    home = tmp_path / "llm-home"
+    home.mkdir()
+    monkeypatch.setenv("LLM_USER_PATH", str(home))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    load_chat_model.cache_clear()
+    yield home
+    load_chat_model.cache_clear()
+
+
+Register = Callable[..., None]
+
+
+@pytest.fixture
+def models() -> Iterator[Callable[..., None]]:
+    """Register scripted models with llm for one test, through the register_models hook."""
+    plugin = types.ModuleType("rlm_test_models")
+    registered: list[Scripted] = []
+
+    @llm.hookimpl  # type: ignore[misc]
+    def register_models(register: Register) -> None:
+        for model in registered:
+            register(model)
+
+    plugin.register_models = register_models  # type: ignore[attr-defined]
+    llm.pm.register(plugin, name="rlm_test_models")
+
+    def add(*new: Scripted) -> None:
+        registered.extend(new)
+
+    yield add
+    llm.pm.unregister(name="rlm_test_models")
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    """A 60 KB document whose one interesting line is far past any preview."""
+    path = tmp_path / "big.txt"
+    path.write_text("filler line\n" * 5_000 + f"the code is {NEEDLE}\n" + "tail\n" * 100)
+    return path
+
+
+def run_llm(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
+
+
+def run(code: str) -> Reply:
+    return ("RLM_execute_python", {"code": code})
+
+
+def tool_results(model: Scripted) -> list[str]:
+    """The outputs of tool calls the model was shown, from its last prompt."""
+    messages = json.loads(model.prompts[-1])
+    return [
+        part["output"]
+        for message in messages
+        for part in message["parts"]
+        if part["type"] == "tool_result"
+    ]
+
+
+# -- plugin registration ----------------------------------------------------------------
+
+
+def test_llm_plugins_lists_the_plugin_with_both_hooks() -> None:
+    result = run_llm("plugins")
+    assert result.exit_code == 0, result.output
+    plugins = {p["name"]: p for p in json.loads(result.output)}
+    assert set(plugins["rlm-graph"]["hooks"]) == {"register_tools", "register_commands"}
+
+
+def test_llm_tools_lists_the_toolbox_and_its_tools() -> None:
+    result = run_llm("tools")
+    assert result.exit_code == 0, result.output
+    for tool in ("RLM_load_context", "RLM_execute_python", "RLM_submit_answer"):
+        assert tool in result.output
+
+
+# -- the toolbox, through llm's own chain -----------------------------------------------
+
+
+def test_toolbox_chain_keeps_variables_and_never_shows_the_context(
+    models: Callable[..., None], big: Path
+) -> None:
+    root = Scripted(
+        "rlm-root",
+        [
+            ("RLM_load_context", {"path": "big.txt"}),
+            run("hits = [l for l in context.splitlines() if 'NEEDLE' in l]"),
+            run("reply = await llm_query('shout ' + hits[0])\nprint(len(context), reply)"),
+            ("RLM_submit_answer", {"variable": "reply"}),
+            "The answer is in.",
+        ],
+    )
+    sub = Scripted("rlm-sub")
+    models(root, sub)
+    toolbox = RLM(sub_model="rlm-sub")
+    conversation = llm.get_model("rlm-root").conversation(tools=[toolbox], chain_limit=10)
+    chain = conversation.chain("Find the code.")
+    assert chain.text().endswith("The answer is in.")
+    outputs = tool_results(root)
+    assert outputs[0].startswith("Loaded big.txt: `context` is a str of ")
+    assert outputs[2] == f"{big.stat().st_size} SHOUT THE CODE IS {NEEDLE}"
+    assert toolbox.answer == f"SHOUT THE CODE IS {NEEDLE}"
+    # The sub model read what the code sent; the root model only what code printed.
+    assert sub.prompts and NEEDLE in sub.prompts[0]
+    assert all("filler line\\nfiller line\\n" * 50 not in p for p in root.prompts + sub.prompts)
+    assert not any(NEEDLE in p for p in root.prompts[:3])
+
+
+def test_cli_toolbox_with_a_session_gets_its_variables_back_in_a_new_process(
+    models: Callable[..., None], big: Path
+) -> None:
+    """`llm -c` builds a new toolbox from the stored arguments; the session replays."""
+    root = Scripted(
+        "rlm-root",
+        [
+            run("reply = await llm_query('once')\nprint(reply)"),
+            "Stored.",
+            run("print('again:', reply)"),
+            "Recalled.",
+        ],
+    )
+    sub = Scripted("rlm-sub")
+    models(root, sub)
+    spec = json.dumps({"context": str(big), "sub_model": "rlm-sub", "session": "notes"})
+    first = run_llm("-m", "rlm-root", "-T", f"RLM({spec})", "--cl", "10", "Remember it.")
+    assert first.exit_code == 0, first.output
+    assert "Stored." in first.output
+    # A new process has no live sandbox: drop this one, as if the process had ended.
+    saved = json.loads(session_file("notes").read_text())
+    REGISTRY.release(saved["sandbox_id"])
+    second = run_llm("-c", "--cl", "10", "What was it?")
+    assert second.exit_code == 0, second.output
+    assert "Recalled." in second.output
+    assert tool_results(root)[-1] == "again: ONCE"
+    assert len(sub.prompts) == 1  # the replay served the recorded answer
+
+
+def test_sub_calls_use_the_users_llm_key_which_never_enters_the_sandbox(
+    models: Callable[..., None], big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_FAKE_KEY", SUB_KEY)
+    root = Scripted(
+        "rlm-root",
+        [
+            run("import os\nprint(sorted(os.environ.items()), await llm_query('hi'))"),
+            "Done.",
+        ],
+    )
+    sub = Scripted("rlm-sub", needs_key="rlmfake", key_env_var="RLM_FAKE_KEY")
+    models(root, sub)
+    toolbox = RLM(str(big), sub_model="rlm-sub")
+    llm.get_model("rlm-root").conversation(tools=[toolbox]).chain("Go.").text()
+    assert sub.keys == [SUB_KEY]
+    (output,) = tool_results(root)
+    assert output.endswith("HI") and SUB_KEY not in output
+
+
+def test_toolbox_budget_refuses_sub_calls_past_max_sub_calls(
+    models: Callable[..., None], big: Path
+) -> None:
+    root = Scripted("rlm-root", [run("print(await llm_batch(['a', 'b']))"), "Done."])
+    sub = Scripted("rlm-sub")
+    models(root, sub)
+    toolbox = RLM(str(big), sub_model="rlm-sub", max_sub_calls=1)
+    llm.get_model("rlm-root").conversation(tools=[toolbox]).chain("Go.").text()
+    (output,) = tool_results(root)
+    assert "sub-call budget exhausted: 2 requested, 1 of 1 left (max_sub_calls)" in output
+    assert sub.prompts == []
+
+
+def test_model_cannot_load_files_outside_the_working_directory_or_llms_keys(
+    models: Callable[..., None], tmp_path_factory: pytest.TempPathFactory, llm_home: Path
+) -> None:
+    (llm_home / "keys.json").write_text('{"openai": "sk-real"}')
+    outside = tmp_path_factory.mktemp("elsewhere") / "outside.txt"
+    outside.write_text("private")
+    root = Scripted(
+        "rlm-root",
+        [
+            ("RLM_load_context", {"path": str(outside)}),
+            ("RLM_load_context", {"path": "llm-home/keys.json"}),
+            ("RLM_load_context", {"path": "."}),
+            "Done.",
+        ],
+    )
+    models(root)
+    llm.get_model("rlm-root").conversation(tools=[RLM()]).chain("Go.").text()
+    refusals = tool_results(root)
+    assert "only paths below the working directory" in refusals[0]
+    assert all("it holds llm's keys and logs" in r for r in refusals[1:])
+    assert not any("sk-real" in p for p in root.prompts)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ('RLM("missing.txt")', "Error: RLM: context path"),
+        ("RLM(max_depth=0)", "Error: RLM: setting max_depth=0 is out of range"),
+        ('RLM("-")', "Error: RLM: stdin is empty"),
+    ],
+)
+def test_bad_toolbox_arguments_are_one_line_errors(
+    models: Callable[..., None], spec: str, message: str
+) -> None:
+    root = Scripted("rlm-root", ["unused"])
+    models(root)
+    result = CliRunner().invoke(cli, ["-m", "rlm-root", "-T", spec, "Go."], input="")
+    assert result.exit_code == 1
+    assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert root.prompts == []
+
+
+# -- `llm rlm`: the whole graph with llm's models ---------------------------------------
+
+
+def test_llm_rlm_runs_the_graph_with_llm_models_and_prints_the_answer(
+    models: Callable[..., None], big: Path
+) -> None:
+    code = "hits = [l for l in context.splitlines() if 'NEEDLE' in l]\n"
+    code += "reply = await llm_query('shout ' + hits[0])\nprint(len(hits))"
+    root = Scripted("rlm-root", [("execute_python", {"code": code}), "FINAL_VAR(reply)"])
+    sub = Scripted("rlm-sub")
+    models(root, sub)
+    result = run_llm(
+        "rlm",
+        "Find the code.",
+        "-f",
+        str(big),
+        "-m",
+        "rlm-root",
+        "--sub-model",
+        "rlm-sub",
+        "--max-iterations",
+        "4",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == f"SHOUT THE CODE IS {NEEDLE}\n"
+    assert len(root.prompts) == 2 and not any(NEEDLE in p for p in root.prompts)
+    assert root.tools[0] == ["execute_python"]
+    assert '"output": "1"' in root.prompts[1]  # the tool result went back as a tool part
+
+
+def test_llm_rlm_reads_stdin_and_works_with_models_without_tools(
+    models: Callable[..., None],
+) -> None:
+    root = Scripted(
+        "rlm-plain",
+        ["```repl\nFINAL(context.split()[1])\n```"],
+        supports_tools=False,
+    )
+    models(root)
+    result = run_llm("rlm", "Second word?", "-m", "rlm-plain", "--json", stdin="one two three")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["answer"], report["status"], report["iterations"]) == ("two", "answered", 1)
+    assert root.tools == [[]]
+
+
+def test_llm_rlm_stops_at_max_iterations_with_a_best_effort_answer(
+    models: Callable[..., None], big: Path
+) -> None:
+    root = Scripted("rlm-root", [("execute_python", {"code": "print(1)"}), "My best guess."])
+    models(root)
+    result = run_llm("rlm", "Q?", "-f", str(big), "-m", "rlm-root", "--max-iterations", "1")
+    assert result.exit_code == 3
+    assert result.stdout.splitlines() == [
+        "[budget exhausted after 1 iteration: best-effort answer]",
+        "My best guess.",
+    ]
+
+
+def test_llm_rlm_unknown_model_is_a_one_line_usage_error(big: Path) -> None:
+    result = run_llm("rlm", "Q?", "-f", str(big), "-m", "no-such-model")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: cannot use model 'llm:no-such-model': Unknown model: no-such-model "
+        "(`llm models` lists them)\n"
+    )
