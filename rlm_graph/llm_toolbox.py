@@ -25,15 +25,17 @@ from typing import Any
 import click
 import llm
 
+from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, home, store_path, store_value
 from rlm_graph.graph import run_child
 from rlm_graph.llm_chat import default_model_id, keys_dir
 from rlm_graph.models import LLM_PREFIX
 from rlm_graph.prompts import describe_context
+from rlm_graph.records import MissingRecord, load_cells, save_cell
 from rlm_graph.sandbox import REGISTRY, CellOutcome, Limits, SandboxError
-from rlm_graph.state import Cell, ContextRef
-from rlm_graph.subcalls import SubCallBroker, open_budget
+from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.subcalls import SubCallBroker, SubCallMemo, open_budget
 from rlm_graph.truncation import truncate
 
 
@@ -47,7 +49,7 @@ class Workspace:
 
     ref: ContextRef | None = None
     sandbox_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    cells: list[Cell] = field(default_factory=list)
+    cells: list[CellRef] = field(default_factory=list)
     sub_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -71,9 +73,12 @@ def load_workspace(path: Path | None) -> Workspace:
     if path is None or not path.exists():
         return Workspace()
     try:
-        return Workspace(**json.loads(path.read_text()))
+        space = Workspace(**json.loads(path.read_text()))
+        if not all(isinstance(cell, dict) and "record" in cell for cell in space.cells):
+            raise ValueError("its cells are not cell references")
     except (ValueError, TypeError) as exc:
         raise ToolboxError(f"RLM session file {path} is unreadable ({exc}); delete it") from exc
+    return space
 
 
 def save_workspace(path: Path, space: Workspace) -> None:
@@ -156,6 +161,8 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         except ValueError as exc:
             raise ToolboxError(f"RLM: {exc}") from exc
         self._session = session_file(session) if session else None
+        # A session's cell records go to disk with it; others live as long as the process.
+        self._blobs = Blobs.for_run(None, resumable=self._session is not None)
         self._space = load_workspace(self._session)
         self._answer: Any = None
         if context:
@@ -207,7 +214,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             return "Error: no context is loaded: call RLM_load_context(path) first."
         try:
             outcome = self._run(code)
-        except SandboxError as exc:
+        except (SandboxError, MissingRecord) as exc:
             return f"Error: {exc}"
         text = outcome_text(outcome, self._settings.max_output_chars)
         if outcome.final is not None:
@@ -227,7 +234,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             return "Error: no context is loaded, so there is no variable to answer with."
         try:
             outcome = self._run(f"FINAL_VAR({variable!r})")
-        except SandboxError as exc:
+        except (SandboxError, MissingRecord) as exc:
             return f"Error: {exc}"
         if outcome.final is None:
             return outcome_text(outcome, self._settings.max_output_chars)
@@ -240,19 +247,26 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
     def _bind(self, ref: ContextRef) -> None:
         """Start a new sandbox on ``ref``; the old one's variables described another context."""
         REGISTRY.release(self._space.sandbox_id)
+        Blobs.forget(self._space.sandbox_id)
         self._space = Workspace(ref=ref)
         self._save()
 
     def _run(self, code: str) -> CellOutcome:
         """Run one cell, journaled like a graph cell so the sandbox can be rebuilt."""
-        space, settings = self._space, self._settings
+        space, settings, blobs = self._space, self._settings, self._blobs
         assert space.ref is not None
         key = space.sandbox_id
         budget = open_budget(key, settings.max_sub_calls - space.sub_calls)
-        broker = SubCallBroker(replace(settings, budget_key=key), budget, run_child=run_child)
+        broker = SubCallBroker(
+            replace(settings, budget_key=key),
+            budget,
+            run_child=run_child,
+            memo=SubCallMemo(blobs, key),
+        )
         limits = Limits.from_settings(settings)
-        with REGISTRY.checkout(key, space.ref, space.cells, limits, broker) as sandbox:
-            broker.memo = sandbox.memo
+        with REGISTRY.checkout(
+            key, space.ref, space.cells, limits, broker, lambda refs: load_cells(blobs, key, refs)
+        ) as sandbox:
             outcome = sandbox.run(code)
             cell = Cell(
                 kind="model",
@@ -267,8 +281,9 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
                 sub_calls=broker.calls,
                 seconds=round(outcome.seconds, 4),
             )
-            REGISTRY.record(key, cell)
-        space.cells.append(cell)
+            saved = save_cell(blobs, key, cell)
+            REGISTRY.record(key, saved)
+        space.cells.append(saved)
         space.sub_calls += budget.used
         self._save()
         return outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import types
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,12 +196,13 @@ def test_cli_toolbox_with_a_session_gets_its_variables_back_in_a_new_process(
     )
     sub = Scripted("rlm-sub")
     models(root, sub)
-    spec = json.dumps({"context": str(big), "sub_model": "rlm-sub", "session": "notes"})
+    session = f"notes-{uuid.uuid4().hex}"  # sessions outlive a test run: never reuse one
+    spec = json.dumps({"context": str(big), "sub_model": "rlm-sub", "session": session})
     first = run_llm("-m", "rlm-root", "-T", f"RLM({spec})", "--cl", "10", "Remember it.")
     assert first.exit_code == 0, first.output
     assert "Stored." in first.output
     # A new process has no live sandbox: drop this one, as if the process had ended.
-    saved = json.loads(session_file("notes").read_text())
+    saved = json.loads(session_file(session).read_text())
     REGISTRY.release(saved["sandbox_id"])
     second = run_llm("-c", "--cl", "10", "What was it?")
     assert second.exit_code == 0, second.output
