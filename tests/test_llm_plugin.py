@@ -8,6 +8,7 @@ they are sent, so the tests can check that the context never reaches one.
 from __future__ import annotations
 
 import json
+import sys
 import types
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -20,8 +21,9 @@ import pytest
 from click.testing import CliRunner, Result
 from llm.cli import cli
 
-from rlm_graph.llm_toolbox import RLM, session_file
-from rlm_graph.models import load_chat_model
+from rlm_graph.api import answer
+from rlm_graph.llm_toolbox import RLM, ToolboxError, session_file
+from rlm_graph.models import ModelConfigError, load_chat_model
 from rlm_graph.sandbox import REGISTRY
 
 NEEDLE = "NEEDLE-7F3A"
@@ -267,6 +269,14 @@ def test_model_cannot_load_files_outside_the_working_directory_or_llms_keys(
     assert not any("sk-real" in p for p in root.prompts)
 
 
+def test_an_unreadable_session_file_is_a_one_line_error() -> None:
+    session = f"broken-{uuid.uuid4().hex}"
+    session_file(session).parent.mkdir(parents=True, exist_ok=True)
+    session_file(session).write_text('{"cells": [{"code": "x = 1"}]}')
+    with pytest.raises(ToolboxError, match=r"is unreadable \(its cells are not cell references\)"):
+        RLM(session=session)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -353,3 +363,23 @@ def test_llm_rlm_unknown_model_is_a_one_line_usage_error(big: Path) -> None:
         "Error: cannot use model 'llm:no-such-model': Unknown model: no-such-model "
         "(`llm models` lists them)\n"
     )
+
+
+# -- `llm:` models anywhere a model is named --------------------------------------------
+
+
+def test_python_api_takes_llm_models_by_prefix(models: Callable[..., None]) -> None:
+    root = Scripted("rlm-root", [("execute_python", {"code": "FINAL(await llm_query('x'))"})])
+    sub = Scripted("rlm-sub")
+    models(root, sub)
+    result = answer("Q?", "some text", model="llm:rlm-root", sub_model="llm:rlm-sub")
+    assert (result.status, result.answer) == ("answered", "X")
+    assert set(result.tokens) == {"llm:rlm-root", "llm:rlm-sub"}
+
+
+def test_llm_models_without_the_llm_package_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "rlm_graph.llm_chat", None)  # as if llm were missing
+    with pytest.raises(ModelConfigError, match=r"pip install 'rlm-graph\[llm\]'"):
+        load_chat_model("llm:4o", "", 10.0, 0)
