@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import llm
 
 from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, home, store_path, store_value
+from rlm_graph.context_store import ContextError, check_ref, home, store_path, store_value
 from rlm_graph.graph import run_child
 from rlm_graph.llm_chat import default_model_id, keys_dir
 from rlm_graph.models import LLM_PREFIX
@@ -51,15 +51,6 @@ class Workspace:
     sandbox_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     cells: list[CellRef] = field(default_factory=list)
     sub_calls: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The form kept in a session file."""
-        return {
-            "ref": self.ref,
-            "sandbox_id": self.sandbox_id,
-            "cells": self.cells,
-            "sub_calls": self.sub_calls,
-        }
 
 
 def session_file(name: str) -> Path:
@@ -85,7 +76,7 @@ def save_workspace(path: Path, space: Workspace) -> None:
     """Write the session atomically: a crash mid-write must not lose the earlier cells."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(space.to_json(), default=str))
+    tmp.write_text(json.dumps(asdict(space), default=str))
     os.replace(tmp, path)
 
 
@@ -214,7 +205,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             return "Error: no context is loaded: call RLM_load_context(path) first."
         try:
             outcome = self._run(code)
-        except (SandboxError, MissingRecord) as exc:
+        except (SandboxError, MissingRecord, ContextError) as exc:
             return f"Error: {exc}"
         text = outcome_text(outcome, self._settings.max_output_chars)
         if outcome.final is not None:
@@ -234,7 +225,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             return "Error: no context is loaded, so there is no variable to answer with."
         try:
             outcome = self._run(f"FINAL_VAR({variable!r})")
-        except (SandboxError, MissingRecord) as exc:
+        except (SandboxError, MissingRecord, ContextError) as exc:
             return f"Error: {exc}"
         if outcome.final is None:
             return outcome_text(outcome, self._settings.max_output_chars)
@@ -264,8 +255,9 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             memo=SubCallMemo(blobs, key),
         )
         limits = Limits.from_settings(settings)
+        ref = check_ref(space.ref)  # a session may outlive its context's cached copy
         with REGISTRY.checkout(
-            key, space.ref, space.cells, limits, broker, lambda refs: load_cells(blobs, key, refs)
+            key, ref, space.cells, limits, broker, lambda refs: load_cells(blobs, key, refs)
         ) as sandbox:
             outcome = sandbox.run(code)
             cell = Cell(

@@ -7,6 +7,7 @@ they are sent, so the tests can check that the context never reaches one.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import types
@@ -269,6 +270,18 @@ def test_model_cannot_load_files_outside_the_working_directory_or_llms_keys(
     assert not any("sk-real" in p for p in root.prompts)
 
 
+def test_toolbox_reads_stdin_and_final_in_code_records_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"piped caf\xc3\xa9")))
+    toolbox = RLM("-", sub_model="rlm-sub")
+    assert (
+        toolbox.execute_python("FINAL(context.upper())")
+        == "(no output)\n[answer recorded; tell the user]"
+    )
+    assert toolbox.answer == "PIPED CAFÉ"
+
+
 def test_an_unreadable_session_file_is_a_one_line_error() -> None:
     session = f"broken-{uuid.uuid4().hex}"
     session_file(session).parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +303,7 @@ def test_bad_toolbox_arguments_are_one_line_errors(
 ) -> None:
     root = Scripted("rlm-root", ["unused"])
     models(root)
-    result = CliRunner().invoke(cli, ["-m", "rlm-root", "-T", spec, "Go."], input="")
+    result = CliRunner().invoke(cli, ["-m", "rlm-root", "-T", spec, "-n", "Go."], input="")
     assert result.exit_code == 1
     assert result.output.startswith(message) and result.output.count("\n") == 1
     assert root.prompts == []
