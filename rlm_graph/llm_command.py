@@ -79,6 +79,8 @@ def rlm_command(
         sub_model=LLM_PREFIX + (sub_model or root),
         base_url=None,
         sub_base_url=None,
+        checkpoint=None,  # durable threads stay with `rlm run --checkpoint`
+        thread=None,
         json=as_json,
         quiet=quiet,
         **budgets,

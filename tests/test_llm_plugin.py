@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 from llm.cli import cli
 
 from rlm_graph.api import answer
+from rlm_graph.cli import main as rlm_main
 from rlm_graph.llm_toolbox import RLM, ToolboxError, session_file
 from rlm_graph.models import ModelConfigError, load_chat_model
 from rlm_graph.sandbox import REGISTRY
@@ -388,6 +389,14 @@ def test_python_api_takes_llm_models_by_prefix(models: Callable[..., None]) -> N
     result = answer("Q?", "some text", model="llm:rlm-root", sub_model="llm:rlm-sub")
     assert (result.status, result.answer) == ("answered", "X")
     assert set(result.tokens) == {"llm:rlm-root", "llm:rlm-sub"}
+
+
+def test_rlm_run_takes_llm_models_by_prefix(
+    models: Callable[..., None], big: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models(Scripted("rlm-root", [("execute_python", {"code": "FINAL(len(context))"})]))
+    status = rlm_main(["run", "--model", "llm:rlm-root", "--context", str(big), "--quiet", "Q?"])
+    assert (status, capsys.readouterr().out) == (0, f"{big.stat().st_size}\n")
 
 
 def test_llm_models_without_the_llm_package_name_the_extra(
