@@ -201,12 +201,9 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         `context`. Standard library only, no network. FINAL(value) in code records
         the answer, like RLM_submit_answer.
         """
-        if self._space.ref is None:
-            return "Error: no context is loaded: call RLM_load_context(path) first."
-        try:
-            outcome = self._run(code)
-        except (SandboxError, MissingRecord, ContextError) as exc:
-            return f"Error: {exc}"
+        outcome = self._run(code)
+        if isinstance(outcome, str):
+            return outcome
         text = outcome_text(outcome, self._settings.max_output_chars)
         if outcome.final is not None:
             self._answer = outcome.final["value"]
@@ -221,12 +218,9 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         if not variable:
             self._answer = answer
             return f"Answer recorded: {truncate(answer, self._settings.max_output_chars)}"
-        if self._space.ref is None:
-            return "Error: no context is loaded, so there is no variable to answer with."
-        try:
-            outcome = self._run(f"FINAL_VAR({variable!r})")
-        except (SandboxError, MissingRecord, ContextError) as exc:
-            return f"Error: {exc}"
+        outcome = self._run(f"FINAL_VAR({variable!r})")
+        if isinstance(outcome, str):
+            return outcome
         if outcome.final is None:
             return outcome_text(outcome, self._settings.max_output_chars)
         self._answer = outcome.final["value"]
@@ -242,10 +236,18 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         self._space = Workspace(ref=ref)
         self._save()
 
-    def _run(self, code: str) -> CellOutcome:
-        """Run one cell, journaled like a graph cell so the sandbox can be rebuilt."""
+    def _run(self, code: str) -> CellOutcome | str:
+        """Run one cell (or say why it cannot run), so the sandbox can be rebuilt by replay."""
+        if self._space.ref is None:
+            return "Error: no context is loaded: call RLM_load_context(path) first."
+        try:
+            return self._run_cell(code, self._space.ref)
+        except (SandboxError, MissingRecord, ContextError) as exc:
+            return f"Error: {exc}"
+
+    def _run_cell(self, code: str, ref: ContextRef) -> CellOutcome:
+        """One cell, journaled and recorded like a graph cell."""
         space, settings, blobs = self._space, self._settings, self._blobs
-        assert space.ref is not None
         key = space.sandbox_id
         budget = open_budget(key, settings.max_sub_calls - space.sub_calls)
         broker = SubCallBroker(
@@ -255,7 +257,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             memo=SubCallMemo(blobs, key),
         )
         limits = Limits.from_settings(settings)
-        ref = check_ref(space.ref)  # a session may outlive its context's cached copy
+        check_ref(ref)  # a session may outlive its context's cached copy
         with REGISTRY.checkout(
             key, ref, space.cells, limits, broker, lambda refs: load_cells(blobs, key, refs)
         ) as sandbox:

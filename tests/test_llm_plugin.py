@@ -235,6 +235,23 @@ def test_sub_calls_use_the_users_llm_key_which_never_enters_the_sandbox(
     assert output.endswith("HI") and SUB_KEY not in output
 
 
+def test_toolbox_keeps_earlier_variables_when_a_cell_is_stopped(big: Path) -> None:
+    toolbox = RLM(str(big), sub_model="rlm-sub", cell_timeout=1.0)
+    assert toolbox.execute_python("kept = len(context)") == "(no output)"
+    assert toolbox.execute_python("while True: pass").startswith("TimeoutError: the cell ran")
+    assert toolbox.execute_python("print(kept)") == str(big.stat().st_size)
+
+
+def test_toolbox_sub_calls_are_sub_rlms_at_depth_two(
+    models: Callable[..., None], big: Path
+) -> None:
+    child = Scripted("rlm-sub", [("execute_python", {"code": "FINAL(context[::-1])"})])
+    models(child)
+    toolbox = RLM(str(big), sub_model="rlm-sub", max_depth=2)
+    assert toolbox.execute_python("print(await llm_query('abc'))") == "cba"
+    assert "Question: The variable `context` holds a request" in child.prompts[0]
+
+
 def test_toolbox_budget_refuses_sub_calls_past_max_sub_calls(
     models: Callable[..., None], big: Path
 ) -> None:
