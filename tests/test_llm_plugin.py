@@ -21,12 +21,21 @@ import llm
 import pytest
 from click.testing import CliRunner, Result
 from llm.cli import cli
+from support import Script
 
 from rlm_graph.api import answer
 from rlm_graph.cli import main as rlm_main
 from rlm_graph.llm_toolbox import RLM, ToolboxError, session_file
 from rlm_graph.models import ModelConfigError, load_chat_model
 from rlm_graph.sandbox import REGISTRY
+from rlm_graph.stub_server import (
+    Responder,
+    StubReply,
+    StubServer,
+    last_user_text,
+    replies_so_far,
+)
+from rlm_graph.stub_server import tool_reply as stub_tool
 
 NEEDLE = "NEEDLE-7F3A"
 SUB_KEY = "sk-sub-secret-41"
@@ -394,6 +403,87 @@ def test_llm_rlm_unknown_model_is_a_one_line_usage_error(big: Path) -> None:
         "Error: cannot use model 'llm:no-such-model': Unknown model: no-such-model "
         "(`llm models` lists them)\n"
     )
+
+
+# -- llm's own OpenAI plugin, against the OpenAI-compatible stub ------------------------
+
+
+@pytest.fixture
+def stub_models(
+    stub: Callable[[Responder], StubServer], llm_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[Responder], StubServer]:
+    """Models stub-root and stub-sub of llm's OpenAI plugin, served by a stub server."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-stub")
+
+    def start(responder: Responder) -> StubServer:
+        server = stub(responder)
+        (llm_home / "extra-openai-models.yaml").write_text(
+            "".join(
+                f"- model_id: {name}\n  model_name: {name}\n  api_base: {server.base_url}\n"
+                "  supports_tools: true\n"
+                for name in ("stub-root", "stub-sub")
+            )
+        )
+        return server
+
+    return start
+
+
+def test_llm_rlm_through_llms_openai_plugin(
+    stub_models: Callable[[Responder], StubServer], big: Path
+) -> None:
+    code = "hits = [l for l in context.splitlines() if 'NEEDLE' in l]\n"
+    code += "reply = await llm_query('shout ' + hits[0])\nprint(len(hits))"
+    server = stub_models(Script([stub_tool(code), "FINAL_VAR(reply)"], sub=str.upper))
+    result = run_llm(
+        "rlm", "Find it.", "-f", str(big), "-m", "stub-root", "--sub-model", "stub-sub", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == f"SHOUT THE CODE IS {NEEDLE}\n"
+    first, sub, second = (r.body for r in server.requests)
+    assert [t["function"]["name"] for t in first["tools"]] == ["execute_python"]
+    assert sub["messages"] == [{"role": "user", "content": f"shout the code is {NEEDLE}"}]
+    call_id = second["messages"][2]["tool_calls"][0]["id"]
+    assert second["messages"][3] == {"role": "tool", "tool_call_id": call_id, "content": "1"}
+    assert not any(NEEDLE in json.dumps(body) for body in (first, second))
+
+
+def test_toolbox_through_llms_openai_plugin(
+    stub_models: Callable[[Responder], StubServer], big: Path
+) -> None:
+    def respond(body: dict[str, Any]) -> StubReply | str:
+        if not body.get("tools"):  # a sub-call
+            return last_user_text(body).upper()
+        script = [
+            StubReply(
+                content=None,
+                tool_calls=[{"name": "RLM_execute_python", "arguments": {"code": "n = 2"}}],
+            ),
+            StubReply(
+                content=None,
+                tool_calls=[
+                    {
+                        "name": "RLM_execute_python",
+                        "arguments": {"code": "print(n, await llm_query('hi'))"},
+                    }
+                ],
+            ),
+            "Two.",
+        ]
+        return script[min(replies_so_far(body), len(script) - 1)]
+
+    server = stub_models(respond)
+    spec = f'RLM(context="{big}", sub_model="stub-sub")'
+    result = run_llm("-m", "stub-root", "-T", spec, "Go.")
+    assert result.exit_code == 0, result.output
+    assert result.output == "Two.\n"
+    last = server.requests[-1].body["messages"]
+    assert last[-1] == {
+        "role": "tool",
+        "tool_call_id": last[-2]["tool_calls"][0]["id"],
+        "content": "2 HI",
+    }
+    assert not any(NEEDLE in json.dumps(r.body) for r in server.requests)
 
 
 # -- `llm:` models anywhere a model is named --------------------------------------------
