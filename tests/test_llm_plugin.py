@@ -2,7 +2,8 @@
 
 Every model call goes through llm (its plugin manager, model resolution, key lookup
 and, for the toolbox, its chain/tool loop); the scripted models record every prompt
-they are sent, so the tests can check that the context never reaches one.
+they are sent, so the tests can check that the context never reaches one. Two tests
+use llm's own OpenAI plugin against the stub server, so the wire format is real too.
 """
 
 from __future__ import annotations
