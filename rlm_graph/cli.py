@@ -12,29 +12,33 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import Field, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TextIO, cast
+from typing import Any, NoReturn, TextIO
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
 from rlm_graph import demo
-from rlm_graph.api import RLMResult, result_from, run_config
+from rlm_graph.api import STREAM_MODES, RLMResult, open_trace, result_from, run_config, stream_into
 from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, blob_dir, blob_name, store_path, store_value
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
+from rlm_graph.official_log import is_official, parse_official, to_trajectory, write_official
 from rlm_graph.persistence import PersistenceError, open_persistence
+from rlm_graph.pricing import CostReport, total_tokens
+from rlm_graph.progress import Sink, Tee, count, reporter_for
 from rlm_graph.state import ContextRef
 from rlm_graph.stub_server import StubServer
+from rlm_graph.trajectory import TraceError, read_lines_of, read_trajectory, trajectory_from
 from rlm_graph.truncation import one_line
+from rlm_graph.viewer import render_html
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 MAX_DEMO_MB = 100.0
@@ -48,8 +52,11 @@ RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_sub_calls", int, "N"),
     ("max_concurrency", int, "N"),
     ("cell_timeout", float, "SECONDS"),
+    ("max_tokens", int, "N"),
+    ("max_dollars", float, "DOLLARS"),
 )
 EXIT_CODES = {"answered": EXIT_OK, "budget_exhausted": EXIT_BUDGET}
+TRACE_HELP = "write the run's trajectory (JSON lines) to FILE; open it with `rlm view FILE`"
 
 
 class UsageError(Exception):
@@ -62,145 +69,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Report ``message`` in one line and exit 2."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-# -- progress ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a run is doing now, folded from the graph's stream."""
-
-    iteration: int = 0
-    depth: int = 0
-    code_line: str = ""
-    in_flight: int = 0
-    sub_calls: int = 0  # the state's count, known only when a cell ends
-    finished: int = 0  # sub-calls ended since then, so a long cell shows movement
-
-
-def advance(progress: Progress, event: dict[str, Any]) -> Progress:
-    """Fold one custom stream event (see ``graph._emit``) into the progress."""
-    kind = event.get("event")
-    if kind == "iteration":
-        return replace(progress, iteration=event["iteration"], depth=event["depth"], code_line="")
-    if kind == "cell":
-        return replace(progress, depth=event["depth"], code_line=event["code_line"])
-    if kind == "sub_call_start":
-        return replace(progress, in_flight=event["in_flight"])
-    if kind == "sub_call_end":
-        return replace(progress, in_flight=event["in_flight"], finished=progress.finished + 1)
-    return progress
-
-
-def status_line(progress: Progress, width: int) -> str:
-    """The single line a terminal shows, clipped: a wrapped line cannot be redrawn."""
-    parts = [f"iteration {progress.iteration}", f"depth {progress.depth}"]
-    done = progress.sub_calls + progress.finished
-    parts.append(f"sub-calls {progress.in_flight} in flight, {done} done")
-    if progress.code_line:
-        parts.append(f"> {progress.code_line}")
-    text = "rlm: " + " · ".join(parts)
-    return text if len(text) < width else text[: max(width - 2, 0)] + "…"
-
-
-def log_line(event: dict[str, Any]) -> str | None:
-    """A line for a log file: iterations and cells only, sub-calls are summed per cell."""
-    kind = event.get("event")
-    if kind == "iteration":
-        return f"rlm: iteration {event['iteration']} (depth {event['depth']})"
-    if kind == "cell":
-        return f"rlm:   > {event['code_line']}"
-    return None
-
-
-class Sink(Protocol):
-    """Where a run's progress goes."""
-
-    def custom(self, event: dict[str, Any]) -> None:
-        """Take one progress event from the graph."""
-
-    def values(self, state: dict[str, Any]) -> None:
-        """Take the state after a step."""
-
-    def close(self) -> None:
-        """The run ended."""
-
-
-class Reporter:
-    """Shows progress on stderr: one rewritten line on a terminal, plain lines otherwise.
-
-    Sub-call events can arrive hundreds per second, so the plain form prints the
-    in-flight count at most every ``interval`` seconds and the total once per cell.
-    """
-
-    def __init__(self, stream: TextIO, *, live: bool, interval: float = 2.0) -> None:
-        self.stream = stream
-        self.live = live
-        self.interval = interval
-        self.progress = Progress()
-        self._last_flight_line = time.monotonic()
-
-    def custom(self, event: dict[str, Any]) -> None:
-        """Take one progress event from the graph."""
-        self.progress = advance(self.progress, event)
-        if self.live:
-            self._redraw()
-        elif line := log_line(event):
-            self._last_flight_line = time.monotonic()
-            self._write(line)
-        elif event.get("event") == "sub_call_start" and self._flight_line_due():
-            self._write(f"rlm:   {count(self.progress.in_flight, 'sub-call')} in flight")
-
-    def values(self, state: dict[str, Any]) -> None:
-        """Take the state after a step; reports sub-calls that a cell finished."""
-        total = state.get("sub_calls", 0)
-        if total == self.progress.sub_calls:
-            return
-        self.progress = replace(self.progress, sub_calls=total, finished=0, in_flight=0)
-        if self.live:
-            self._redraw()
-        else:
-            self._write(f"rlm:   {count(total, 'sub-call')} so far")
-
-    def close(self) -> None:
-        """Clear the status line so what follows starts on a clean line."""
-        if self.live:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-    def _flight_line_due(self) -> bool:
-        now = time.monotonic()
-        if now - self._last_flight_line < self.interval:
-            return False
-        self._last_flight_line = now
-        return True
-
-    def _redraw(self) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns
-        self.stream.write("\r" + status_line(self.progress, width) + "\x1b[K")
-        self.stream.flush()
-
-    def _write(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-
-class Silent:
-    """The sink of ``--quiet``: nothing on stderr, for scripts that treat it as trouble."""
-
-    def custom(self, event: dict[str, Any]) -> None:
-        """Drop the event."""
-
-    def values(self, state: dict[str, Any]) -> None:
-        """Drop the state."""
-
-    def close(self) -> None:
-        """Nothing was drawn."""
-
-
-def reporter_for(quiet: bool) -> Sink:
-    """The progress display for this terminal (or none)."""
-    return Silent() if quiet else Reporter(sys.stderr, live=sys.stderr.isatty())
 
 
 # -- running ----------------------------------------------------------------------------
@@ -216,8 +84,9 @@ def run_graph(
     reporter: Sink,
     *,
     durable: tuple[Graph, RunnableConfig] | None = None,
+    trace: Path | None = None,
 ) -> RLMResult:
-    """Run the graph, streaming progress to ``reporter``.
+    """Run the graph, streaming progress to ``reporter`` (and to a trace file).
 
     The graph is streamed rather than invoked because ``invoke`` drops the custom
     events that say what the run is doing. A model or network failure ends the run
@@ -225,6 +94,8 @@ def run_graph(
     ``durable`` is a checkpointed graph and its thread's config: a thread that was
     cut off while on this question continues from its last completed step.
     """
+    writer = open_trace(trace, question, settings, {"context_ref": ref}) if trace else None
+    sink = Tee(reporter, writer) if writer else reporter
     started = time.perf_counter()
     state: dict[str, Any] = {}
     target, config = durable or (graph, run_config(settings))
@@ -242,25 +113,20 @@ def run_graph(
             )
     # A durable run saves each step before the next starts: a kill loses nothing.
     options: dict[str, Any] = {"durability": "sync"} if durable else {}
-    # With a list of modes LangGraph yields (mode, chunk) pairs; its signature cannot say so.
-    chunks = cast(
-        Iterator[tuple[str, Any]],
-        target.stream(
-            inputs, config=config, context=settings, stream_mode=["custom", "values"], **options
-        ),
+    chunks = target.stream(
+        inputs, config=config, context=settings, stream_mode=STREAM_MODES, **options
     )
     try:
-        for mode, chunk in chunks:
-            if mode == "values":
-                state = chunk
-                reporter.values(chunk)
-            else:
-                reporter.custom(chunk)
-    except Exception as exc:
-        return result_from(state, time.perf_counter() - started, one_line(exc))
+        try:
+            state = stream_into(chunks, sink) or state
+            result = result_from(state, time.perf_counter() - started, settings)
+        except Exception as exc:
+            result = result_from(state, time.perf_counter() - started, settings, one_line(exc))
+        if writer:
+            writer.result(result.to_json())
     finally:
-        reporter.close()
-    return result_from(state, time.perf_counter() - started)
+        sink.close()
+    return result
 
 
 def resumable(snapshot: StateSnapshot, question: str) -> bool:
@@ -275,30 +141,32 @@ def thread_of(config: RunnableConfig) -> str:
     return str(config.get("configurable", {}).get("thread_id", ""))
 
 
-def total_tokens(tokens: dict[str, dict[str, int]]) -> int:
-    """Input plus output tokens over all models."""
-    return sum(t.get("input_tokens", 0) + t.get("output_tokens", 0) for t in tokens.values())
-
-
-def count(n: int, noun: str) -> str:
-    """``n`` nouns, in words a person reads without stumbling ("1 iteration")."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def summary(result: RLMResult) -> str:
     """One line on what the run cost."""
     return (
         f"{result.status.replace('_', ' ')} in {count(result.iterations, 'iteration')}, "
         f"{count(result.sub_calls, 'sub-call')}, {count(total_tokens(result.tokens), 'token')}, "
-        f"{result.seconds:.1f} s"
+        f"{dollars_text(result.cost)}, {result.seconds:.1f} s"
     )
 
 
-def token_lines(tokens: dict[str, dict[str, int]]) -> list[str]:
-    """Per-model usage, because root and sub model are priced differently."""
+def dollars_text(cost: CostReport | None) -> str:
+    """The cost in dollars, saying which models had no price."""
+    if cost is None:
+        return "cost unknown"
+    text = f"${cost['dollars']:.4f}"
+    if cost["unpriced"]:
+        text += f" (no price for {', '.join(cost['unpriced'])}: see --prices)"
+    return text
+
+
+def token_lines(tokens: dict[str, dict[str, int]], cost: CostReport | None = None) -> list[str]:
+    """Per-model usage and cost, because root and sub model are priced differently."""
+    priced = cost["models"] if cost else {}
     return [
-        f"{model}: {count(t.get('calls', 0), 'call')}, {t.get('input_tokens', 0):,} in / "
-        f"{t.get('output_tokens', 0):,} out"
+        f"{model}: {count(t.get('calls', 0), 'call')}, {t.get('input_tokens', 0):,} in "
+        f"({t.get('cached_tokens', 0):,} cached) / {t.get('output_tokens', 0):,} out"
+        + (f", ${priced[model]:.4f}" if model in priced else "")
         for model, t in sorted(tokens.items())
     ]
 
@@ -310,7 +178,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the flags given; omitted flags keep the defaults Settings defines."""
     values = {name: getattr(args, name) for name, _, _ in RUN_FLAGS}
     values = {name: value for name, value in values.items() if value is not None}
+    if args.prices:
+        values["prices"] = read_prices(args.prices)
     return Settings(model=args.model, **values)
+
+
+def read_prices(path: str) -> Any:
+    """The user's price table from a JSON file (its shape is checked by Settings)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read --prices {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--prices {path} is not JSON: {exc.msg} at line {exc.lineno}") from exc
 
 
 def check_models(settings: Settings) -> None:
@@ -351,8 +231,11 @@ def print_answer(result: RLMResult, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
     elif result.status == "budget_exhausted":
-        spent = count(result.iterations, "iteration")
-        print(f"[budget exhausted after {spent}: best-effort answer]")
+        if result.stop_reason:
+            print(f"[{result.stop_reason}: best answer so far, the last output of the code]")
+        else:
+            spent = count(result.iterations, "iteration")
+            print(f"[budget exhausted after {spent}: best-effort answer]")
         print(result.answer_text())
     elif result.status == "answered":
         print(result.answer_text())
@@ -370,6 +253,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError("--thread needs --checkpoint FILE: a thread lives in a checkpoint file")
     check_models(settings)
     ref = read_context(args.context, sys.stdin)
+    trace = Path(args.trace) if args.trace else None
     if args.checkpoint:
         thread = args.thread or uuid.uuid4().hex[:12]
         if not args.thread:
@@ -389,16 +273,19 @@ def run_command(args: argparse.Namespace) -> int:
                     settings,
                     reporter_for(args.quiet),
                     durable=(durable, config),
+                    trace=trace,
                 )
         except PersistenceError as exc:
             raise UsageError(str(exc)) from exc
     else:
-        result = run_graph(args.question, ref, settings, reporter_for(args.quiet))
+        result = run_graph(args.question, ref, settings, reporter_for(args.quiet), trace=trace)
     print_answer(result, args.json)
     if result.status == "failed":
         print(f"rlm: error: {result.error or 'the run failed'}", file=sys.stderr)
     elif not args.quiet:
         print(f"rlm: {summary(result)}", file=sys.stderr)
+        for line in token_lines(result.tokens, result.cost):
+            print(f"rlm:   {line}", file=sys.stderr)
     return EXIT_CODES.get(result.status, EXIT_FAILED)
 
 
@@ -493,7 +380,7 @@ def demo_report(
         f"Check: {verdict} (the generator knows the true answer)",
         *([f"Error: {result.error}"] if result.error else []),
         f"Run: {summary(result)}",
-        "Tokens: " + "; ".join(token_lines(result.tokens)),
+        "Tokens: " + "; ".join(token_lines(result.tokens, result.cost)),
         f"The root model read {root_tokens:,} prompt tokens in all: the "
         f"{len(context.text):,}-character log stayed in the sandbox, sub-calls read it in chunks.",
         "",
@@ -518,7 +405,8 @@ def demo_command(args: argparse.Namespace) -> int:
         banner = demo_banner(server.base_url, context)
         print(banner, file=sys.stderr if args.json else sys.stdout, flush=True)
         settings = demo_settings(server.base_url)
-        result = run_graph(demo.QUESTION, ref, settings, reporter_for(quiet=False))
+        trace = Path(args.trace) if args.trace else None
+        result = run_graph(demo.QUESTION, ref, settings, reporter_for(quiet=False), trace=trace)
     correct = result.status == "answered" and result.answer == context.expected()
     if args.json:
         report = {**result.to_json(), "expected": context.expected(), "correct": correct}
@@ -526,6 +414,33 @@ def demo_command(args: argparse.Namespace) -> int:
     else:
         print("\n" + "\n".join(demo_report(result, context, correct, saved)))
     return EXIT_OK if correct else EXIT_FAILED
+
+
+# -- rlm view ---------------------------------------------------------------------------
+
+
+def view_command(args: argparse.Namespace) -> int:
+    """``rlm view``: a trace as one offline HTML page."""
+    records = read_lines_of(args.trace)
+    if is_official(records):
+        trajectory = to_trajectory(parse_official(records, args.trace))
+    else:
+        trajectory = trajectory_from(records, args.trace)
+    out = Path(args.output) if args.output else Path(args.trace).with_suffix(".html")
+    try:
+        out.write_text(render_html(trajectory), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
+    print(out)
+    return EXIT_OK
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``rlm export``: a trace in the official library's log format."""
+    out = Path(args.output) if args.output else Path(args.trace).with_suffix(".official.jsonl")
+    write_official(read_trajectory(args.trace), out)
+    print(out)
+    return EXIT_OK
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -590,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="thread in the checkpoint: resume it, or ask a follow-up question that "
         "reuses its sandbox (default: a new thread, whose id is printed)",
     )
+    run.add_argument(
+        "--prices",
+        metavar="FILE",
+        help='JSON price table, {"model": {"input": $, "output": $, "cached_input": $}} per '
+        "million tokens, over the built-in one",
+    )
+    run.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.set_defaults(handler=run_command)
@@ -617,8 +539,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="size of the synthetic log in MB (default: %(default)g)",
     )
+    demo_parser.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     demo_parser.add_argument("--json", action="store_true", help="print one JSON object")
     demo_parser.set_defaults(handler=demo_command)
+
+    view = commands.add_parser(
+        "view",
+        help="turn a trace (--trace FILE, or an official RLM log) into one offline HTML page",
+        description="Write TRACE as an HTML page that opens offline: iterations with their "
+        "code and output, sub-calls and sub-RLMs, a timeline, tokens and cost.",
+    )
+    view.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
+    view.add_argument(
+        "-o", "--output", metavar="HTML", help="where to write the page (default: TRACE.html)"
+    )
+    view.set_defaults(handler=view_command)
+
+    export = commands.add_parser(
+        "export",
+        help="write a trace in the official RLM library's log format",
+        description="Write TRACE as the official RLM library's JSONL log (a metadata line, "
+        "then one line per iteration), which its visualizer opens.",
+    )
+    export.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
+    export.add_argument("-o", "--output", metavar="JSONL", help="default: TRACE.official.jsonl")
+    export.set_defaults(handler=export_command)
     return parser
 
 
@@ -631,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, TraceError) as exc:
         print(f"rlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
+from rlm_graph.pricing import PriceTable, Usage, check_prices, over_budget, unpriced_models
+
 # Known root → sub model pairings, following the paper (GPT-5 root, GPT-5-mini sub-calls).
 _SMALLER_MODEL = {
     "gpt-5": "gpt-5-mini",
@@ -129,6 +131,36 @@ class Settings:
             "rejects the code (LangGraph interrupt; needs a checkpointer and a thread)."
         },
     )
+    max_tokens: int = field(
+        default=0,
+        metadata={
+            "description": "Token budget (prompt + completion, every model of the whole "
+            "recursion tree). Once reached, no further model call is made and the run "
+            "returns the best answer so far, marked budget_exhausted. 0: no limit."
+        },
+    )
+    max_dollars: float = field(
+        default=0.0,
+        metadata={
+            "description": "Dollar budget, priced with the prices table; reached, the "
+            "run stops like max_tokens. 0: no limit."
+        },
+    )
+    prices: PriceTable = field(
+        default_factory=dict,
+        metadata={
+            "description": "Per-model prices in dollars per million tokens, e.g. "
+            '{"my-model": {"input": 0.5, "output": 1.5, "cached_input": 0.05}}; '
+            "extends and overrides the built-in table (rlm_graph/pricing.py)."
+        },
+    )
+    trace_text_chars: int = field(
+        default=2_000,
+        metadata={
+            "description": "Characters of each sub-call prompt and answer kept in "
+            "progress events and trajectories (longer text is cut with an ellipsis)."
+        },
+    )
     depth: int = field(
         default=0,
         metadata={
@@ -158,6 +190,8 @@ class Settings:
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
             ("depth", 0),
+            ("max_tokens", 0),
+            ("trace_text_chars", 0),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -175,6 +209,24 @@ class Settings:
                 raise ValueError(f"setting {name}={value!r} is out of range: use seconds > 0")
         if not self.model.strip():
             raise ValueError("setting model is empty: name a model, e.g. openai:gpt-5")
+        self._check_cost_settings()
+
+    def _check_cost_settings(self) -> None:
+        """A dollar budget needs a price for every model it is to watch."""
+        value = self.max_dollars
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"setting max_dollars={value!r} is out of range: use dollars >= 0")
+        check_prices(self.prices)
+        missing = unpriced_models([self.model, self.effective_sub_model], self.prices)
+        if self.max_dollars and missing:
+            raise ValueError(
+                f"setting max_dollars needs a price for {', '.join(missing)}: add it to "
+                'prices, e.g. {"' + missing[0] + '": {"input": 1.0, "output": 2.0}}'
+            )
+
+    def over_budget(self, spent: Usage) -> str:
+        """Why ``spent`` reaches this run's token or dollar limit, or "" while it does not."""
+        return over_budget(spent, self.max_tokens, self.max_dollars, self.prices)
 
     @property
     def effective_sub_model(self) -> str:

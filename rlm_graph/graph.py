@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import replace
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -38,19 +39,31 @@ from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
 from rlm_graph.context_store import ContextError, check_ref, share, store_path, store_value
 from rlm_graph.models import load_chat_model
-from rlm_graph.records import MissingRecord, load_cells, save_cell
+from rlm_graph.pricing import cost_of, usage_since
+from rlm_graph.records import MissingRecord, load_cell, load_cells, save_cell
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
 from rlm_graph.sandbox import REGISTRY, Limits, SandboxError
-from rlm_graph.state import Cell, InputState, OutputState, Pending, State, Status, TurnRecord
+from rlm_graph.state import (
+    Cell,
+    InputState,
+    OutputState,
+    Pending,
+    State,
+    Status,
+    TurnRecord,
+    add_usage,
+)
 from rlm_graph.subcalls import (
     CHARS_PER_TOKEN,
     ChildResult,
+    Emit,
     SubCallBroker,
     SubCallMemo,
     open_budget,
     shared_budget,
     usage_of,
 )
+from rlm_graph.tracing import cell_span, run_metadata
 from rlm_graph.truncation import one_line, truncate
 
 EXECUTE_TOOL = {
@@ -101,9 +114,13 @@ def question_of(state: State) -> str:
 
 
 def _emit(event: dict[str, Any]) -> None:
-    """Send a progress event to ``stream_mode="custom"`` listeners, if any."""
+    """Send a progress event to ``stream_mode="custom"`` listeners, if any.
+
+    Events are the trajectory's raw material (docs/trajectory.md), so they carry what a
+    trace needs (full cell output, timings, tokens) rather than pointing into state.
+    """
     with suppress(RuntimeError):  # outside a runnable context (direct node calls)
-        get_stream_writer()(event)
+        get_stream_writer()({**event, "ts": time.time()})
 
 
 def thread_safe_writer() -> Callable[[dict[str, Any]], None] | None:
@@ -149,6 +166,8 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
         "status": "running",
         "answer": None,
         "error": "",
+        "stop_reason": "",
+        "turn_usage": state.get("usage") or {},
         "pending": None,
     }
 
@@ -239,7 +258,21 @@ def conversation(
 
 def step_allowed(settings: Settings) -> bool:
     """A sub-RLM's every step is a sub-call of its tree, drawn from the shared budget."""
-    return settings.depth == 0 or shared_budget(settings.budget_key, settings.max_sub_calls).take(1)
+    if settings.depth == 0:
+        return True
+    budget = shared_budget(settings.budget_key, settings.max_sub_calls)
+    return not settings.over_budget(budget.spent) and budget.take(1)
+
+
+def spend_in_tree(settings: Settings, usage: dict[str, dict[str, int]]) -> None:
+    """A sub-RLM's model call counts at once toward its tree's cost limits."""
+    if settings.depth > 0:
+        shared_budget(settings.budget_key, settings.max_sub_calls).spend(usage)
+
+
+def turn_spend(state: State) -> dict[str, dict[str, int]]:
+    """What the current question has used so far (a thread's usage spans questions)."""
+    return usage_since(state.get("usage") or {}, state.get("turn_usage") or {})
 
 
 def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
@@ -258,12 +291,15 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     if view["sandbox_id"] not in REGISTRY:
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], Limits.from_settings(settings))
     iteration = view.get("iteration", 0)
-    _emit({"event": "iteration", "iteration": iteration + 1, "depth": settings.depth})
+    messages = conversation(view, settings, blobs, tool_calling=settings.tool_calling)
+    _emit(iteration_event(messages, iteration + 1, settings))
+    started = time.perf_counter()
     try:
         messages = conversation(view, settings, blobs, tool_calling=settings.tool_calling)
         model = root_model(settings)
         reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
-            messages
+            messages,
+            config={"metadata": run_metadata(settings.depth, iteration + 1, view["sandbox_id"])},
         )
     except MissingRecord as exc:
         update.update(
@@ -285,20 +321,66 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         pending["setup"] = history_setup(view["history"])
     update["pending"] = pending
     update["usage"] = usage_of(reply, settings.model)
+    spend_in_tree(settings, update["usage"])
+    _emit(reply_event(reply, settings, iteration + 1, pending["code"], started))
     return update
+
+
+def reply_event(
+    reply: AIMessage, settings: Settings, iteration: int, code: str, started: float
+) -> dict[str, Any]:
+    """The root model replied: what it said, the code it gave, what the call cost."""
+    return {
+        "event": "reply",
+        "depth": settings.depth,
+        "iteration": iteration,
+        "text": message_text(reply),
+        "code": code,
+        "model": settings.model,
+        "usage": usage_of(reply, settings.model),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def iteration_event(
+    messages: list[AnyMessage], iteration: int, settings: Settings
+) -> dict[str, Any]:
+    """An iteration starts: how big the prompt is; the first one also says what it was."""
+    event: dict[str, Any] = {
+        "event": "iteration",
+        "iteration": iteration,
+        "depth": settings.depth,
+        "prompt_chars": sum(len(str(m.content)) for m in messages),
+        "prompt_messages": len(messages),
+    }
+    if iteration == 1:
+        event.update(system_prompt=str(messages[0].content), question=str(messages[1].content))
+    return event
 
 
 # -- execute ----------------------------------------------------------------------------
 
 
-async def run_child(prompt: str, settings: Settings) -> ChildResult:
-    """A sub-call as a full sub-RLM: the same graph, one level deeper, same budget."""
+async def run_child(prompt: str, settings: Settings, emit: Emit | None = None) -> ChildResult:
+    """A sub-call as a full sub-RLM: the same graph, one level deeper, same budget.
+
+    Its progress events go to ``emit``, so the root's stream shows the whole tree.
+    """
     child = replace(settings, depth=settings.depth + 1)
-    result = await child_graph().ainvoke(
+    result: dict[str, Any] = {}
+    async for mode, chunk in child_graph().astream(
         {"question": prompts.CHILD_QUESTION, "context": prompt},
-        config={"recursion_limit": 4 * child.max_iterations + 10},
+        config={
+            "recursion_limit": 4 * child.max_iterations + 10,
+            "metadata": {"rlm_depth": child.depth},
+        },
         context=child,
-    )
+        stream_mode=["custom", "values"],
+    ):
+        if mode == "values":
+            result = cast(dict[str, Any], chunk)
+        elif emit is not None:
+            emit(cast(dict[str, Any], chunk))
     if result.get("status") == "failed":
         raise RuntimeError(result.get("error") or "sub-RLM failed")
     answer = result.get("answer")
@@ -348,17 +430,34 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         return {"cells": [*cells, save_cell(blobs, sandbox_id, note)], "pending": pending}
     key = settings.budget_key or sandbox_id
     if settings.depth == 0:
-        budget = open_budget(key, settings.max_sub_calls - state.get("sub_calls", 0))
+        budget = open_budget(
+            key, settings.max_sub_calls - state.get("sub_calls", 0), turn_spend(state)
+        )
     else:
         budget = shared_budget(key, settings.max_sub_calls)
-    broker = SubCallBroker(
-        replace(settings, budget_key=key), budget, run_child=run_child, emit=thread_safe_writer()
-    )
     limits = Limits.from_settings(settings)
     first_line = pending["code"].strip().splitlines()[0] if pending["code"].strip() else ""
-    _emit({"event": "cell", "depth": settings.depth, "code_line": first_line[:120]})
+    iteration = state.get("iteration", 0) + 1
+    metadata = run_metadata(settings.depth, iteration, sandbox_id)
+    _emit(
+        {
+            "event": "cell",
+            "depth": settings.depth,
+            "iteration": iteration,
+            "code_line": first_line[:120],
+            "code": pending["code"],
+        }
+    )
     new_cells = []
     with ExitStack() as stack:
+        broker = SubCallBroker(
+            replace(settings, budget_key=key),
+            budget,
+            run_child=run_child,
+            emit=thread_safe_writer(),
+            trace_parent=stack.enter_context(cell_span(pending["code"], metadata)),
+            trace_metadata=metadata,
+        )
         try:
             ref = check_ref(state["context_ref"], blobs)  # another worker may lack the file
             sandbox = stack.enter_context(
@@ -397,6 +496,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             )
             if outcome.final is not None:
                 cell["final"] = outcome.final["value"]
+            _emit(cell_end_event(cell, outcome.output, iteration, settings.depth))
             saved = save_cell(blobs, sandbox_id, cell)
             REGISTRY.record(sandbox_id, saved)
             new_cells.append(saved)
@@ -411,11 +511,31 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     }
 
 
+def cell_end_event(cell: Cell, full_output: str, iteration: int, depth: int) -> dict[str, Any]:
+    """A cell finished: its whole output (the model saw a truncated view) and its outcome."""
+    event: dict[str, Any] = {
+        "event": "cell_end",
+        "depth": depth,
+        "iteration": iteration,
+        "kind": cell["kind"],
+        "code": cell["code"],
+        "output": full_output,
+        "error": cell["error"],
+        "halted": cell["halted"],
+        "seconds": cell["seconds"],
+        "sub_calls": cell["sub_calls"],
+    }
+    if "final" in cell:
+        event["final"] = cell["final"]
+    return event
+
+
 # -- inspect ----------------------------------------------------------------------------
 
 
 def inspect(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Count the iteration and look for a final answer."""
+    """Count the iteration, look for a final answer, stop at a cost limit."""
+    settings = settings_of(runtime)
     pending = state.get("pending") or Pending(code="", reply="", tool_call_id="")
     if state.get("status") == "failed":  # the model never replied: no iteration spent
         return {"pending": None}
@@ -431,6 +551,8 @@ def inspect(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     last = cells[-1] if cells else None
     if pending["code"] and last is not None and "final" in last:
         update.update(answer=last["final"], status="answered")
+    elif settings.depth == 0 and (reason := settings.over_budget(turn_spend(state))):
+        update.update(status="budget_exhausted", stop_reason=reason)
     return update
 
 
@@ -451,8 +573,33 @@ def best_effort(state: State, settings: Settings, blobs: Blobs) -> tuple[Any, di
     if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
+    started = time.perf_counter()
     reply = root_model(settings).invoke(messages)
-    return message_text(reply), {"usage": usage_of(reply, settings.model)}
+    assert isinstance(reply, AIMessage)
+    event = reply_event(reply, settings, state.get("iteration", 0), "", started)
+    _emit({**event, "best_effort": True})
+    return message_text(reply), {"usage": event["usage"]}
+
+
+def best_so_far(state: State, blobs: Blobs) -> str:
+    """The answer of a run stopped by a cost limit: the last output its code produced.
+
+    No model may be asked for a summary (that would spend past the limit), and the last
+    cell's output is what the run had computed when it stopped.
+    """
+    turn = state.get("turn", 1)
+    for ref in reversed(state.get("cells") or []):
+        if ref["turn"] == turn and ref["kind"] == "model" and ref["preview"].strip():
+            return str(load_cell(blobs, state["sandbox_id"], ref)["output"])
+    return ""
+
+
+def tree_exhausted(settings: Settings) -> str:
+    """Why a sub-RLM's tree may not make another model call, or ""."""
+    budget = shared_budget(settings.budget_key, settings.max_sub_calls)
+    if budget.left <= 0:
+        return "sub-call budget exhausted"
+    return settings.over_budget(budget.spent)
 
 
 def release_run_sandbox(state: State) -> None:
@@ -474,11 +621,11 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         return update
     if state.get("status") == "answered":
         status = "answered"
-    elif (
-        settings.depth > 0 and shared_budget(settings.budget_key, settings.max_sub_calls).left <= 0
-    ):
+    elif state.get("stop_reason"):  # a cost limit: no further model call may be made
+        status, answer = "budget_exhausted", best_so_far(state, blobs_of(runtime))
+    elif settings.depth > 0 and (reason := tree_exhausted(settings)):
         status, answer = "budget_exhausted", ""
-        update["error"] = "sub-call budget exhausted before this sub-RLM answered"
+        update["error"] = f"{reason} before this sub-RLM answered"
     else:
         status = "budget_exhausted"
         try:
@@ -489,6 +636,19 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             status = "failed"
             update["error"] = f"best-effort answer failed: {one_line(exc)}"
     update.update(answer=answer, status=status)
+    usage = add_usage(state.get("usage") or {}, update.get("usage") or {})
+    spend_in_tree(settings, update.get("usage") or {})
+    update["cost"] = cost_of(usage, settings.prices)
+    _emit(
+        {
+            "event": "final",
+            "depth": settings.depth,
+            "status": status,
+            "answer": answer,
+            "stop_reason": state.get("stop_reason", ""),
+            "usage": usage,
+        }
+    )
     text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
     update["messages"] = [AIMessage(content=text)]
     update["history"] = [

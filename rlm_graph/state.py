@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from rlm_graph.pricing import CostReport
+
 Status = Literal["running", "answered", "budget_exhausted", "failed"]
 
 
@@ -114,9 +116,12 @@ class State(InputState, total=False):
     answer: Any
     status: Status
     usage: Annotated[dict[str, dict[str, int]], add_usage]
+    turn_usage: dict[str, dict[str, int]]  # ``usage`` when this question started
     history: list[TurnRecord]
     sub_calls: int
     error: str
+    stop_reason: str  # which cost limit stopped the run, "" if none
+    cost: CostReport
 
 
 class OutputState(TypedDict, total=False):
@@ -127,5 +132,7 @@ class OutputState(TypedDict, total=False):
     iteration: int
     sub_calls: int
     usage: dict[str, dict[str, int]]
+    cost: CostReport
+    stop_reason: str
     error: str
     messages: list[AnyMessage]

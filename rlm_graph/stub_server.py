@@ -67,6 +67,8 @@ class StubReply:
     """Reported usage; ``None`` estimates ceil(total message characters / 4)."""
     completion_tokens: int | None = None
     """Reported usage; ``None`` estimates ceil(len(content + tool arguments) / 4), at least 1."""
+    cached_tokens: int = 0
+    """Prompt tokens reported as served from the provider's cache (``prompt_tokens_details``)."""
     truncate_stream: bool = False
     """For SSE: send about half the chunks, then close the connection without ``[DONE]``."""
     drop_connection: bool = False
@@ -457,7 +459,7 @@ class StubServer:
     @staticmethod
     def _usage(
         body: dict[str, Any], reply: StubReply, calls: list[dict[str, Any]]
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = math.ceil(sum(len(text) for text in _message_texts(body)) / 4)
@@ -469,6 +471,7 @@ class StubServer:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
         }
 
     def _envelope(self, body: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import asyncio
 import hashlib
 import math
 import threading
+import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +24,16 @@ from functools import cache
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langsmith.run_trees import RunTree
 
 from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
 from rlm_graph.models import load_chat_model
+from rlm_graph.pricing import Usage
 from rlm_graph.replies import message_text
 from rlm_graph.state import add_usage
-from rlm_graph.truncation import one_line
+from rlm_graph.tracing import under
+from rlm_graph.truncation import one_line, preview
 
 CHARS_PER_TOKEN = 3
 # Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
@@ -46,7 +51,7 @@ class ChildResult:
     usage: dict[str, dict[str, int]]
 
 
-RunChild = Callable[[str, Settings], Awaitable[ChildResult]]
+RunChild = Callable[[str, Settings, Emit | None], Awaitable[ChildResult]]
 
 
 @cache
@@ -59,12 +64,23 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
 
 class Budget:
-    """Sub-calls left for a whole recursion tree, shared by every run in it."""
+    """Sub-calls left for a whole recursion tree, and its spend, shared by every run in it.
 
-    def __init__(self, limit: int) -> None:
+    ``spent`` starts at what the root had spent before the cell and grows with every
+    model call anywhere in the tree as it happens, so a cost limit stops a fan-out
+    midway rather than after it.
+    """
+
+    def __init__(self, limit: int, spent: Usage | None = None) -> None:
         self.limit = limit
         self.used = 0
+        self.spent: Usage = dict(spent or {})
         self._lock = threading.Lock()
+
+    def spend(self, usage: Usage) -> None:
+        """Add one model call's usage to the tree's spend."""
+        with self._lock:
+            self.spent = add_usage(self.spent, usage)
 
     def take(self, count: int = 1) -> bool:
         """Reserve ``count`` calls, all or nothing."""
@@ -84,9 +100,9 @@ class Budget:
 _BUDGETS: weakref.WeakValueDictionary[str, Budget] = weakref.WeakValueDictionary()
 
 
-def open_budget(key: str, limit: int) -> Budget:
+def open_budget(key: str, limit: int, spent: Usage | None = None) -> Budget:
     """Start the budget of a root run's cell, findable by its sub-RLMs under ``key``."""
-    budget = Budget(limit)
+    budget = Budget(limit, spent)
     _BUDGETS[key] = budget
     return budget
 
@@ -150,8 +166,12 @@ class SubCallBroker:
         run_child: RunChild | None = None,
         emit: Emit | None = None,
         memo: SubCallMemo | None = None,
+        trace_parent: RunTree | None = None,
+        trace_metadata: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self._trace_parent = trace_parent  # the cell's LangSmith run (see tracing.py)
+        self._trace_metadata = trace_metadata or {}
         self.budget = budget
         self.memo = memo if memo is not None else SubCallMemo()
         self.usage: dict[str, dict[str, int]] = {}
@@ -159,7 +179,7 @@ class SubCallBroker:
         self._run_child = run_child
         self._emit = emit
         self._lock = threading.Lock()
-        self._in_flight: dict[str, asyncio.Future[str]] = {}
+        self._in_flight: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
         self._active = 0
 
     @property
@@ -194,8 +214,11 @@ class SubCallBroker:
         """One sub-call with budget, window check, cache and error capture."""
         if refusal := self._refusal(prompt):
             return {"ok": False, "error": refusal}
-        if self.memo.get(prompt) is None and not self.budget.take(1):
-            return {"ok": False, "error": self._budget_message(1)}
+        if self.memo.get(prompt) is None:
+            if stop := self._cost_stop():
+                return {"ok": False, "error": stop}
+            if not self.budget.take(1):
+                return {"ok": False, "error": self._budget_message(1)}
         return await self._answer_cached(prompt)
 
     async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
@@ -205,6 +228,8 @@ class SubCallBroker:
         """
         distinct = {p for p in prompts if not self._refusal(p)}
         fresh = sum(1 for p in distinct if self.memo.get(p) is None)
+        if fresh and (stop := self._cost_stop()):
+            return {"ok": False, "error": stop}
         if not self.budget.take(fresh):
             return {"ok": False, "error": self._budget_message(fresh)}
         gate = asyncio.Semaphore(self.settings.max_concurrency)
@@ -231,6 +256,11 @@ class SubCallBroker:
             f"{window * CHARS_PER_TOKEN:,} characters"
         )
 
+    def _cost_stop(self) -> str:
+        """The message for a sub-call refused because a cost limit is reached, or ""."""
+        reason = self.settings.over_budget(self.budget.spent)
+        return f"{reason}; no more sub-calls: answer from what you have" if reason else ""
+
     def _budget_message(self, wanted: int) -> str:
         return (
             f"sub-call budget exhausted: {wanted} requested, {self.budget.left} of "
@@ -239,54 +269,121 @@ class SubCallBroker:
 
     async def _answer_cached(self, prompt: str) -> dict[str, Any]:
         """Identical prompts in a run are answered once, even while still in flight."""
+        call_id = uuid.uuid4().hex[:12]
+        started = time.perf_counter()
+        self._started(call_id, prompt)
         if (known := self.memo.get(prompt)) is not None:
+            self._ended(call_id, started, {"ok": True, "value": known}, cached=True)
             return {"ok": True, "value": known, "cached": True}
         pending = self._in_flight.get(prompt)
+        joined = pending is not None
         if pending is None:
-            pending = asyncio.ensure_future(self._answer(prompt))
+            pending = asyncio.ensure_future(self._answer(prompt, call_id))
             self._in_flight[prompt] = pending
         try:
-            value = await asyncio.shield(pending)
+            value, usage = await asyncio.shield(pending)
         except Exception as exc:
-            return {"ok": False, "error": one_line(exc)}
+            failure = {"ok": False, "error": one_line(exc)}
+            self._ended(call_id, started, failure, cached=joined)
+            return failure
         finally:
             if pending.done():
                 self._in_flight.pop(prompt, None)
         self.memo.put(prompt, value)
-        return {"ok": True, "value": value}
+        answer = {"ok": True, "value": value}
+        self._ended(call_id, started, answer, cached=joined, usage={} if joined else usage)
+        return answer
 
-    async def _answer(self, prompt: str) -> str:
-        self._active += 1
-        self._notify("sub_call_start")
-        try:
+    async def _answer(self, prompt: str, call_id: str) -> tuple[str, Usage]:
+        """The answer and what it cost (a sub-RLM's cost is its whole tree's)."""
+        with under(self._trace_parent):
             if self.recursive and self._run_child is not None:
-                child = await self._run_child(prompt, self.settings)
-                self._count(child.usage)
-                return child.answer
+                child = await self._run_child(prompt, self.settings, self._forward(call_id))
+                self._count(child.usage, spent_live=False)
+                return child.answer, child.usage
             model = load_chat_model(
                 self.settings.effective_sub_model,
                 self.settings.effective_sub_base_url,
                 self.settings.model_timeout,
                 self.settings.model_max_retries,
             )
-            reply = await model.ainvoke([HumanMessage(prompt)])
-            self._count(usage_of(reply, self.settings.effective_sub_model))
-            return message_text(reply) if isinstance(reply, AIMessage) else str(reply.content)
-        finally:
-            self._active -= 1
-            self._notify("sub_call_end")
+            metadata = {**self._trace_metadata, "rlm_depth": self.settings.depth + 1}
+            reply = await model.ainvoke(
+                [HumanMessage(prompt)], config={"run_name": "llm_query", "metadata": metadata}
+            )
+        usage = usage_of(reply, self.settings.effective_sub_model)
+        self._count(usage, spent_live=True)
+        return message_text(reply) if isinstance(reply, AIMessage) else str(reply.content), usage
 
-    def _count(self, usage: dict[str, dict[str, int]]) -> None:
+    def _count(self, usage: Usage, *, spent_live: bool) -> None:
+        """Add a call's usage; a sub-RLM already reported its spend to the tree as it went."""
         with self._lock:
             self.calls += 1
             self.usage = add_usage(self.usage, usage)
+        if spent_live:
+            self.budget.spend(usage)
 
-    def _notify(self, event: str) -> None:
+    # -- progress events (see docs/trajectory.md) --------------------------------------------
+
+    def _started(self, call_id: str, prompt: str) -> None:
+        self._active += 1
+        self._notify(
+            {
+                "event": "sub_call_start",
+                "id": call_id,
+                "model": "rlm" if self.recursive else self.settings.effective_sub_model,
+                "recursive": self.recursive,
+                "prompt": preview(prompt, self.settings.trace_text_chars),
+                "prompt_chars": len(prompt),
+            }
+        )
+
+    def _ended(
+        self,
+        call_id: str,
+        started: float,
+        answer: dict[str, Any],
+        *,
+        cached: bool,
+        usage: Usage | None = None,
+    ) -> None:
+        self._active -= 1
+        text = str(answer.get("value", ""))
+        self._notify(
+            {
+                "event": "sub_call_end",
+                "id": call_id,
+                "ok": answer["ok"],
+                "answer": preview(text, self.settings.trace_text_chars),
+                "error": answer.get("error", ""),
+                "seconds": round(time.perf_counter() - started, 4),
+                "cached": cached,
+                "usage": usage or {},
+            }
+        )
+
+    def _forward(self, call_id: str) -> Emit | None:
+        """An emitter for a sub-RLM's own events, tagged with the path down to it."""
+        emit = self._emit
+        if emit is None:
+            return None
+
+        def forward(event: dict[str, Any]) -> None:
+            emit({**event, "path": [call_id, *event.get("path", [])]})
+
+        return forward
+
+    def _notify(self, event: dict[str, Any]) -> None:
         if self._emit is None:
             return
         try:
             self._emit(
-                {"event": event, "depth": self.settings.depth + 1, "in_flight": self._active}
+                {
+                    **event,
+                    "depth": self.settings.depth + 1,
+                    "in_flight": self._active,
+                    "ts": time.time(),
+                }
             )
         except Exception:  # progress display must never break a sub-call
             self._emit = None
@@ -299,10 +396,12 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
 def usage_of(message: Any, model: str) -> dict[str, dict[str, int]]:
     """Token usage of one model reply, keyed by model name."""
     meta = getattr(message, "usage_metadata", None) or {}
+    details = meta.get("input_token_details") or {}
     return {
         model: {
             "calls": 1,
             "input_tokens": int(meta.get("input_tokens", 0) or 0),
             "output_tokens": int(meta.get("output_tokens", 0) or 0),
+            "cached_tokens": int(details.get("cache_read", 0) or 0),
         }
     }

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from support import Script, tool
 
 from rlm_graph import demo
-from rlm_graph.cli import Progress, Reporter, advance, demo_settings, main, run_graph, status_line
+from rlm_graph.cli import demo_settings, main, run_graph
 from rlm_graph.context_store import store_value
+from rlm_graph.progress import LineReporter, LiveReporter, Progress, advance, status_line
 from rlm_graph.stub_server import Responder, StubReply, StubServer
 
 Start = Callable[[Responder], StubServer]
@@ -133,7 +135,10 @@ def test_progress_goes_to_stderr_unless_quiet(
     assert "rlm: iteration 1 (depth 0)" in err.splitlines()
     assert "rlm:   > print(len(context))" in err.splitlines()
     assert "rlm: iteration 2 (depth 0)" in err.splitlines()
-    assert err.splitlines()[-1].startswith("rlm: answered in 2 iterations, 0 sub-calls")
+    summary = err.splitlines()[-2:]
+    assert summary[0].startswith("rlm: answered in 2 iterations, 0 sub-calls")
+    assert "(no price for stub-root: see --prices)" in summary[0]
+    assert summary[1].startswith("rlm:   stub-root: 2 calls, ")
 
     status, out, err = rlm(capsys, *argv, "--quiet")
     assert (status, out, err) == (0, "2000\n", "")
@@ -181,32 +186,37 @@ def test_no_command_and_bad_demo_size_are_usage_errors(capsys: pytest.CaptureFix
 # -- progress display -------------------------------------------------------------------
 
 
-def test_progress_folds_events_and_fits_the_terminal() -> None:
+def test_progress_folds_events_of_the_whole_tree() -> None:
+    usage = {"m": {"input_tokens": 10, "output_tokens": 5}}
     progress = Progress()
     for event in [
         {"event": "iteration", "iteration": 3, "depth": 0},
-        {"event": "cell", "depth": 0, "code_line": "x = " + "1" * 200},
-        {"event": "sub_call_start", "depth": 1, "in_flight": 5},
-        {"event": "sub_call_end", "depth": 1, "in_flight": 4},
+        {"event": "cell", "depth": 0, "code_line": "x = 1"},
+        {"event": "sub_call_start", "depth": 1},
+        {"event": "sub_call_start", "depth": 1},
+        {"event": "iteration", "iteration": 1, "depth": 1, "path": ["a"]},
+        {"event": "reply", "depth": 1, "usage": usage, "path": ["a"]},
+        {"event": "sub_call_end", "depth": 1, "usage": usage},
     ]:
         progress = advance(progress, event)
-    assert progress == Progress(3, 0, "x = " + "1" * 200, in_flight=4, finished=1)
-    line = status_line(progress, width=60)
-    assert line.startswith("rlm: iteration 3 · depth 0 · sub-calls 4 in flight, 1 done")
-    assert len(line) < 60
+    assert progress == Progress(3, 1, "x = 1", in_flight=1, finished=1, tokens=30)
+    assert status_line(progress) == (
+        "iteration 3 · depth 1 · sub-calls 1 in flight, 1 done · 30 tokens"
+    )
 
 
-def test_terminal_reporter_redraws_one_line() -> None:
+def test_terminal_reporter_draws_a_live_view_and_removes_it() -> None:
     screen = io.StringIO()
-    reporter = Reporter(screen, live=True)
+    reporter = LiveReporter(Console(file=screen, force_terminal=True, width=100))
     reporter.custom({"event": "iteration", "iteration": 1, "depth": 0})
-    reporter.custom({"event": "sub_call_start", "depth": 1, "in_flight": 2})
+    reporter.custom({"event": "cell", "depth": 0, "code_line": "print(len(context))"})
+    reporter.custom({"event": "sub_call_start", "depth": 1})
     reporter.values({"sub_calls": 5})
     reporter.close()
     text = screen.getvalue()
-    assert "\n" not in text
-    assert "sub-calls 2 in flight" in text and "sub-calls 0 in flight, 5 done" in text
-    assert text.endswith("\r\x1b[K")
+    assert "iteration 1" in text and "> print(len(context))" in text
+    assert "sub-calls 0 in flight, 5 done" in text
+    assert text.endswith("\x1b[1A\x1b[2K")  # the view is erased when the run ends
 
 
 class Recorder:
@@ -232,17 +242,17 @@ def test_sub_call_events_from_the_background_thread_reach_the_display(stub: Star
     result = run_graph("Upper?", ref, demo_settings(server.base_url), recorder)
     assert result.answer == ["A", "B", "C"]
     kinds = [event["event"] for event in recorder.events]
-    assert kinds[:2] == ["iteration", "cell"] and kinds[-1] == "closed"
+    assert kinds[:3] == ["iteration", "reply", "cell"] and kinds[-2:] == ["final", "closed"]
     assert kinds.count("sub_call_start") == kinds.count("sub_call_end") == 3
     assert recorder.totals[-1] == 3
 
 
 def test_log_reporter_throttles_sub_call_lines() -> None:
     log = io.StringIO()
-    reporter = Reporter(log, live=False, interval=0.0)
+    reporter = LineReporter(log, interval=0.0)
     reporter.custom({"event": "sub_call_start", "depth": 1, "in_flight": 1})
     reporter.values({"sub_calls": 1})
-    quiet = Reporter(log, live=False, interval=3600.0)
+    quiet = LineReporter(log, interval=3600.0)
     for n in range(50):
         quiet.custom({"event": "sub_call_start", "depth": 1, "in_flight": n})
     assert log.getvalue().splitlines() == [

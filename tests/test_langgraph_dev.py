@@ -4,7 +4,8 @@ A stub model server runs in this process; `langgraph dev` runs as a subprocess s
 the graphs named in the project's langgraph.json, so the graph is loaded as Studio and
 API users get it. Two questions on one thread check streaming, progress events,
 that the ~1 MB context never reaches a model, and that sandbox variables persist across
-runs on a thread.
+runs on a thread. A third question, streamed as Studio asks (``stream_mode="custom"``,
+``stream_subgraphs=True``), checks that a sub-RLM's progress events arrive with depth.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from rlm_graph.prompts import CHILD_QUESTION
 from rlm_graph.stub_server import StubReply, StubServer, last_user_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,14 @@ FIRST_RUN = [
     ),
     tool_call("result = f'{needle}|{parts[0]}|{parts[1]}'\nprint(result)", 'FINAL_VAR("result")'),
 ]
+# A third question, on a new thread, goes two levels deep: its progress events arrive
+# with depth 1 through the same custom stream.
+DEEP_QUESTION = "Have a sub-RLM shout the word."
+DEEP_RUN = [
+    tool_call("loud = await llm_query('shout: hello')\nprint(loud)"),
+    tool_call("FINAL(loud)"),
+]
+CHILD_RUN = [tool_call("print(len(context))\nFINAL(context.removeprefix('shout: ').upper())")]
 # The follow-up reads `needle`, set in the first run, and `history`, set by the graph.
 SECOND_RUN = [
     tool_call(
@@ -88,7 +98,13 @@ def responder(body: dict[str, Any]) -> StubReply | str:
         if prompt.startswith("reverse: "):
             return prompt.removeprefix("reverse: ")[::-1]
         return f"unexpected sub-call: {prompt[:200]}"
-    script = SECOND_RUN if FOLLOW_UP in first_user_text(body) else FIRST_RUN
+    first = first_user_text(body)
+    if CHILD_QUESTION in first:
+        script = CHILD_RUN
+    elif DEEP_QUESTION in first:
+        script = DEEP_RUN
+    else:
+        script = SECOND_RUN if FOLLOW_UP in first else FIRST_RUN
     step = sum(1 for m in body.get("messages") or [] if m.get("role") == "tool")
     if step >= len(script):
         return f'FINAL("unexpected root request after {step} tool results")'
@@ -283,6 +299,26 @@ async def stream_run(
     return events
 
 
+async def stream_custom(
+    client: Any, graph_input: dict[str, Any], context: dict[str, Any]
+) -> list[Any]:
+    """The custom events of a run, as a Studio-like client asks for them."""
+    thread = await client.threads.create()
+    events = []
+    async for part in client.runs.stream(
+        thread["thread_id"],
+        "rlm",
+        input=graph_input,
+        context=context,
+        stream_mode="custom",
+        stream_subgraphs=True,
+    ):
+        assert part.event != "error", part.data
+        if part.event.startswith("custom"):
+            events.append(part.data)
+    return events
+
+
 def final_values(events: list[tuple[str, Any]]) -> dict[str, Any]:
     values = [data for event, data in events if event == "values"]
     assert values, f"no values events: {events}"
@@ -296,7 +332,9 @@ def test_rlm_graph_under_langgraph_dev(dev_server: DevServer, stub_model: StubSe
     settings = {"model": "stub", "base_url": stub_model.base_url, "max_iterations": 6}
     context_text = make_context()
 
-    async def scenario() -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, Any]]:
+    async def scenario() -> tuple[
+        list[tuple[str, Any]], list[tuple[str, Any]], dict[str, Any], list[Any]
+    ]:
         async with get_client(url=dev_server.url, api_key=None, timeout=RUN_TIMEOUT) as client:
             thread = await client.threads.create()
             first = await asyncio.wait_for(
@@ -314,9 +352,17 @@ def test_rlm_graph_under_langgraph_dev(dev_server: DevServer, stub_model: StubSe
                 RUN_TIMEOUT,
             )
             state = await client.threads.get_state(thread["thread_id"])
-            return first, second, state
+            deep = await asyncio.wait_for(
+                stream_custom(
+                    client,
+                    {"question": DEEP_QUESTION, "context": "tiny"},
+                    {**settings, "max_depth": 2},
+                ),
+                RUN_TIMEOUT,
+            )
+            return first, second, state, deep
 
-    first, second, state = asyncio.run(scenario())
+    first, second, state, deep = asyncio.run(scenario())
     where = f"\n--- server log ---\n{dev_server.log()}"
 
     for events in (first, second):
@@ -338,6 +384,17 @@ def test_rlm_graph_under_langgraph_dev(dev_server: DevServer, stub_model: StubSe
         EXPECTED_ANSWER,
         EXPECTED_FOLLOW_UP,
     ]
+
+    # The sub-RLM's own events reach the client, marked with their depth and the sub-call.
+    nested = [e for e in deep if e.get("depth") == 1 and e.get("path")]
+    assert {"iteration", "reply", "cell", "cell_end", "final"} <= {e["event"] for e in nested}
+    (child_final,) = [e for e in nested if e["event"] == "final"]
+    assert child_final["answer"] == "HELLO"
+    (start,) = [e for e in deep if e["event"] == "sub_call_start"]
+    assert start["depth"] == 1 and start["recursive"] is True
+    assert all(e["path"] == [start["id"]] for e in nested)
+    root_final = [e for e in deep if e["event"] == "final" and e["depth"] == 0]
+    assert [e["answer"] for e in root_final] == ["HELLO"], deep
 
     requests = [r for r in stub_model.requests if r.path.rstrip("/").endswith("chat/completions")]
     sub_prompts = {last_user_text(r.body) for r in requests if not r.body.get("tools")}
