@@ -154,7 +154,7 @@ def dollars_text(cost: CostReport | None) -> str:
     """The cost in dollars, saying which models had no price."""
     if cost is None:
         return "cost unknown"
-    text = f"${cost['dollars']:.4f}"
+    text = f"${cost['dollars']:.4f}" if cost["models"] else "cost unknown"
     if cost["unpriced"]:
         text += f" (no price for {', '.join(cost['unpriced'])}: see --prices)"
     return text

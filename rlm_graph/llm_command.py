@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from rlm_graph.cli import RUN_FLAGS, UsageError, run_command, setting_help
+from rlm_graph.cli import RUN_FLAGS, TRACE_HELP, UsageError, run_command, setting_help
 from rlm_graph.llm_chat import default_model_id
 from rlm_graph.models import LLM_PREFIX
 
@@ -53,6 +53,8 @@ def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-m", "--model", help="Root model: an llm model id or alias (default: llm's)")
 @click.option("--sub-model", help="Model of llm_query/llm_batch (default: the root model)")
 @_budget_options
+@click.option("--prices", metavar="FILE", help="JSON price table over the built-in one")
+@click.option("--trace", metavar="FILE", help=TRACE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, not the answer")
 @click.option("--quiet", is_flag=True, help="No progress on stderr")
 def rlm_command(
@@ -60,6 +62,8 @@ def rlm_command(
     context: str,
     model: str | None,
     sub_model: str | None,
+    prices: str | None,
+    trace: str | None,
     as_json: bool,
     quiet: bool,
     **budgets: Any,
@@ -81,6 +85,8 @@ def rlm_command(
         sub_base_url=None,
         checkpoint=None,  # durable threads stay with `rlm run --checkpoint`
         thread=None,
+        prices=prices,
+        trace=trace,
         json=as_json,
         quiet=quiet,
         **budgets,

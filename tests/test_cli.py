@@ -343,3 +343,20 @@ def test_follow_up_on_a_thread_keeps_the_sandbox(
     status, out, _ = rlm(capsys, "threads", "--checkpoint", db)
     assert status == 0
     assert out.split() == [thread, "answered", "1", "it", "Still", "there?"]
+
+
+def test_trace_and_view_mistakes_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path, tmp_path: Path
+) -> None:
+    server = stub(Script(["FINAL(1)"]))
+    bad_trace = str(tmp_path / "no-such-dir" / "run.jsonl")
+    argv = ["run", *stub_flags(server), "--trace", bad_trace, "--context", str(notes), "q"]
+    status, out, err = rlm(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert err.startswith("rlm: error: cannot write the trace") and len(err.splitlines()) == 1
+    status, _, err = rlm(capsys, "view", str(tmp_path / "missing.jsonl"))
+    assert status == 2 and err.startswith("rlm: error: cannot read the trace")
+    (tmp_path / "prices.json").write_text("{nope")
+    argv = ["run", *stub_flags(server), "--prices", str(tmp_path / "prices.json")]
+    status, _, err = rlm(capsys, *argv, "--context", str(notes), "q")
+    assert status == 2 and "is not JSON" in err and len(err.splitlines()) == 1

@@ -187,3 +187,18 @@ def test_cli_marks_a_cost_stopped_answer(
         "the last output of the code]",
         "partial result STEP",
     ]
+
+
+def test_a_sub_rlm_stops_at_the_tree_budget_and_so_does_its_root(stub: Any) -> None:
+    root = [
+        costed(tool("got = await llm_query('child task')\nprint('child said:', repr(got))"), ROOT)
+    ]
+    step = "n = globals().get('n', 0) + 1\nx = await llm_query(f'leaf {n}')\nprint(x)"
+    server = stub(Script(root, sub=sub_answer, child=[costed(tool(step), ROOT)]))
+    result = answer("q", "ctx", **fast_settings(server, max_depth=2, max_tokens=400))
+    # root 110, child 110 + leaf 10, child 110 + leaf 10, child 110 = 460: the third
+    # leaf is refused and the child makes no fourth call
+    assert requests_for(server, "stub-root") == 4 and requests_for(server, "stub-sub") == 2
+    assert result.status == "budget_exhausted"
+    assert result.stop_reason == "token budget reached: 460 of max_tokens=400 used"
+    assert result.answer == "child said: ''"
