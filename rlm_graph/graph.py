@@ -291,11 +291,10 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     if view["sandbox_id"] not in REGISTRY:
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], Limits.from_settings(settings))
     iteration = view.get("iteration", 0)
-    messages = conversation(view, settings, blobs, tool_calling=settings.tool_calling)
-    _emit(iteration_event(messages, iteration + 1, settings))
-    started = time.perf_counter()
     try:
         messages = conversation(view, settings, blobs, tool_calling=settings.tool_calling)
+        _emit(iteration_event(messages, iteration + 1, settings))
+        started = time.perf_counter()
         model = root_model(settings)
         reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
             messages,
