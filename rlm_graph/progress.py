@@ -147,32 +147,38 @@ class LiveReporter:
     """A live view on a terminal: the status, the code running, the latest steps.
 
     Drawn by rich and removed when the run ends, so only the answer and the summary
-    stay on screen.
+    stay on screen. Drawing starts with the first event, so a run that fails before it
+    starts leaves the terminal as it was.
     """
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress()
         self.recent: deque[str] = deque(maxlen=RECENT_LINES)
-        self._live = Live(self._view(), console=console, transient=True, refresh_per_second=8)
-        self._live.start()
+        self._live = Live(console=console, transient=True, refresh_per_second=8)
 
     def custom(self, event: dict[str, Any]) -> None:
         """Fold the event in and redraw."""
         self.progress = advance(self.progress, event)
         if line := log_line(event):
             self.recent.append(line.removeprefix("rlm: "))
-        self._live.update(self._view())
+        self._redraw()
 
     def values(self, state: dict[str, Any]) -> None:
         """Take the sub-call total a cell finished with."""
         total = state.get("sub_calls", 0)
         if total != self.progress.sub_calls:
             self.progress = replace(self.progress, sub_calls=total, finished=0, in_flight=0)
-            self._live.update(self._view())
+            self._redraw()
 
     def close(self) -> None:
         """Remove the view."""
-        self._live.stop()
+        if self._live.is_started:
+            self._live.stop()
+
+    def _redraw(self) -> None:
+        if not self._live.is_started:
+            self._live.start()
+        self._live.update(self._view())
 
     def _view(self) -> Group:
         status = Text("rlm ", style="bold cyan") + Text(status_line(self.progress))

@@ -217,6 +217,9 @@ def test_terminal_reporter_draws_a_live_view_and_removes_it() -> None:
     assert "iteration 1" in text and "> print(len(context))" in text
     assert "sub-calls 0 in flight, 5 done" in text
     assert text.endswith("\x1b[1A\x1b[2K")  # the view is erased when the run ends
+    idle = io.StringIO()
+    LiveReporter(Console(file=idle, force_terminal=True)).close()  # failed before any event
+    assert idle.getvalue() == ""
 
 
 class Recorder:
