@@ -18,7 +18,15 @@ from support import Script, tool
 from rlm_graph import demo
 from rlm_graph.cli import demo_settings, main, run_graph
 from rlm_graph.context_store import store_value
-from rlm_graph.progress import LineReporter, LiveReporter, Progress, advance, status_line
+from rlm_graph.progress import (
+    LineReporter,
+    LiveReporter,
+    Progress,
+    Silent,
+    advance,
+    reporter_for,
+    status_line,
+)
 from rlm_graph.stub_server import Responder, StubReply, StubServer
 
 Start = Callable[[Responder], StubServer]
@@ -363,3 +371,14 @@ def test_trace_and_view_mistakes_are_one_line_errors(
     argv = ["run", *stub_flags(server), "--prices", str(tmp_path / "prices.json")]
     status, _, err = rlm(capsys, *argv, "--context", str(notes), "q")
     assert status == 2 and "is not JSON" in err and len(err.splitlines()) == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_live_on_a_terminal_plain_in_a_log_and_silent_when_quiet() -> None:
+    assert isinstance(reporter_for(quiet=False, stream=Terminal()), LiveReporter)
+    assert isinstance(reporter_for(quiet=False, stream=io.StringIO()), LineReporter)
+    assert isinstance(reporter_for(quiet=True, stream=Terminal()), Silent)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.stub_server import StubServer
+from rlm_graph.stub_server import StubReply, StubServer
 from rlm_graph.trajectory import (
     TraceError,
     Trajectory,
@@ -136,3 +139,30 @@ def test_not_a_trace_is_a_one_line_error(tmp_path: Path) -> None:
         read_trajectory(bad)
     with pytest.raises(TraceError, match="cannot read the trace"):
         read_trajectory(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_a_readable_trace(stub: Any, tmp_path: Path) -> None:
+    hang = StubReply(content="", delay=60.0)  # the second root request never returns in time
+    server = stub(Script([tool("print('first cell ran')"), hang]))
+    (tmp_path / "ctx.txt").write_text("ctx")
+    trace = tmp_path / "run.jsonl"
+    argv = ["run", "--model", "stub-root", "--sub-model", "stub-sub"]
+    argv += ["--base-url", server.base_url, "--context", str(tmp_path / "ctx.txt")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlm_graph.cli", *argv, "--trace", str(trace), "--quiet", "q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while '"cell_end"' not in (trace.read_text() if trace.exists() else ""):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    trajectory = read_trajectory(trace)
+    assert trajectory["result"] is None
+    (cell,) = trajectory["root"]["iterations"][0]["cells"]
+    assert cell["output"] == "first cell ran"
