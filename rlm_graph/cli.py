@@ -41,6 +41,7 @@ from rlm_graph.truncation import one_line
 from rlm_graph.viewer import render_html
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 MAX_DEMO_MB = 100.0
 # Settings exposed as `rlm run` flags: (field name, type, metavar).
 RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -241,6 +242,11 @@ def print_answer(result: RLMResult, as_json: bool) -> None:
         print(result.answer_text())
 
 
+def resume_hint(thread: str) -> str:
+    """How to continue a durable run that stopped: the thread kept every completed step."""
+    return f"every completed step is saved: run the same command with --thread {thread} to continue"
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``rlm run``: every check first, then the run, then the answer and its exit code."""
     if not args.question.strip():
@@ -277,11 +283,17 @@ def run_command(args: argparse.Namespace) -> int:
                 )
         except PersistenceError as exc:
             raise UsageError(str(exc)) from exc
+        except KeyboardInterrupt:
+            print(f"rlm: interrupted; {resume_hint(thread)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     else:
+        thread = ""
         result = run_graph(args.question, ref, settings, reporter_for(args.quiet), trace=trace)
     print_answer(result, args.json)
     if result.status == "failed":
         print(f"rlm: error: {result.error or 'the run failed'}", file=sys.stderr)
+        if thread:
+            print(f"rlm: {resume_hint(thread)}", file=sys.stderr)
     elif not args.quiet:
         print(f"rlm: {summary(result)}", file=sys.stderr)
         for line in token_lines(result.tokens, result.cost):
@@ -581,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("rlm: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from support import Script, tool
 
-from rlm_graph import demo
+from rlm_graph import cli, demo
 from rlm_graph.cli import demo_settings, main, run_graph
 from rlm_graph.context_store import store_value
 from rlm_graph.progress import (
@@ -382,3 +382,22 @@ def test_progress_is_live_on_a_terminal_plain_in_a_log_and_silent_when_quiet() -
     assert isinstance(reporter_for(quiet=False, stream=Terminal()), LiveReporter)
     assert isinstance(reporter_for(quiet=False, stream=io.StringIO()), LineReporter)
     assert isinstance(reporter_for(quiet=True, stream=Terminal()), Silent)
+
+
+def test_ctrl_c_on_a_durable_run_says_how_to_resume(
+    capsys: pytest.CaptureFixture[str],
+    stub: Start,
+    notes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_graph", interrupted)
+    server = stub(Script(["FINAL(1)"]))
+    db = str(tmp_path / "c.sqlite")
+    flags = [*stub_flags(server), "--checkpoint", db, "--thread", "t9", "--context", str(notes)]
+    status, _, err = rlm(capsys, "run", *flags, "q?")
+    assert status == 130
+    assert err.strip().endswith("run the same command with --thread t9 to continue")

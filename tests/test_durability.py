@@ -420,3 +420,42 @@ def test_a_worker_without_the_local_context_rebuilds_it_from_the_store(
         again = graph.invoke({"question": "x again?"}, cfg, context=settings)
     assert again["answer"] == 3000
     assert (blob_dir(values["context_ref"]) / "context.txt").read_text() == "x-x-x " * 1000
+
+
+# -- the async savers work the same way ------------------------------------------------------
+
+
+def test_async_saver_and_store_run_and_rebuild(stub: Start, tmp_path: Path) -> None:
+    import asyncio
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    sub_calls: list[str] = []
+    server = stub(probe_model(sub_calls))
+    settings = Settings(**fast_settings(server))
+    db = str(tmp_path / "async.sqlite")
+    cfg = config("async")
+
+    async def ask(question: str, context: str | None) -> dict[str, Any]:
+        async with (
+            AsyncSqliteSaver.from_conn_string(db) as saver,
+            AsyncSqliteStore.from_conn_string(db) as store,
+        ):
+            await store.setup()
+            graph = build_graph(checkpointer=saver, store=store)
+            inputs: dict[str, Any] = {"question": question}
+            if context is not None:
+                inputs["context"] = context
+            result: dict[str, Any] = await graph.ainvoke(inputs, cfg, context=settings)
+            result["sandbox_id"] = (await graph.aget_state(cfg)).values["sandbox_id"]
+            return result
+
+    first = asyncio.run(ask("q", "ctx"))
+    original = printed_probe(server)
+    forget_process_state(first["sandbox_id"])
+    server.reset_log()
+    second = asyncio.run(ask("again", None))
+    assert second["answer"] == first["answer"]
+    assert printed_probe(server) == original
+    assert sub_calls == ["start?"]
