@@ -72,7 +72,27 @@ def _rlm_jsonable(value):
     return _rlm_json.loads(_rlm_json.dumps(value, default=repr))
 
 
+def _rlm_seal_streams():
+    """Close the interpreter's real stdin/stdout/stderr, leaving only captured output.
+
+    eryx captures print() through sys.stdout, but os.write(1, ...), sys.__stdout__ and
+    io.FileIO(1) reach the host's own terminal (or a server's log) uncapped. With the
+    descriptors closed, such writes fail with EBADF inside the sandbox instead, and
+    sys.__stdout__ / sys.__stderr__ point at the captured streams.
+    """
+    import os
+    import sys
+
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+
+
 def _rlm_bind_context(path, kind):
+    _rlm_seal_streams()
     with open(path, encoding="utf-8", errors="replace") as handle:
         data = handle.read()
     _rlm_builtins.context = _rlm_json.loads(data) if kind != "text" else data

@@ -34,6 +34,7 @@ from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir, blob_name, home
 from rlm_graph.guest_prelude import PRELUDE
 from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.truncation import one_line
 
 _log = logging.getLogger(__name__)
 CONTEXT_MOUNT = "/ctx"
@@ -132,9 +133,11 @@ class _Capture:
         self._tail = bytearray()
         self._size = 0
         self._dropped = 0
+        self.written = 0
 
     def write(self, chunk: bytes) -> None:
         with self._lock:
+            self.written += len(chunk)
             if self._size < self._limit // 2:
                 self._head.append(chunk)
                 self._size += len(chunk)
@@ -146,12 +149,21 @@ class _Capture:
                 self._dropped += excess
 
     def take(self) -> str:
-        """Return the captured text and start over."""
+        """Return the captured text and start over.
+
+        The cut is byte-wise, so the tail may start inside a UTF-8 character: its
+        leftover continuation bytes are dropped (and counted) rather than shown as U+FFFD.
+        """
         with self._lock:
             head = b"".join(self._head).decode("utf-8", errors="replace")
-            tail = bytes(self._tail).decode("utf-8", errors="replace")
-            dropped = self._dropped
+            start = 0
+            if self._dropped:
+                while start < min(len(self._tail), 3) and self._tail[start] & 0xC0 == 0x80:
+                    start += 1
+            tail = bytes(self._tail[start:]).decode("utf-8", errors="replace")
+            dropped = self._dropped + start
             self._head, self._tail, self._size, self._dropped = [], bytearray(), 0, 0
+            self.written = 0
         if dropped:
             return f"{head}\n[... {dropped:,} bytes of output dropped ...]\n{tail}"
         return head + tail
@@ -184,11 +196,13 @@ def sandbox_factory() -> eryx.SandboxFactory:
             return factory
 
 
-def clean_error(error: Exception | None, limits: Limits) -> tuple[str, bool]:
+def clean_error(error: Exception | None, limits: Limits, printed: int = 0) -> tuple[str, bool]:
     """Turn an eryx error into (message for the model, whether the cell halted).
 
     Python exceptions keep their traceback minus eryx's own frame; halts (timeout,
-    fuel, exit) get a sentence that says what happened and what survived.
+    fuel, exit) get a sentence that says what happened and what survived. ``printed``
+    is how many bytes the cell wrote: eryx also keeps all of a cell's output inside the
+    sandbox, so printing a gigabyte breaks it with an opaque WebAssembly error.
     """
     if error is None:
         return "", False
@@ -206,6 +220,8 @@ def clean_error(error: Exception | None, limits: Limits) -> tuple[str, bool]:
         reason = "SystemExit: the cell exited the interpreter"
     else:
         reason = f"SandboxError: {text.splitlines()[0] if text else type(error).__name__}"
+        if printed > CAPTURE_LIMIT:
+            reason += f" after the cell printed {printed:,} bytes (print less)"
     return (
         reason
         + "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not.",
@@ -295,17 +311,26 @@ class Sandbox:
                 f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096)"
             ) from exc
 
-    def _on_query(self, prompt: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._journal.call(
-            "query", prompt, lambda: self.handler.query(prompt)
+    def _on_query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        prompt = kwargs.get("prompt")
+        if args or set(kwargs) != {"prompt"} or not isinstance(prompt, str):
+            return _refused("_rlm_query takes one keyword argument, prompt=str")
+        return guarded(
+            lambda: self._journal.call("query", prompt, lambda: self.handler.query(prompt))
         )
-        return result
 
-    def _on_batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
-        result: list[dict[str, Any]] | dict[str, Any] = self._journal.call(
-            "batch", prompts, lambda: self.handler.batch(prompts)
+    def _on_batch(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        prompts = kwargs.get("prompts")
+        if (
+            args
+            or set(kwargs) != {"prompts"}
+            or not isinstance(prompts, list)
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            return _refused("_rlm_batch takes one keyword argument, prompts=[str, ...]")
+        return guarded(
+            lambda: self._journal.call("batch", prompts, lambda: self.handler.batch(prompts))
         )
-        return result
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error."""
@@ -331,7 +356,7 @@ class Sandbox:
         except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
             failure = exc
         seconds = time.perf_counter() - started
-        error, halted = clean_error(failure, self.limits)
+        error, halted = clean_error(failure, self.limits, self._stdout.written)
         stdout, stderr = self._stdout.take(), _EXEC_FRAME.sub("", self._stderr.take())
         entries = self._journal.entries
         if failure is not None and (halted or not self._alive()):
@@ -345,6 +370,23 @@ class Sandbox:
         """Re-apply recorded cells so the session holds what it held before."""
         for cell in cells:
             self.run(cell["code"], cell["journal"])
+
+
+def _refused(reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": reason}
+
+
+def guarded[T](answer: Callable[[], T]) -> T | dict[str, Any]:
+    """Run a callback's host side; a host exception becomes a one-line error dict.
+
+    Left alone, eryx hands the guest the host's full traceback, with file paths of
+    the host's installation, as the text of a RuntimeError.
+    """
+    try:
+        return answer()
+    except Exception as exc:
+        _log.warning("sub-call handler failed", exc_info=True)
+        return _refused(f"the host could not answer this sub-call ({one_line(exc)})")
 
 
 class SandboxError(RuntimeError):

@@ -1,0 +1,391 @@
+"""Model-written code trying to escape or abuse the sandbox: each attack is one test.
+
+Most attacks run against a :class:`Sandbox` directly (fast); the end-to-end tests at the
+bottom show that a run survives them with the model told what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import Script, fast_settings, tool
+
+from rlm_graph import answer
+from rlm_graph.context_store import blob_dir, store_value
+from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox, SandboxRegistry
+from rlm_graph.state import Cell
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LIMITS = Limits(cell_timeout=10.0, cpu_instructions=5_000_000_000, memory_mb=512)
+SECRET = "sk-host-secret-" + uuid.uuid4().hex
+# Each halt gets the other brake far out of reach, so a slow machine cannot swap them.
+FUEL_ONLY = Limits(cell_timeout=120.0, cpu_instructions=5_000_000_000, memory_mb=512)
+WALL_ONLY = Limits(cell_timeout=2.0, cpu_instructions=10**13, memory_mb=512)
+
+
+class Echo:
+    """A sub-call handler that answers every prompt with itself."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        self.prompts.append(prompt)
+        return {"ok": True, "value": f"<{prompt}>"}
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        return [self.query(p) for p in prompts]
+
+
+class Exploding:
+    """A sub-call handler whose host code fails, with a host path in its traceback."""
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        raise RuntimeError("host failure")
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        raise KeyError("host failure")
+
+
+@pytest.fixture(autouse=True)
+def host_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """API keys set on the host while every test here runs."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "RLM_TEST_API_KEY"):
+        monkeypatch.setenv(name, SECRET)
+
+
+@pytest.fixture
+def box() -> Sandbox:
+    sandbox = Sandbox(store_value("hello context"), LIMITS)
+    sandbox.handler = Echo()
+    return sandbox
+
+
+def cell(code: str, journal: list[Any], halted: bool) -> Cell:
+    return Cell(
+        kind="model",
+        turn=1,
+        code=code,
+        reply="",
+        tool_call_id="",
+        output="",
+        error="",
+        halted=halted,
+        journal=journal,
+        sub_calls=0,
+        seconds=0.0,
+    )
+
+
+# -- host files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        str(PROJECT_ROOT / "pyproject.toml"),
+        str(Path.home() / ".ssh" / "id_rsa"),
+        "/proc/self/environ",
+        "/ctx/../../etc/passwd",
+        "../../../../etc/passwd",
+    ],
+)
+def test_host_files_cannot_be_read(box: Sandbox, path: str) -> None:
+    out = box.run(f"print(open({path!r}).read())")
+    assert re.search(r"(FileNotFoundError|PermissionError|OSError)", out.output), out.output
+    assert "root:" not in out.output and "rlm-graph" not in out.output
+    assert not out.halted
+
+
+def test_listing_the_root_shows_no_host_directories(box: Sandbox) -> None:
+    code = (
+        "import os\n"
+        "try:\n    print(sorted(os.listdir('/')))\n"
+        "except OSError as exc:\n    print('refused', type(exc).__name__)"
+    )
+    shown = box.run(code).stdout
+    assert not {"etc", "home", "proc", "usr", "root", "work"} & set(re.findall(r"\w+", shown))
+
+
+def test_writes_outside_the_sandbox_never_reach_the_host(box: Sandbox, tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    for path in (str(target), f"/ctx/{target.name}", "/tmp/escaped.txt"):
+        out = box.run(f"open({path!r}, 'w').write('pwned')")
+        assert re.search(r"(FileNotFoundError|PermissionError|OSError)", out.output), out.output
+    assert not target.exists()
+    assert list(blob_dir(box.ref).iterdir()) == [blob_dir(box.ref) / "context.txt"]
+
+
+def test_symlinks_cannot_leave_the_context_mount(tmp_path: Path) -> None:
+    ref = store_value(f"symlink probe {uuid.uuid4().hex}")
+    planted = blob_dir(ref) / "planted"
+    planted.symlink_to("/etc/passwd")  # as if the host's blob folder had been tampered with
+    (blob_dir(ref) / "planted-dir").symlink_to(PROJECT_ROOT)
+    sandbox = Sandbox(ref, LIMITS)
+    guest_link = sandbox.run("import os\nos.symlink('/etc/passwd', '/ctx/mine')")
+    assert "PermissionError" in guest_link.output
+    for path in ("/ctx/planted", "/ctx/planted-dir/pyproject.toml"):
+        out = sandbox.run(f"print(open({path!r}).read())")
+        assert "root:" not in out.output and "rlm-graph" not in out.output
+        assert "Error" in out.output
+
+
+# -- host environment and host errors ----------------------------------------------------
+
+
+def test_host_api_keys_are_not_in_the_guest_environment(box: Sandbox) -> None:
+    out = box.run(
+        "import os\n"
+        "print(dict(os.environ))\n"
+        "print(os.getenv('OPENAI_API_KEY'), [k for k in os.environ if k.endswith('_API_KEY')])"
+    )
+    assert SECRET not in out.output
+    assert out.stdout.splitlines()[-1] == "None []"
+
+
+def test_host_exceptions_reach_the_guest_without_host_tracebacks() -> None:
+    sandbox = Sandbox(store_value("ctx"), LIMITS)
+    sandbox.handler = Exploding()
+    for code in ("await llm_query('q')", "await llm_batch(['a', 'b'])"):
+        out = sandbox.run(code)
+        assert "SubCallFailed: the host could not answer this sub-call" in out.output
+        assert "host failure" in out.output
+        for leak in (str(PROJECT_ROOT), "rlm_graph/", "site-packages", 'File "/'):
+            assert leak not in out.output, out.output
+        assert not out.halted
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("await _rlm_query()", "one keyword argument, prompt=str"),
+        ("await _rlm_query(prompt=5)", "one keyword argument, prompt=str"),
+        ("await _rlm_query(prompt='a', extra=1)", "one keyword argument, prompt=str"),
+        ("await _rlm_batch(prompts='abc')", "prompts=[str, ...]"),
+        ("await _rlm_batch(prompts=[1, 2])", "prompts=[str, ...]"),
+    ],
+)
+def test_raw_callbacks_with_bad_arguments_are_refused_cleanly(
+    box: Sandbox, code: str, message: str
+) -> None:
+    out = box.run(f"print({code})")
+    assert message in out.stdout
+    assert "Traceback" not in out.output
+    assert box.handler.prompts == []  # type: ignore[attr-defined]
+
+
+# -- processes, sockets, DNS, native code --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("import subprocess\nsubprocess.run(['ls'])", "does not support processes"),
+        ("import os\nos.system('ls')", "has no attribute 'system'"),
+        ("import os\nos.fork()", "has no attribute 'fork'"),
+        ("import os\nos.execv('/bin/sh', ['sh'])", "has no attribute 'execv'"),
+        ("import threading\nthreading.Thread(target=print).start()", "can't start new thread"),
+        (
+            "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+            "networking not enabled",
+        ),
+        ("import ctypes", "No module named '_ctypes'"),
+    ],
+)
+def test_processes_sockets_and_native_code_are_refused(
+    box: Sandbox, code: str, message: str
+) -> None:
+    box.run("keep = 'still here'")
+    out = box.run(code)
+    assert message in out.output
+    assert not out.halted
+    assert box.run("print(keep)").stdout == "still here\n"
+
+
+def test_dns_lookups_never_resolve(box: Sandbox) -> None:
+    out = box.run("import socket\nprint(socket.gethostbyname('localhost'))")
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+", out.output), out.output
+
+
+# -- output that bypasses capture -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.write(1, b'BYPASS-MARK\\n')",
+        "import os\nos.write(2, b'BYPASS-MARK\\n')",
+        "import _io\n_io.FileIO(1, 'w').write(b'BYPASS-MARK\\n')",
+    ],
+)
+def test_raw_descriptor_writes_never_reach_the_host_terminal(
+    box: Sandbox, code: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = box.run(code)
+    host = capfd.readouterr()
+    assert "BYPASS-MARK" not in host.out + host.err
+    assert "Bad file descriptor" in out.output
+    assert not out.halted
+
+
+def test_dunder_streams_are_the_captured_ones(
+    box: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = box.run(
+        "import sys\nsys.__stdout__.write('to out\\n')\nsys.__stderr__.write('to err\\n')"
+    )
+    host = capfd.readouterr()
+    assert "to out" not in host.out + host.err
+    assert out.stdout == "to out\n" and "to err" in out.stderr
+
+
+# -- runaway code: stopped or contained, earlier variables survive ---------------------------
+
+HOSTILE = [
+    pytest.param("while True: pass", "ResourceLimitError", True, FUEL_ONLY, id="busy-loop"),
+    pytest.param("import time\ntime.sleep(1e9)", "TimeoutError", True, WALL_ONLY, id="sleep"),
+    pytest.param(
+        "hog = []\nwhile True:\n    hog.append(bytearray(10**7))",
+        "MemoryError",
+        False,
+        LIMITS,
+        id="memory-bomb",
+    ),
+    pytest.param(
+        "def down(n):\n    return 0 if n == 0 else 1 + down(n - 1)\ndown(2_000_000)",
+        "RecursionError",
+        False,
+        LIMITS,
+        id="deep-recursion",
+    ),
+    pytest.param(
+        "for _ in range(1_000):\n    print('x' * 1_000_000)",
+        "bytes of output dropped",
+        None,  # stopped by the sandbox's memory or finished: either way bounded
+        LIMITS,
+        id="print-1GB",
+    ),
+    pytest.param("import sys\nsys.exit(3)", "SystemExit", True, LIMITS, id="sys.exit"),
+    pytest.param("import os\nos._exit(1)", "SystemExit", True, LIMITS, id="os._exit"),
+    pytest.param("raise SystemExit", "SystemExit", True, LIMITS, id="raise-SystemExit"),
+]
+
+
+@pytest.mark.parametrize(("code", "told", "halts", "limits"), HOSTILE)
+def test_runaway_code_is_contained_and_earlier_variables_survive(
+    code: str, told: str, halts: bool | None, limits: Limits
+) -> None:
+    registry = SandboxRegistry()
+    ref = store_value("hello context")
+    handler = Echo()
+    cells: list[Cell] = []
+    first = "keep = [1, 2, 3]\nr = await llm_query('q')"
+    for step in (first, "lost = 1\n" + code):
+        with registry.checkout("hostile", ref, cells, limits, handler) as sandbox:
+            out = sandbox.run(step)
+            done = cell(step, out.journal, halted=out.halted)
+            registry.record("hostile", done)
+            cells.append(done)
+    assert told in out.output, out.output[-500:]
+    if halts is not None:
+        assert out.halted is halts
+    assert len(out.output) < 2 * CAPTURE_LIMIT
+    with registry.checkout("hostile", ref, cells, limits, handler) as again:
+        assert again.run("print(keep, r)").stdout == "[1, 2, 3] <q>\n"
+    assert handler.prompts == ["q"]  # a rebuild serves the sub-call from the journal
+
+
+def test_printing_a_gigabyte_is_reported_as_such_when_it_breaks_the_cell() -> None:
+    sandbox = Sandbox(store_value("ctx"), LIMITS)
+    out = sandbox.run("for _ in range(1_000):\n    print('x' * 1_000_000)")
+    if out.halted:
+        assert "printed" in out.error and "print less" in out.error, out.error
+    assert len(out.stdout) < CAPTURE_LIMIT + 1_000
+
+
+def test_a_json_context_at_the_depth_limit_loads_in_the_sandbox() -> None:
+    from rlm_graph.context_store import MAX_JSON_DEPTH
+
+    nested: Any = "leaf"
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = [nested]
+    sandbox = Sandbox(store_value(nested), LIMITS)
+    out = sandbox.run(
+        "d, x = 0, context\nwhile isinstance(x, list):\n    d, x = d + 1, x[0]\nprint(d)"
+    )
+    assert out.stdout == f"{MAX_JSON_DEPTH - 1}\n"
+
+
+CRASH_PROBE = """
+import os, sys
+from rlm_graph.context_store import store_value
+from rlm_graph.sandbox import Limits, Sandbox
+box = Sandbox(store_value("ctx"), Limits(10.0, 5_000_000_000, 512))
+out = box.run("import json\\njson.loads('[' * 5000 + ']' * 5000)")
+print("survived", out.error.splitlines()[-1] if out.error else out.output[-200:])
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pyeryx 0.11 aborts the host process when guest C code nests ~2,000 deep "
+    "('execution on async fiber has overflowed its stack'); see docs/security.md",
+)
+def test_deeply_nested_data_in_guest_code_does_not_kill_the_host() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-500:]
+
+
+# -- end to end: the run continues and the model is told ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hostile", "told"),
+    [
+        ("while True: pass", "ResourceLimitError"),
+        ("import os\nos._exit(0)", "SystemExit"),
+        ("import os\nos.write(1, b'escape')", "Bad file descriptor"),
+        ("import subprocess\nsubprocess.run(['id'])", "does not support processes"),
+    ],
+)
+def test_a_run_survives_hostile_cells_and_keeps_earlier_variables(
+    stub: Any, hostile: str, told: str
+) -> None:
+    script = Script([tool("keep = 41"), tool(hostile), tool("FINAL(keep + 1)")])
+    server = stub(script)
+    result = answer("q", "ctx", **fast_settings(server, cell_cpu_instructions=5_000_000_000))
+    assert (result.answer, result.status, result.iterations) == (42, "answered", 3)
+    third = json.dumps(server.requests[2].body)
+    assert told in third
+
+
+def test_api_keys_never_reach_sub_call_prompts_or_the_answer(stub: Any) -> None:
+    code = (
+        "import os\n"
+        "dump = repr(dict(os.environ))\n"
+        "reply = await llm_query('env: ' + dump)\n"
+        "FINAL(dump + reply)"
+    )
+    server = stub(Script([tool(code)]))
+    result = answer("q", "ctx", **fast_settings(server))
+    assert result.status == "answered"
+    assert "PYTHONHOME" in result.answer  # the guest's environment was really dumped
+    assert any("env: {" in json.dumps(r.body) for r in server.requests)
+    for request in server.requests:
+        assert SECRET not in json.dumps(request.body)
+    assert SECRET not in json.dumps(result.state, default=str)
