@@ -84,6 +84,20 @@ class Settings:
             "(shared by the recursion tree, so depth cannot multiply the spend)."
         },
     )
+    max_batch_size: int = field(
+        default=1_000,
+        metadata={
+            "description": "Prompts one llm_batch call may send; a larger batch is "
+            "refused as a whole, so the code sends it in parts."
+        },
+    )
+    max_prompt_chars: int = field(
+        default=10_000_000,
+        metadata={
+            "description": "Characters one sub-call prompt may hold, sub-RLMs included; "
+            "a larger prompt is refused so the code passes a slice."
+        },
+    )
     sub_model_window_tokens: int = field(
         default=128_000,
         metadata={
@@ -185,6 +199,8 @@ class Settings:
             ("max_output_chars", 200),
             ("max_concurrency", 1),
             ("max_sub_calls", 0),
+            ("max_batch_size", 1),
+            ("max_prompt_chars", 1),
             ("sub_model_window_tokens", 1),
             ("sandbox_memory_mb", 64),
             ("cell_cpu_instructions", 5_000_000_000),

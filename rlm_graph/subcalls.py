@@ -226,6 +226,8 @@ class SubCallBroker:
 
         Only distinct prompts not answered before count against the budget.
         """
+        if len(prompts) > self.settings.max_batch_size:
+            return {"ok": False, "error": self._batch_message(len(prompts))}
         distinct = {p for p in prompts if not self._refusal(p)}
         fresh = sum(1 for p in distinct if self.memo.get(p) is None)
         if fresh and (stop := self._cost_stop()):
@@ -243,7 +245,12 @@ class SubCallBroker:
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     def _refusal(self, prompt: str) -> str:
-        """Why a prompt cannot be sent as a plain call, or "" when it can."""
+        """Why a prompt cannot be sent, or "" when it can."""
+        if len(prompt) > self.settings.max_prompt_chars:
+            return (
+                f"prompt of {len(prompt):,} characters exceeds max_prompt_chars="
+                f"{self.settings.max_prompt_chars:,}: pass a slice of the data, not all of it"
+            )
         if self.recursive:
             return ""
         window = self.settings.sub_model_window_tokens
@@ -260,6 +267,13 @@ class SubCallBroker:
         """The message for a sub-call refused because a cost limit is reached, or ""."""
         reason = self.settings.over_budget(self.budget.spent)
         return f"{reason}; no more sub-calls: answer from what you have" if reason else ""
+
+    def _batch_message(self, size: int) -> str:
+        limit = self.settings.max_batch_size
+        return (
+            f"llm_batch of {size:,} prompts exceeds max_batch_size={limit:,}: send at most "
+            f"{limit:,} prompts per call (and mind the sub-call budget, {self.budget.left:,} left)"
+        )
 
     def _budget_message(self, wanted: int) -> str:
         return (

@@ -1,0 +1,115 @@
+"""Sub-call abuse: huge batches, huge prompts, endless loops and recursion of sub-calls.
+
+Each is refused or capped by an explicit limit, and the model reads which limit and
+what to do instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from support import Script, fast_settings, is_child, tool
+
+from rlm_graph import answer
+from rlm_graph.context import Settings
+from rlm_graph.context_store import store_value
+from rlm_graph.sandbox import Limits, Sandbox
+from rlm_graph.stub_server import StubServer, is_root_request
+from rlm_graph.subcalls import Budget, SubCallBroker
+
+LIMITS = Limits(cell_timeout=30.0, cpu_instructions=20_000_000_000, memory_mb=1024)
+
+
+def broker_box(server: StubServer, budget: int = 1_000, **overrides: Any) -> Sandbox:
+    settings = Settings(**fast_settings(server, **overrides))
+    sandbox = Sandbox(store_value("ctx"), LIMITS)
+    sandbox.handler = SubCallBroker(settings, Budget(budget))
+    return sandbox
+
+
+def sub_requests(server: StubServer) -> int:
+    return sum(1 for r in server.requests if r.body and not is_root_request(r.body))
+
+
+def test_a_batch_of_100000_prompts_is_refused_whole(stub: Any) -> None:
+    server = stub(Script(["unused"]))
+    sandbox = broker_box(server, budget=1_000_000)
+    out = sandbox.run("await llm_batch([f'item {i}' for i in range(100_000)])")
+    assert "SubCallFailed: llm_batch of 100,000 prompts exceeds max_batch_size=1,000" in out.output
+    assert sub_requests(server) == 0
+    assert not out.halted
+
+
+def test_a_batch_larger_than_the_budget_is_refused_before_any_call(stub: Any) -> None:
+    server = stub(Script(["unused"]))
+    sandbox = broker_box(server, budget=10)
+    out = sandbox.run("await llm_batch([f'item {i}' for i in range(50)])")
+    assert "sub-call budget exhausted: 50 requested, 10 of 10 left (max_sub_calls)" in out.output
+    assert sub_requests(server) == 0
+
+
+@pytest.mark.parametrize("max_depth", [1, 2])
+def test_a_50mb_prompt_is_refused_at_every_depth(stub: Any, max_depth: int) -> None:
+    server = stub(Script(["unused"]))
+    sandbox = broker_box(server, max_depth=max_depth)
+    out = sandbox.run("await llm_query('x' * 50_000_000)")
+    assert (
+        "prompt of 50,000,000 characters exceeds max_prompt_chars=10,000,000: pass a slice"
+        in out.output
+    )
+    assert sub_requests(server) == 0
+    assert not out.halted
+
+
+def test_a_prompt_over_the_window_is_refused_with_the_chunk_size(stub: Any) -> None:
+    server = stub(Script(["unused"]))
+    sandbox = broker_box(server, sub_model_window_tokens=1_000)
+    out = sandbox.run("r = await llm_batch(['y' * 5_000, 'short'])\nprint(r)")
+    assert "split it into chunks of at most 3,000 characters" in out.output
+    assert "echo:short" in out.output  # the other item of the batch was still answered
+    assert sub_requests(server) == 1
+
+
+def test_an_endless_llm_query_loop_stops_at_the_sub_call_budget(stub: Any) -> None:
+    server = stub(Script(["unused"], sub=lambda prompt: "ok"))
+    sandbox = broker_box(server, budget=5)
+    code = "n = 0\nwhile True:\n    await llm_query(f'call {n}')\n    n += 1"
+    out = sandbox.run(code)
+    assert "sub-call budget exhausted: 1 requested, 0 of 5 left (max_sub_calls)" in out.output
+    assert sandbox.run("print(n)").stdout == "5\n"
+    assert sub_requests(server) == 5
+
+
+def test_recursion_through_llm_query_stops_at_max_depth(stub: Any) -> None:
+    """Every level asks llm_query again; only max_depth levels become sub-RLMs."""
+    dive = tool("r = await llm_query('dive ' + context[:30])\nFINAL(r)")
+    server = stub(Script([dive], sub=lambda prompt: "bottom", child=[dive]))
+    result = answer("q", "ctx", **fast_settings(server, max_depth=3))
+    assert (result.answer, result.status) == ("bottom", "answered")
+    children = [r for r in server.requests if r.body and is_child(r.body)]
+    plain = [r for r in server.requests if r.body and not is_root_request(r.body)]
+    assert len(children) == 2  # depth 1 and depth 2 each ran one root step
+    assert len(plain) == 1  # depth 2's sub-call was a plain model call
+
+
+def test_recursion_that_never_ends_is_capped_by_the_shared_budget(stub: Any) -> None:
+    loop = tool("n = 0\nwhile True:\n    n += 1\n    await llm_query(f'again {n} {len(context)}')")
+    server = stub(Script([loop, "FINAL(gave up)"], child=[loop, "FINAL(child done)"]))
+    result = answer("q", "ctx", **fast_settings(server, max_depth=3, max_sub_calls=6))
+    assert result.status == "answered"
+    assert result.sub_calls <= 6
+    shown = json.dumps(server.requests[-1].body)
+    assert "sub-call budget exhausted" in shown
+
+
+def test_a_loop_on_one_cached_prompt_is_stopped_by_the_cpu_brake(stub: Any) -> None:
+    """Repeated prompts are answered from the cache for free, so fuel is what stops it."""
+    server = stub(Script(["unused"], sub=lambda prompt: "same"))
+    settings = Settings(**fast_settings(server, cell_cpu_instructions=5_000_000_000))
+    sandbox = Sandbox(store_value("ctx"), Limits(120.0, 5_000_000_000, 512))
+    sandbox.handler = SubCallBroker(settings, Budget(1_000))
+    out = sandbox.run("while True:\n    await llm_query('same prompt')")
+    assert out.halted and out.error.startswith("ResourceLimitError")
+    assert sub_requests(server) == 1
