@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import Field, fields
 from pathlib import Path
@@ -27,7 +28,15 @@ from langgraph.types import StateSnapshot
 from rlm_graph import demo
 from rlm_graph.api import STREAM_MODES, RLMResult, open_trace, result_from, run_config, stream_into
 from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, blob_dir, blob_name, store_path, store_value
+from rlm_graph.context_store import (
+    ContextError,
+    ContextWarning,
+    blob_dir,
+    blob_name,
+    store_path,
+    store_stream,
+    store_value,
+)
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
 from rlm_graph.official_log import is_official, parse_official, to_trajectory, write_official
@@ -215,16 +224,26 @@ def check_models(settings: Settings) -> None:
 def read_context(source: str, stdin: TextIO) -> ContextRef:
     """Store the context named on the command line ('-' is stdin) and return its reference.
 
-    stdin is read as bytes and decoded leniently: piped logs often hold a stray byte.
+    stdin is streamed as bytes and decoded leniently: piped logs often hold a stray
+    byte. What was replaced (or an empty context) is said on stderr in one line.
     """
-    try:
-        if source == "-":
-            if stdin.isatty():
-                print("rlm: reading the context from stdin; end it with Ctrl-D", file=sys.stderr)
-            return store_value(stdin.buffer.read())
-        return store_path(Path(source))
-    except ContextError as exc:
-        raise UsageError(str(exc)) from exc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ContextWarning)
+        try:
+            if source == "-":
+                if stdin.isatty():
+                    print(
+                        "rlm: reading the context from stdin; end it with Ctrl-D", file=sys.stderr
+                    )
+                ref = store_stream(stdin.buffer, "stdin")
+            else:
+                ref = store_path(Path(source))
+        except ContextError as exc:
+            raise UsageError(str(exc)) from exc
+    for warning in caught:
+        if issubclass(warning.category, ContextWarning):
+            print(f"rlm: warning: {warning.message}", file=sys.stderr)
+    return ref
 
 
 def print_answer(result: RLMResult, as_json: bool) -> None:

@@ -17,8 +17,11 @@ import json
 import os
 import re
 import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from rlm_graph.state import ContextRef
 from rlm_graph.truncation import preview
@@ -31,10 +34,54 @@ _KINDS = ("text", "json", "directory")
 _CHUNK = 1 << 20
 # Bytes per store record: small enough for any store's value limits once base64'd.
 _SHARE_CHUNK = 4 << 20
+# The sandbox is wasm32: its largest string is about 2.1 GB (measured), so a larger
+# context could never be loaded. Refusing it up front saves copying it first.
+MAX_CONTEXT_BYTES = 2_000_000_000
+# Parsing or printing nesting deeper than ~2,000 levels inside the sandbox overflows
+# eryx's native stack and aborts the host process (measured, pyeryx 0.11): the host
+# refuses such JSON before the sandbox ever parses it.
+MAX_JSON_DEPTH = 500
 
 
 class ContextError(ValueError):
     """The context given cannot be used; the message says why and what to do."""
+
+
+class ContextWarning(UserWarning):
+    """The context is used, but not exactly as given (bytes replaced, or it is empty)."""
+
+
+_decoding = threading.local()
+
+
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    """The ``replace`` error handler, counting what it replaced in this thread."""
+    assert isinstance(error, UnicodeDecodeError)
+    _decoding.replaced = getattr(_decoding, "replaced", 0) + 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("rlm-replace", _replace_and_count)
+
+
+class _Lenient:
+    """Decode UTF-8 with U+FFFD for bad bytes, then warn once with how many were bad."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> _Lenient:
+        _decoding.replaced = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and (count := getattr(_decoding, "replaced", 0)):
+            warnings.warn(
+                f"{self.what} is not valid UTF-8: replaced {count:,} invalid byte "
+                "sequence(s) with U+FFFD",
+                ContextWarning,
+                stacklevel=3,
+            )
 
 
 def home() -> Path:
@@ -130,10 +177,51 @@ def _temp_file() -> Path:
     return Path(name)
 
 
+def _warn_if_empty(ref: ContextRef) -> ContextRef:
+    """An empty context is allowed (a sub-call's prompt may be empty), but worth a word."""
+    if ref["length"] == 0:
+        warnings.warn(
+            "the context is empty: the model can only answer from the question",
+            ContextWarning,
+            stacklevel=3,
+        )
+    return ref
+
+
+def nesting_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and dicts nest in ``value``, counted without recursion.
+
+    Stops counting once past ``limit``: the answer is then only "too deep".
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _too_deep(what: str) -> ContextError:
+    return ContextError(
+        f"{what} nests lists/objects more than {MAX_JSON_DEPTH} levels deep, more than "
+        "the sandbox can parse safely: flatten it, or pass it as text"
+    )
+
+
 def store_value(value: Any) -> ContextRef:
     """Store an in-memory context: text, bytes (decoded leniently), or JSON data."""
     if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", errors="replace")
+        with _Lenient("the context's bytes"):
+            value = bytes(value).decode("utf-8", errors="rlm-replace")
     kind: Literal["text", "json"]
     if isinstance(value, str):
         kind = "text"
@@ -141,6 +229,8 @@ def store_value(value: Any) -> ContextRef:
         length = len(value)
         shown = preview(value, PREVIEW_CHARS)
     else:
+        if nesting_depth(value) > MAX_JSON_DEPTH:
+            raise _too_deep("the context")
         try:
             text = json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
@@ -155,12 +245,21 @@ def store_value(value: Any) -> ContextRef:
     ref = ContextRef(
         hash=digest, kind=kind, length=length, type_name=type(value).__name__, preview=shown
     )
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise _too_large("the context", len(data))
     target = blob_dir(ref) / blob_name(ref)
     if not target.exists():
         tmp = _temp_file()
         tmp.write_bytes(data)
         _publish(tmp, digest, blob_name(ref))
-    return ref
+    return _warn_if_empty(ref)
+
+
+def _too_large(what: str, size: int) -> ContextError:
+    return ContextError(
+        f"{what} holds {size:,} bytes or more, over the sandbox's limit of "
+        f"{MAX_CONTEXT_BYTES:,} (wasm32 strings): split it and ask about the parts"
+    )
 
 
 def store_path(path: str | os.PathLike[str]) -> ContextRef:
@@ -177,21 +276,23 @@ def store_path(path: str | os.PathLike[str]) -> ContextRef:
         ref = store_value(read_directory(source))
         ref["kind"] = "directory"
         return ref
+    if not source.is_file():
+        raise ContextError(f"context path {str(source)!r} is not a regular file or a folder")
+    if (size := source.stat().st_size) > MAX_CONTEXT_BYTES:
+        raise _too_large(f"context file {str(source)!r}", size)
     seen = _seen_path(source)
     if seen.exists():
         known: ContextRef = json.loads(seen.read_text())
         if (blob_dir(known) / blob_name(known)).exists():
             return known
     if source.suffix.lower() == ".json":
-        try:
-            ref = store_value(json.loads(source.read_text(encoding="utf-8", errors="replace")))
-        except json.JSONDecodeError as exc:
-            raise ContextError(
-                f"context file {str(source)!r} is not valid JSON ({exc}); rename it "
-                "(e.g. .txt) to read it as text"
-            ) from exc
+        ref = store_value(_parse_json_file(source))
     else:
-        ref = _store_text_file(source)
+        try:
+            with source.open("rb") as reader:
+                ref = store_stream(reader, f"context file {str(source)!r}")
+        except OSError as exc:
+            raise ContextError(f"cannot read context file {str(source)!r}: {exc}") from exc
     seen.parent.mkdir(parents=True, exist_ok=True)
     tmp = seen.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(ref))
@@ -210,29 +311,53 @@ def _seen_path(source: Path) -> Path:
     return home() / "paths" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
 
-def _store_text_file(source: Path) -> ContextRef:
+def _parse_json_file(source: Path) -> Any:
+    what = f"context file {str(source)!r}"
+    try:
+        with _Lenient(what):
+            text = source.read_bytes().decode("utf-8", errors="rlm-replace")
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContextError(
+            f"{what} is not valid JSON ({exc}); rename it (e.g. .txt) to read it as text"
+        ) from exc
+    except RecursionError as exc:
+        raise _too_deep(what) from exc
+    except OSError as exc:
+        raise ContextError(f"cannot read {what}: {exc}") from exc
+
+
+def _decoded(reader: IO[bytes], what: str) -> Iterator[str]:
+    """The text of a byte stream, chunk by chunk, never more than the sandbox can hold."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="rlm-replace")
+    size = 0
+    with _Lenient(what):
+        while chunk := reader.read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_CONTEXT_BYTES:
+                raise _too_large(what, size)
+            yield decoder.decode(chunk)
+        yield decoder.decode(b"", final=True)
+
+
+def store_stream(reader: IO[bytes], what: str = "the context") -> ContextRef:
+    """Store text read from a byte stream (a file, stdin) without holding it in memory."""
     hasher = hashlib.sha256(b"text\0")
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     length = 0
     head = ""
     tmp = _temp_file()
     try:
-        with source.open("rb") as reader, tmp.open("wb") as writer:
-            while chunk := reader.read(_CHUNK):
-                text = decoder.decode(chunk)
+        with tmp.open("wb") as writer:
+            for text in _decoded(reader, what):
                 encoded = text.encode("utf-8", errors="surrogatepass")
                 hasher.update(encoded)
                 writer.write(encoded)
                 length += len(text)
                 if len(head) <= PREVIEW_CHARS:
                     head += text[: PREVIEW_CHARS + 1]
-            tail = decoder.decode(b"", final=True)
-            hasher.update(tail.encode("utf-8"))
-            writer.write(tail.encode("utf-8"))
-            length += len(tail)
-    except OSError as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise ContextError(f"cannot read context file {str(source)!r}: {exc}") from exc
+        raise
     ref = ContextRef(
         hash=hasher.hexdigest(),
         kind="text",
@@ -241,12 +366,16 @@ def _store_text_file(source: Path) -> ContextRef:
         preview=preview(head, PREVIEW_CHARS),
     )
     _publish(tmp, ref["hash"], blob_name(ref))
-    return ref
+    return _warn_if_empty(ref)
 
 
 def read_directory(folder: Path) -> dict[str, str]:
-    """All files below ``folder`` as ``{relative posix path: text}``, hidden ones skipped."""
+    """All files below ``folder`` as ``{relative posix path: text}``, hidden ones skipped.
+
+    Symbolic links are skipped too: a link must not pull in files from outside the folder.
+    """
     files: dict[str, str] = {}
+    total = 0
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
@@ -256,5 +385,9 @@ def read_directory(folder: Path) -> dict[str, str]:
             if file.is_symlink() or not file.is_file():
                 continue
             rel = file.relative_to(folder).as_posix()
-            files[rel] = file.read_bytes().decode("utf-8", errors="replace")
+            total += file.stat().st_size
+            if total > MAX_CONTEXT_BYTES:
+                raise _too_large(f"context folder {str(folder)!r}", total)
+            with _Lenient(f"context file {rel!r} of the folder"):
+                files[rel] = file.read_bytes().decode("utf-8", errors="rlm-replace")
     return files

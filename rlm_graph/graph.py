@@ -283,7 +283,15 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         raise ValueError("no question given: send `question` (or a human message)")
     blobs = blobs_of(runtime)
     update = begin_turn(state, question)
-    update.update(ingest_context(state, blobs))
+    try:
+        update.update(ingest_context(state, blobs))
+    except ContextError as exc:  # a missing path, bad JSON: the run ends saying which
+        update.update(
+            status="failed",
+            error=str(exc),
+            pending=Pending(code="", reply="", tool_call_id="", stop=True),
+        )
+        return update
     view: State = {**state, **update}  # type: ignore[typeddict-item]
     if not step_allowed(settings):
         update["pending"] = Pending(code="", reply="", tool_call_id="", stop=True)

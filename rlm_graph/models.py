@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from langchain.chat_models import init_chat_model
-from langchain.chat_models.base import _BUILTIN_PROVIDERS
+from langchain.chat_models.base import _BUILTIN_PROVIDERS, _attempt_infer_model_provider
 from langchain_core.language_models import BaseChatModel
 
 # Names with this prefix are models of the `llm` CLI, resolved by llm itself.
@@ -40,9 +40,13 @@ def split_model_name(name: str, base_url: str) -> tuple[str, str]:
 
 def missing_credentials(name: str, base_url: str) -> str:
     """Say which variable or flag is missing for this model, or "" when none is."""
-    provider, _ = split_model_name(name, base_url)
-    if base_url or provider not in ("openai", "") or name.startswith(LLM_PREFIX):
-        return ""
+    provider, model = split_model_name(name, base_url)
+    if (
+        base_url
+        or name.startswith(LLM_PREFIX)
+        or (provider or _attempt_infer_model_provider(model)) != "openai"
+    ):
+        return ""  # another provider's key, or a name no provider serves (load says so)
     if os.environ.get("OPENAI_API_KEY"):
         return ""
     return (
@@ -70,8 +74,9 @@ def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) 
             kwargs["stream_usage"] = True
     try:
         chat = init_chat_model(model, model_provider=provider or None, **kwargs)
-    except (ValueError, ImportError) as exc:
-        raise ModelConfigError(f"cannot use model {name!r}: {exc}") from exc
+    except (ValueError, ImportError) as exc:  # their text runs on to a provider list
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelConfigError(f"cannot use model {name!r}: {reason}") from exc
     if not isinstance(chat, BaseChatModel):
         raise ModelConfigError(f"model {name!r} did not resolve to a chat model")
     return chat

@@ -12,12 +12,22 @@ def truncate(text: str, limit: int) -> str:
     """
     if len(text) <= limit:
         return text
-    cut = len(text) - limit
-    marker = f"\n[... {cut:,} characters cut; print a narrower slice to see them ...]\n"
-    keep = max(limit - len(marker), 0)
+    # The marker counts what it replaces, and its own length changes what it replaces:
+    # shrink what is kept until the two agree (the count only grows, so this ends).
+    keep = limit
+    while True:
+        marker = _cut_marker(len(text) - keep)
+        fitted = max(limit - len(marker), 0)
+        if fitted == keep:
+            break
+        keep = fitted
     head = keep * 2 // 3
     tail = keep - head
     return text[:head] + marker + (text[-tail:] if tail else "")
+
+
+def _cut_marker(cut: int) -> str:
+    return f"\n[... {cut:,} characters cut; print a narrower slice to see them ...]\n"
 
 
 def preview(text: str, limit: int) -> str:

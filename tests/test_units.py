@@ -9,7 +9,14 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, blob_dir, check_ref, store_path, store_value
+from rlm_graph.context_store import (
+    ContextError,
+    ContextWarning,
+    blob_dir,
+    check_ref,
+    store_path,
+    store_value,
+)
 from rlm_graph.graph import begin_turn, pending_from
 from rlm_graph.models import missing_credentials, split_model_name
 from rlm_graph.replies import parse_reply
@@ -57,8 +64,8 @@ def test_truncate_keeps_head_tail_and_says_how_much() -> None:
     out = truncate(text, 300)
     assert len(out) <= 300
     assert out.startswith("H") and out.endswith("T")
-    cut = len(text) - 300
-    assert f"{cut:,} characters cut" in out
+    shown = out.count("H") + out.count("T")
+    assert f"{len(text) - shown:,} characters cut" in out
     assert truncate("short", 300) == "short"
 
 
@@ -98,13 +105,15 @@ def test_store_value_kinds_and_dedup() -> None:
     data = store_value({"k": [1]})
     assert data["kind"] == "json"
     assert json.loads((blob_dir(data) / "context.json").read_text()) == {"k": [1]}
-    lenient = store_value(b"ok \xff bad")
+    with pytest.warns(ContextWarning, match="replaced 1 invalid byte"):
+        lenient = store_value(b"ok \xff bad")
     assert "\ufffd" in lenient["preview"]
 
 
 def test_store_path_file_json_dir_and_errors(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes(b"line\n" * 1000 + b"\xfe")
-    ref = store_path(tmp_path / "a.txt")
+    with pytest.warns(ContextWarning, match="not valid UTF-8"):
+        ref = store_path(tmp_path / "a.txt")
     assert ref["kind"] == "text" and ref["length"] == 5001
     (tmp_path / "d.json").write_text('{"x": 1}')
     assert store_path(tmp_path / "d.json")["kind"] == "json"
