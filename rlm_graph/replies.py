@@ -55,9 +55,31 @@ def _strip_fences(text: str) -> str:
     return _FENCE.sub("", text)
 
 
+def cut_off(message: AIMessage) -> str:
+    """Why a reply stopped before its end, or "" when it is complete.
+
+    The client repairs the half of a tool call's JSON that arrived into valid arguments,
+    so a cut-off reply looks like a shorter program: running it would execute code the
+    model never finished. OpenAI-compatible replies always end with a finish_reason; a
+    stream that broke off has none.
+    """
+    meta = message.response_metadata or {}
+    if meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens":
+        return "it reached the output token limit"
+    if meta.get("model_provider") == "openai" and not meta.get("finish_reason"):
+        return "the connection ended before the reply was complete"
+    return ""
+
+
 def parse_reply(message: AIMessage) -> ParsedReply:
     """Extract code and final-answer claims from one root-model reply."""
     text = message_text(message)
+    if reason := cut_off(message):
+        return ParsedReply(
+            text=text,
+            problem=f"your reply was cut off ({reason}), so none of it was run: send it "
+            "again, shorter if needed",
+        )
     codes: list[str] = []
     tool_call_id = ""
     problem = ""

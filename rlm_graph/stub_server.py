@@ -73,6 +73,8 @@ class StubReply:
     """For SSE: send about half the chunks, then close the connection without ``[DONE]``."""
     drop_connection: bool = False
     """Reset the connection without sending any response."""
+    finish_reason: str = ""
+    """Override the finish reason, e.g. ``"length"`` for a reply cut at the token limit."""
 
 
 Responder = Callable[[dict[str, Any]], StubReply | str]
@@ -208,6 +210,10 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
         status, ("server_error" if status >= 500 else "invalid_request_error", None)
     )
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _finish_reason(reply: StubReply, calls: list[dict[str, Any]]) -> str:
+    return reply.finish_reason or ("tool_calls" if calls else "stop")
 
 
 def _dumps(obj: Any) -> bytes:
@@ -494,7 +500,7 @@ class StubServer:
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if calls else "stop",
+                    "finish_reason": _finish_reason(reply, calls),
                     "logprobs": None,
                 }
             ],
@@ -525,7 +531,7 @@ class StubServer:
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
                 for piece in _split(function["arguments"], 2)
             ]
-        chunks.append(chunk({}, "tool_calls" if calls else "stop"))
+        chunks.append(chunk({}, _finish_reason(reply, calls)))
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**envelope, "choices": [], "usage": self._usage(body, reply, calls)})
         return chunks
