@@ -136,14 +136,21 @@ class _Capture:
         self.written = 0
 
     def write(self, chunk: bytes) -> None:
+        half = self._limit // 2
+        tail_room = self._limit - half
         with self._lock:
             self.written += len(chunk)
-            if self._size < self._limit // 2:
-                self._head.append(chunk)
-                self._size += len(chunk)
+            room = half - self._size
+            if room > 0:
+                self._head.append(chunk[:room])
+                self._size += min(room, len(chunk))
+                chunk = chunk[room:]
+            if len(chunk) > tail_room:  # one huge print: never hold more than the limit
+                self._dropped += len(self._tail) + len(chunk) - tail_room
+                self._tail = bytearray(chunk[len(chunk) - tail_room :])
                 return
             self._tail += chunk
-            excess = len(self._tail) - self._limit // 2
+            excess = len(self._tail) - tail_room
             if excess > 0:
                 del self._tail[:excess]
                 self._dropped += excess
@@ -151,22 +158,43 @@ class _Capture:
     def take(self) -> str:
         """Return the captured text and start over.
 
-        The cut is byte-wise, so the tail may start inside a UTF-8 character: its
-        leftover continuation bytes are dropped (and counted) rather than shown as U+FFFD.
+        The cut is byte-wise and chunks may end inside a UTF-8 character, so the kept
+        head ends and the kept tail starts on whole characters: the bytes of a character
+        split by the cut count as dropped instead of showing up as U+FFFD.
         """
         with self._lock:
-            head = b"".join(self._head).decode("utf-8", errors="replace")
-            start = 0
-            if self._dropped:
-                while start < min(len(self._tail), 3) and self._tail[start] & 0xC0 == 0x80:
-                    start += 1
-            tail = bytes(self._tail[start:]).decode("utf-8", errors="replace")
-            dropped = self._dropped + start
+            head, tail, dropped = b"".join(self._head), bytes(self._tail), self._dropped
             self._head, self._tail, self._size, self._dropped = [], bytearray(), 0, 0
             self.written = 0
-        if dropped:
-            return f"{head}\n[... {dropped:,} bytes of output dropped ...]\n{tail}"
-        return head + tail
+        if not dropped:
+            return (head + tail).decode("utf-8", errors="replace")
+        kept_head, kept_tail = _whole_prefix(head), _whole_suffix(tail)
+        dropped += len(head) - len(kept_head) + len(tail) - len(kept_tail)
+        return (
+            f"{kept_head.decode('utf-8', errors='replace')}\n"
+            f"[... {dropped:,} bytes of output dropped ...]\n"
+            f"{kept_tail.decode('utf-8', errors='replace')}"
+        )
+
+
+def _whole_prefix(data: bytes) -> bytes:
+    """``data`` without a UTF-8 character left incomplete at its end."""
+    for back in range(1, min(len(data), 4) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the start of the last character
+            needed = (
+                1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            )
+            return data if back >= needed else data[:-back]
+    return data
+
+
+def _whole_suffix(data: bytes) -> bytes:
+    """``data`` without the continuation bytes of a character that began before it."""
+    start = 0
+    while start < min(len(data), 3) and data[start] & 0xC0 == 0x80:
+        start += 1
+    return data[start:]
 
 
 def _factory_path() -> str:
