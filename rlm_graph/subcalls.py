@@ -54,9 +54,22 @@ class ChildResult:
 RunChild = Callable[[str, Settings, Emit | None], Awaitable[ChildResult]]
 
 
-@cache
+_LOOP_LOCK = threading.Lock()
+
+
 def background_loop() -> asyncio.AbstractEventLoop:
-    """The process's sub-call loop, started on first use in a daemon thread."""
+    """The process's sub-call loop, started on first use in a daemon thread.
+
+    Locked, because ``functools.cache`` is not: 32 runs starting at once each made a
+    loop of their own, and the model clients they share, bound to one loop, then
+    failed on the others ("Event ... is bound to a different event loop").
+    """
+    with _LOOP_LOCK:
+        return _start_loop()
+
+
+@cache
+def _start_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     loop.set_default_executor(ThreadPoolExecutor(_EXECUTOR_THREADS, "rlm-subcall"))
     threading.Thread(target=loop.run_forever, name="rlm-subcalls", daemon=True).start()
