@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 
 def truncate(text: str, limit: int) -> str:
     """Keep the head and tail of ``text`` within ``limit`` characters.
@@ -41,4 +44,21 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     Used wherever an error crosses to a model or a terminal: no traceback, no paths.
     """
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+    text = f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+    return redact_secrets(text)
+
+
+# Environment variables whose values must never reach a model, the sandbox or a log line.
+_SECRET_NAMES = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(API_KEY|SECRET_KEY)$")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the value of every key-like environment variable blanked out.
+
+    Provider errors quote what they were sent (an HTTP 401 may echo the key), and such
+    errors are shown to the model and, through its code, could be sent anywhere.
+    """
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_NAMES.search(name.upper()) and value in text:
+            text = text.replace(value, f"[{name} redacted]")
+    return text

@@ -22,6 +22,7 @@ from rlm_graph import answer
 from rlm_graph.context_store import blob_dir, store_value
 from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox, SandboxRegistry
 from rlm_graph.state import Cell
+from rlm_graph.stub_server import StubReply
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(cell_timeout=10.0, cpu_instructions=5_000_000_000, memory_mb=512)
@@ -388,4 +389,13 @@ def test_api_keys_never_reach_sub_call_prompts_or_the_answer(stub: Any) -> None:
     assert any("env: {" in json.dumps(r.body) for r in server.requests)
     for request in server.requests:
         assert SECRET not in json.dumps(request.body)
+    assert SECRET not in json.dumps(result.state, default=str)
+
+
+def test_a_provider_error_echoing_the_key_reaches_the_guest_redacted(stub: Any) -> None:
+    echoed = StubReply(status=401, error=f"Incorrect API key provided: {SECRET}")
+    code = "try:\n    await llm_query('hi')\nexcept SubCallFailed as exc:\n    FINAL(str(exc))"
+    server = stub(Script([tool(code)], sub=lambda prompt: echoed))
+    result = answer("q", "ctx", **fast_settings(server))
+    assert "Incorrect API key provided: [OPENAI_API_KEY redacted]" in result.answer
     assert SECRET not in json.dumps(result.state, default=str)
