@@ -89,7 +89,7 @@ def test_a_root_model_that_times_out_fails_the_run_and_asking_again_resumes_it(
     assert state["error"].startswith("root model call failed: OpenAITimeoutError")
     assert "\n" not in state["error"]
     cells = graph.get_state(config).values["cells"]
-    assert [c["code"] for c in cells] == ["keep = 41"]  # the first cell is kept
+    assert [(c["kind"], c["halted"]) for c in cells] == [("model", False)]  # kept
 
     down["on"] = False
     state = graph.invoke({"question": "q"}, config, context=settings)

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 from support import Script, fast_settings, tool
+from test_sandbox import Echo, loader, saved
 
 from rlm_graph import answer
 from rlm_graph.context_store import blob_dir, store_value
 from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox, SandboxRegistry
-from rlm_graph.state import Cell
+from rlm_graph.state import CellRef
 from rlm_graph.stub_server import StubReply
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +31,6 @@ SECRET = "sk-host-secret-" + uuid.uuid4().hex
 # Each halt gets the other brake far out of reach, so a slow machine cannot swap them.
 FUEL_ONLY = Limits(cell_timeout=120.0, cpu_instructions=5_000_000_000, memory_mb=512)
 WALL_ONLY = Limits(cell_timeout=2.0, cpu_instructions=10**13, memory_mb=512)
-
-
-class Echo:
-    """A sub-call handler that answers every prompt with itself."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-
-    def query(self, prompt: str) -> dict[str, Any]:
-        self.prompts.append(prompt)
-        return {"ok": True, "value": f"<{prompt}>"}
-
-    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
-        return [self.query(p) for p in prompts]
 
 
 class Exploding:
@@ -68,22 +55,6 @@ def box() -> Sandbox:
     sandbox = Sandbox(store_value("hello context"), LIMITS)
     sandbox.handler = Echo()
     return sandbox
-
-
-def cell(code: str, journal: list[Any], halted: bool) -> Cell:
-    return Cell(
-        kind="model",
-        turn=1,
-        code=code,
-        reply="",
-        tool_call_id="",
-        output="",
-        error="",
-        halted=halted,
-        journal=journal,
-        sub_calls=0,
-        seconds=0.0,
-    )
 
 
 # -- host files ---------------------------------------------------------------------------
@@ -181,7 +152,7 @@ def test_raw_callbacks_with_bad_arguments_are_refused_cleanly(
     out = box.run(f"print({code})")
     assert message in out.stdout
     assert "Traceback" not in out.output
-    assert box.handler.prompts == []  # type: ignore[attr-defined]
+    assert box.handler.calls == []  # type: ignore[attr-defined]
 
 
 # -- processes, sockets, DNS, native code --------------------------------------------------
@@ -288,20 +259,20 @@ def test_runaway_code_is_contained_and_earlier_variables_survive(
     registry = SandboxRegistry()
     ref = store_value("hello context")
     handler = Echo()
-    cells: list[Cell] = []
+    cells: list[CellRef] = []
     first = "keep = [1, 2, 3]\nr = await llm_query('q')"
     for step in (first, "lost = 1\n" + code):
-        with registry.checkout("hostile", ref, cells, limits, handler) as sandbox:
-            out = sandbox.run(step)
-            done = cell(step, out.journal, halted=out.halted)
+        with registry.checkout("hostile", ref, cells, limits, handler, loader("hostile")) as box:
+            out = box.run(step)
+            done = saved("hostile", step, out.journal, halted=out.halted)
             registry.record("hostile", done)
             cells.append(done)
     assert told in out.output, out.output[-500:]
     assert out.halted is halts
     assert len(out.output) < 2 * CAPTURE_LIMIT
-    with registry.checkout("hostile", ref, cells, limits, handler) as again:
+    with registry.checkout("hostile", ref, cells, limits, handler, loader("hostile")) as again:
         assert again.run("print(keep, r)").stdout == "[1, 2, 3] <q>\n"
-    assert handler.prompts == ["q"]  # a rebuild serves the sub-call from the journal
+    assert handler.calls == ["q"]  # a rebuild serves the sub-call from the journal
 
 
 def test_printing_a_gigabyte_is_reported_as_such_when_it_breaks_the_cell() -> None:
