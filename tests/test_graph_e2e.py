@@ -326,8 +326,10 @@ def test_bad_settings_are_rejected_with_one_line() -> None:
 
 def test_no_context_is_a_clear_error(stub: Any) -> None:
     server = stub(Script(["FINAL(x)"]))
-    with pytest.raises(ValueError, match="no context given"):
-        answer("q", **fast_settings(server))
+    result = answer("q", **fast_settings(server))
+    assert result.status == "failed"
+    assert result.error.startswith("no context given: send `context`")
+    assert server.requests == []
 
 
 def test_regex_helper_sanity() -> None:
