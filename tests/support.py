@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rlm_graph.prompts import CHILD_QUESTION
@@ -16,7 +20,15 @@ from rlm_graph.stub_server import (
 from rlm_graph.stub_server import fenced_reply as fenced
 from rlm_graph.stub_server import tool_reply as tool
 
-__all__ = ["Script", "fast_settings", "fenced", "is_child", "replies_so_far", "tool"]
+__all__ = [
+    "Script",
+    "fast_settings",
+    "fenced",
+    "is_child",
+    "python_probe",
+    "replies_so_far",
+    "tool",
+]
 
 SubAnswer = Callable[[str], StubReply | str]
 
@@ -62,3 +74,18 @@ def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:
     }
     settings.update(overrides)
     return settings
+
+
+def python_probe(code: str, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports this checkout's rlm_graph.
+
+    For what one process cannot show about itself: a crash, a first use, its memory.
+    """
+    project = str(Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": project, **env},
+    )

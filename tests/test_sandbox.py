@@ -9,8 +9,15 @@ import pytest
 from rlm_graph.blobs import Blobs
 from rlm_graph.context_store import store_value
 from rlm_graph.records import load_cells, save_cell
-from rlm_graph.sandbox import Limits, LoadCells, Sandbox, SandboxRegistry, replayable
-from rlm_graph.state import Cell, CellRef
+from rlm_graph.sandbox import (
+    CellOutcome,
+    Limits,
+    LoadCells,
+    Sandbox,
+    SandboxRegistry,
+    replayable,
+)
+from rlm_graph.state import Cell, CellRef, ContextRef
 
 LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
 
@@ -52,6 +59,25 @@ def saved(sandbox_id: str, code: str, journal: list[Any], halted: bool = False) 
 
 def loader(sandbox_id: str) -> LoadCells:
     return lambda refs: load_cells(BLOBS, sandbox_id, refs)
+
+
+def run_cells(
+    registry: SandboxRegistry,
+    sandbox_id: str,
+    ref: ContextRef,
+    steps: list[str],
+    limits: Limits,
+    handler: Echo,
+) -> tuple[list[CellRef], CellOutcome, Sandbox]:
+    """Run ``steps`` as the consecutive cells of one thread, the way the graph does."""
+    cells: list[CellRef] = []
+    for step in steps:
+        with registry.checkout(sandbox_id, ref, cells, limits, handler, loader(sandbox_id)) as box:
+            out = box.run(step)
+            done = saved(sandbox_id, step, out.journal, halted=out.halted)
+            registry.record(sandbox_id, done)
+            cells.append(done)
+    return cells, out, box
 
 
 @pytest.fixture
@@ -98,39 +124,6 @@ def test_exceptions_keep_output_and_hide_eryx_frames(sandbox: Sandbox) -> None:
     assert "ValueError: boom" in out.output
     assert "_eryx_exec" not in out.output
     assert not out.halted
-
-
-# Each halt gets the other brake far out of reach, so a slow machine cannot swap them.
-FUEL_ONLY = Limits(cell_timeout=120.0, cpu_instructions=5_000_000_000, memory_mb=512)
-WALL_ONLY = Limits(cell_timeout=2.0, cpu_instructions=10**13, memory_mb=512)
-
-
-@pytest.mark.parametrize(
-    ("code", "reason", "limits"),
-    [
-        ("while True: pass", "ResourceLimitError", FUEL_ONLY),
-        ("import time\ntime.sleep(60)", "TimeoutError", WALL_ONLY),
-        ("import sys\nsys.exit(3)", "SystemExit", LIMITS),
-    ],
-)
-def test_halts_keep_earlier_variables(code: str, reason: str, limits: Limits) -> None:
-    registry = SandboxRegistry()
-    ref = store_value("hello context")
-    handler = Echo()
-    cells: list[CellRef] = []
-    first = "keep = [1, 2, 3]\nr = await llm_query('q')\ndef f():\n    return sum(keep) + len(r)"
-    for step in (first, "lost = 1\n" + code):
-        with registry.checkout("halts", ref, cells, limits, handler, loader("halts")) as box:
-            out = box.run(step)
-            done = saved("halts", step, out.journal, halted=out.halted)
-            registry.record("halts", done)
-            cells.append(done)
-    assert out.halted and box.broken
-    assert out.error.startswith(reason)
-    with registry.checkout("halts", ref, cells, limits, handler, loader("halts")) as rebuilt:
-        assert rebuilt is not box
-        assert rebuilt.run("print(f(), len(context), 'lost' in dir())").stdout == "9 13 False\n"
-    assert handler.calls == ["q"]  # the rebuild served the sub-call from the journal
 
 
 def test_sub_calls_reach_the_handler_and_are_journaled(sandbox: Sandbox) -> None:

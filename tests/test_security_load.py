@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Script, fast_settings, tool
+from support import Script, fast_settings, python_probe, tool
 from test_langgraph_dev import RUN_TIMEOUT, DevServer, dev_server  # noqa: F401 (a fixture)
 
 from rlm_graph import RLMResult, aanswer, answer
@@ -97,13 +94,7 @@ print(len(set(loops)))
 
 def test_runs_starting_at_once_share_one_sub_call_loop() -> None:
     """In a fresh process: the first sub-calls of concurrent runs must not race."""
-    done = subprocess.run(
-        [sys.executable, "-c", LOOP_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-    )
+    done = python_probe(LOOP_PROBE, timeout=60)
     assert done.stdout.strip() == "1", done.stderr[-1_000:]
 
 
@@ -147,11 +138,8 @@ def test_memory_returns_to_baseline_after_64_runs() -> None:
     (measured: +480 MB after a burst of 32, flat after later bursts);
     ERYX_POOL_KEEP_RESIDENT_MB=0 makes it hand the memory back, which this measures.
     """
-    env = {**os.environ, "ERYX_POOL_KEEP_RESIDENT_MB": "0", "PYTHONPATH": str(PROJECT_ROOT)}
     probe = MEMORY_PROBE.format(tests=str(PROJECT_ROOT / "tests"))
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env
-    )
+    done = python_probe(probe, timeout=300, ERYX_POOL_KEEP_RESIDENT_MB="0")
     assert done.returncode == 0, done.stderr[-2_000:]
     memory = json.loads(done.stdout.strip().splitlines()[-1])
     assert memory["after"] <= 1.10 * memory["baseline"], memory

@@ -7,22 +7,18 @@ bottom show that a run survives them with the model told what happened.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Script, fast_settings, tool
-from test_sandbox import Echo, loader, saved
+from support import Script, fast_settings, python_probe, tool
+from test_sandbox import Echo, loader, run_cells
 
 from rlm_graph import answer
 from rlm_graph.context_store import blob_dir, store_value
 from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox, SandboxRegistry
-from rlm_graph.state import CellRef
 from rlm_graph.stub_server import StubReply
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -259,19 +255,17 @@ def test_runaway_code_is_contained_and_earlier_variables_survive(
     registry = SandboxRegistry()
     ref = store_value("hello context")
     handler = Echo()
-    cells: list[CellRef] = []
-    first = "keep = [1, 2, 3]\nr = await llm_query('q')"
-    for step in (first, "lost = 1\n" + code):
-        with registry.checkout("hostile", ref, cells, limits, handler, loader("hostile")) as box:
-            out = box.run(step)
-            done = saved("hostile", step, out.journal, halted=out.halted)
-            registry.record("hostile", done)
-            cells.append(done)
+    first = "keep = [1, 2, 3]\nr = await llm_query('q')\ndef f():\n    return sum(keep) + len(r)"
+    cells, out, box = run_cells(
+        registry, "hostile", ref, [first, "lost = 1\n" + code], limits, handler
+    )
     assert told in out.output, out.output[-500:]
-    assert out.halted is halts
+    assert out.halted is halts and box.broken is halts
     assert len(out.output) < 2 * CAPTURE_LIMIT
     with registry.checkout("hostile", ref, cells, limits, handler, loader("hostile")) as again:
-        assert again.run("print(keep, r)").stdout == "[1, 2, 3] <q>\n"
+        assert (again is not box) is halts  # a halted session is rebuilt by replay
+        shown = again.run("print(f(), len(context), 'lost' in dir())").stdout
+    assert shown == f"9 13 {not halts}\n"  # a halted cell's own variables are gone
     assert handler.calls == ["q"]  # a rebuild serves the sub-call from the journal
 
 
@@ -312,13 +306,7 @@ print("survived", out.error.splitlines()[-1] if out.error else out.output[-200:]
     "('execution on async fiber has overflowed its stack'); see docs/security.md",
 )
 def test_deeply_nested_data_in_guest_code_does_not_kill_the_host() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CRASH_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-    )
+    done = python_probe(CRASH_PROBE, timeout=120)
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-500:]
 
 

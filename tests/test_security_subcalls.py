@@ -33,32 +33,46 @@ def sub_requests(server: StubServer) -> int:
     return sum(1 for r in server.requests if r.body and not is_root_request(r.body))
 
 
-def test_a_batch_of_100000_prompts_is_refused_whole(stub: Any) -> None:
+@pytest.mark.parametrize(
+    ("code", "budget", "overrides", "message"),
+    [
+        pytest.param(
+            "await llm_batch([f'item {i}' for i in range(100_000)])",
+            1_000_000,
+            {},
+            "SubCallFailed: llm_batch of 100,000 prompts exceeds max_batch_size=1,000",
+            id="batch-of-100000",
+        ),
+        pytest.param(
+            "await llm_batch([f'item {i}' for i in range(50)])",
+            10,
+            {},
+            "sub-call budget exhausted: 50 requested, 10 of 10 left (max_sub_calls)",
+            id="batch-over-budget",
+        ),
+        pytest.param(
+            "await llm_query('x' * 50_000_000)",
+            1_000,
+            {"max_depth": 1},
+            "prompt of 50,000,000 characters exceeds max_prompt_chars=10,000,000: pass a slice",
+            id="50MB-prompt",
+        ),
+        pytest.param(
+            "await llm_query('x' * 50_000_000)",
+            1_000,
+            {"max_depth": 2},
+            "prompt of 50,000,000 characters exceeds max_prompt_chars=10,000,000: pass a slice",
+            id="50MB-prompt-to-a-sub-RLM",
+        ),
+    ],
+)
+def test_abuse_is_refused_before_any_model_call(
+    stub: Any, code: str, budget: int, overrides: dict[str, Any], message: str
+) -> None:
     server = stub(Script(["unused"]))
-    sandbox = broker_box(server, budget=1_000_000)
-    out = sandbox.run("await llm_batch([f'item {i}' for i in range(100_000)])")
-    assert "SubCallFailed: llm_batch of 100,000 prompts exceeds max_batch_size=1,000" in out.output
-    assert sub_requests(server) == 0
-    assert not out.halted
-
-
-def test_a_batch_larger_than_the_budget_is_refused_before_any_call(stub: Any) -> None:
-    server = stub(Script(["unused"]))
-    sandbox = broker_box(server, budget=10)
-    out = sandbox.run("await llm_batch([f'item {i}' for i in range(50)])")
-    assert "sub-call budget exhausted: 50 requested, 10 of 10 left (max_sub_calls)" in out.output
-    assert sub_requests(server) == 0
-
-
-@pytest.mark.parametrize("max_depth", [1, 2])
-def test_a_50mb_prompt_is_refused_at_every_depth(stub: Any, max_depth: int) -> None:
-    server = stub(Script(["unused"]))
-    sandbox = broker_box(server, max_depth=max_depth)
-    out = sandbox.run("await llm_query('x' * 50_000_000)")
-    assert (
-        "prompt of 50,000,000 characters exceeds max_prompt_chars=10,000,000: pass a slice"
-        in out.output
-    )
+    sandbox = broker_box(server, budget=budget, **overrides)
+    out = sandbox.run(code)
+    assert message in out.output
     assert sub_requests(server) == 0
     assert not out.halted
 
