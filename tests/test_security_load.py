@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,10 @@ def expected(i: int) -> list[Any]:
 
 
 def live_sandboxes() -> int:
+    """Sandboxes alive in this process, once any still being built in the background are."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("rlm-prepare"):
+            thread.join(timeout=60)
     gc.collect()
     return sum(1 for obj in gc.get_objects() if isinstance(obj, Sandbox))
 
