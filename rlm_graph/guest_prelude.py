@@ -102,12 +102,13 @@ def _rlm_bind_context(path, kind):
 def _rlm_collect():
     """Report (and clear) a final answer given by FINAL, FINAL_VAR or the answer dict."""
     global _rlm_result
-    found = None
+    _rlm_result = None
     if _rlm_final:
-        found = {"value": _rlm_jsonable(_rlm_final[0])}
-        _rlm_final.clear()
+        value = _rlm_final.pop()  # cleared first: an answer that fails to convert
     elif isinstance(answer, dict) and answer.get("ready"):
-        found = {"value": _rlm_jsonable(answer.get("content"))}
-        answer["ready"] = False
-    _rlm_result = found
+        answer["ready"] = False  # must not fail again at every later cell
+        value = answer.get("content")
+    else:
+        return
+    _rlm_result = {"value": _rlm_jsonable(value)}
 '''

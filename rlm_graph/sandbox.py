@@ -42,6 +42,10 @@ CONTEXT_MOUNT = "/ctx"
 # Output kept per stream and cell before the middle is dropped: printing a gigabyte
 # must not take the host's memory with it.
 CAPTURE_LIMIT = 4_000_000
+# What the model reads after a halt: what survived and what did not.
+REBUILT = "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not."
+# Largest answer (as JSON) taken from FINAL: it is stored in state and every checkpoint.
+MAX_ANSWER_BYTES = 16 << 20
 # Registry hygiene for long-lived servers: idle sessions are closed, and at most this
 # many stay live (a closed one is rebuilt from state when its thread comes back).
 IDLE_SECONDS = 1_800.0
@@ -251,11 +255,7 @@ def clean_error(error: Exception | None, limits: Limits, printed: int = 0) -> tu
         reason = f"SandboxError: {text.splitlines()[0] if text else type(error).__name__}"
         if printed > CAPTURE_LIMIT:
             reason += f" after the cell printed {printed:,} bytes (print less)"
-    return (
-        reason
-        + "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not.",
-        True,
-    )
+    return reason + REBUILT, True
 
 
 class _Journal:
@@ -391,9 +391,32 @@ class Sandbox:
         if failure is not None and (halted or not self._alive()):
             self.broken = True
             return CellOutcome(stdout, stderr, error, True, entries, None, seconds)
-        collected = self._session.execute("_rlm_collect()")
-        final = json.loads(collected.result_json) if collected.result_json else None
+        final, problem = self._collect()
+        if problem and not self._alive():
+            self.broken = True
+            return CellOutcome(stdout, stderr, problem + REBUILT, True, entries, None, seconds)
+        error = "\n".join(part for part in (error, problem) if part)
         return CellOutcome(stdout, stderr, error, False, entries, final, seconds)
+
+    def _collect(self) -> tuple[dict[str, Any] | None, str]:
+        """The answer the cell gave, if any, or why it cannot be taken out of the sandbox.
+
+        The answer crosses as JSON: a huge one (measured: 200 MB) fails inside eryx, and
+        one that crosses would still land in every checkpoint of the thread.
+        """
+        try:
+            data = self._session.execute("_rlm_collect()").result_json
+        except (eryx.EryxError, TimeoutError) as exc:
+            return None, (
+                f"FinalError: the answer could not be taken out of the sandbox "
+                f"({_last_line(exc)}): answer with a smaller value"
+            )
+        if data and len(data) > MAX_ANSWER_BYTES:
+            return None, (
+                f"FinalError: the answer is {len(data):,} bytes as JSON, over the "
+                f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
+            )
+        return (json.loads(data) if data else None), ""
 
     def replay(self, cells: Sequence[Cell]) -> None:
         """Re-apply recorded cells so the session holds what it held before."""

@@ -357,3 +357,29 @@ def test_a_provider_error_echoing_the_key_reaches_the_guest_redacted(stub: Any) 
     result = answer("q", "ctx", **fast_settings(server))
     assert "Incorrect API key provided: [OPENAI_API_KEY redacted]" in result.answer
     assert SECRET not in json.dumps(result.state, default=str)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("FINAL('x' * 20_000_000)", "over the 16,777,216 an answer may hold"),
+        (
+            "class Opaque:\n    def __repr__(self):\n        raise ValueError('no repr')\n"
+            "FINAL(Opaque())",
+            "could not be taken out of the sandbox (ValueError: no repr)",
+        ),
+        (
+            "class Opaque:\n    def __repr__(self):\n        raise ValueError('no repr')\n"
+            "answer = {'content': Opaque(), 'ready': True}",
+            "could not be taken out of the sandbox (ValueError: no repr)",
+        ),
+    ],
+)
+def test_an_answer_that_cannot_leave_the_sandbox_is_an_error_not_a_crash(
+    box: Sandbox, code: str, message: str
+) -> None:
+    out = box.run(code)
+    assert out.final is None and not out.halted
+    assert out.error.startswith("FinalError: ") and message in out.error, out.error
+    again = box.run("FINAL(1)")  # nothing left half-collected
+    assert (again.final, again.error) == ({"value": 1}, "")
