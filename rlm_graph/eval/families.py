@@ -1,0 +1,25 @@
+"""Which generator makes each task family: the one place that lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rlm_graph.eval import multihop, niah, oolong
+from rlm_graph.eval.tasks import Task
+
+Generator = Callable[[int, int], Task]
+
+GENERATORS: dict[str, Generator] = {
+    "niah": niah.generate,
+    "oolong": oolong.generate,
+    "pairs": oolong.generate_pairs,
+    "multihop": multihop.generate,
+}
+FAMILIES: tuple[str, ...] = tuple(GENERATORS)
+
+
+def generate(family: str, size: int, seed: int) -> Task:
+    """The task of ``family`` at ``size`` tokens for ``seed``."""
+    if family not in GENERATORS:
+        raise ValueError(f"unknown task {family!r}: choose from {', '.join(FAMILIES)}")
+    return GENERATORS[family](size, seed)

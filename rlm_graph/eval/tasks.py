@@ -1,0 +1,64 @@
+"""What an eval task is and how big it is.
+
+A task is fully determined by (family, size, seed): generating it twice gives the same
+context, question and gold answer, so a results file can name a run by those three
+and a resumed eval regenerates exactly what it left. Sizes are in tokens at about 4
+characters per token (the ratio of English text in GPT tokenizers), written as the
+papers write them: "8k", "131k", "1m".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CHARS_PER_TOKEN = 4
+MIN_TOKENS = 8_000
+MAX_TOKENS = 10_000_000
+# How an answer is scored: see ``scoring``.
+Kind = Literal["label", "number", "comparison", "pairs", "text"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One generated question over one generated context, with its gold answer."""
+
+    family: str
+    size: int
+    seed: int
+    question: str
+    context: str
+    gold: Any
+    kind: Kind
+
+    @property
+    def target_chars(self) -> int:
+        """How long the context was meant to be."""
+        return self.size * CHARS_PER_TOKEN
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([km]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def parse_size(text: str) -> int:
+    """Tokens from "131k", "1m", "1.5m" or "8000"; a one-line ValueError otherwise."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"size {text!r} is not a token count: write e.g. 8k, 131k, 1m")
+    tokens = round(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if not MIN_TOKENS <= tokens <= MAX_TOKENS:
+        raise ValueError(
+            f"size {text!r} is out of range: use {format_size(MIN_TOKENS)} to "
+            f"{format_size(MAX_TOKENS)} tokens"
+        )
+    return tokens
+
+
+def format_size(tokens: int) -> str:
+    """The short form of a token count: 131000 -> "131k", 1000000 -> "1m"."""
+    for unit, scale in (("m", 1_000_000), ("k", 1_000)):
+        if tokens >= scale and tokens % (scale // 10) == 0:
+            return f"{tokens / scale:g}{unit}"
+    return str(tokens)
