@@ -37,6 +37,7 @@ from rlm_graph.context_store import (
     store_stream,
     store_value,
 )
+from rlm_graph.eval import command as eval_cli
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.models import ModelConfigError, load_chat_model, missing_credentials
 from rlm_graph.official_log import is_official, parse_official, to_trajectory, write_official
@@ -474,6 +475,20 @@ def export_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- rlm eval ---------------------------------------------------------------------------
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """``rlm eval``: the paper's tasks by the paper's methods, scored (``rlm_graph.eval``)."""
+    try:
+        settings = settings_from(args)
+        if not args.offline:
+            check_models(settings)
+        return eval_cli.run(args, settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -487,6 +502,30 @@ def setting_help(name: str) -> str:
     field = _setting(name)
     default = f" (default: {field.default})" if field.default != "" else ""
     return (str(field.metadata["description"]) + default).replace("%", "%%")
+
+
+def add_model_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """``--model``, the settings flags and ``--prices``, shared by ``rlm run`` and ``rlm eval``."""
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("RLM_MODEL") or _setting("model").default,
+        metavar="MODEL",
+        help="root model as provider:name, e.g. openai:gpt-5, anthropic:claude-sonnet-4-5; "
+        "with --base-url a bare name is served by that OpenAI-compatible server "
+        f"(default: $RLM_MODEL, else {_setting('model').default})",
+    )
+    for name, kind, metavar in RUN_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        if name in skip:
+            parser.set_defaults(**{name: None})
+        else:
+            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, help=setting_help(name))
+    parser.add_argument(
+        "--prices",
+        metavar="FILE",
+        help='JSON price table, {"model": {"input": $, "output": $, "cached_input": $}} per '
+        "million tokens, over the built-in one",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,17 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a text file, a .json file (parsed), a directory (read as {relative path: "
         "text}), or - for stdin",
     )
-    run.add_argument(
-        "--model",
-        default=os.environ.get("RLM_MODEL") or _setting("model").default,
-        metavar="MODEL",
-        help="root model as provider:name, e.g. openai:gpt-5, anthropic:claude-sonnet-4-5; "
-        "with --base-url a bare name is served by that OpenAI-compatible server "
-        f"(default: $RLM_MODEL, else {_setting('model').default})",
-    )
-    for name, kind, metavar in RUN_FLAGS:
-        flag = "--" + name.replace("_", "-")
-        run.add_argument(flag, dest=name, type=kind, metavar=metavar, help=setting_help(name))
+    add_model_flags(run)
     run.add_argument(
         "--checkpoint",
         metavar="FILE|URL",
@@ -535,12 +564,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="thread in the checkpoint: resume it, or ask a follow-up question that "
         "reuses its sandbox (default: a new thread, whose id is printed)",
-    )
-    run.add_argument(
-        "--prices",
-        metavar="FILE",
-        help='JSON price table, {"model": {"input": $, "output": $, "cached_input": $}} per '
-        "million tokens, over the built-in one",
     )
     run.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
@@ -573,6 +596,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     demo_parser.add_argument("--json", action="store_true", help="print one JSON object")
     demo_parser.set_defaults(handler=demo_command)
+
+    eval_parser = commands.add_parser(
+        "eval",
+        help="score the RLM against the plain model on the paper's long-context tasks",
+        description="Generate S-NIAH, OOLONG, OOLONG-Pairs and multi-hop tasks at any "
+        "size (seeded, offline), run them by the paper's methods and report accuracy, "
+        "time, tokens and dollars per method. Runs are appended to a results file as "
+        "they end, so an interrupted eval resumes. See docs/eval.md.",
+    )
+    eval_cli.add_arguments(eval_parser)
+    add_model_flags(eval_parser, skip=("max_depth",))
+    eval_parser.set_defaults(handler=eval_command)
 
     view = commands.add_parser(
         "view",

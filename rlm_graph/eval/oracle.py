@@ -46,7 +46,7 @@ def excerpt(prompt: str) -> str | None:
 def field(prompt: str, name: str) -> str:
     """A ``Name: value`` line of the request, before the excerpt."""
     head = prompt.partition("<<<\n")[0]
-    values = dict(_FIELD.findall(head))
+    values: dict[str, str] = dict(_FIELD.findall(head))
     return values.get(name, "").strip()
 
 

@@ -1,0 +1,194 @@
+"""Running tasks by the methods the paper compares, and recording each run.
+
+Methods (arXiv 2512.24601, section 4):
+- ``base``: the plain model with the whole context in its prompt; "not run" when the
+  context cannot fit the model's window (the paper's base model at 1M+ tokens);
+- ``rlm-no-sub``: the REPL without sub-calls (``max_sub_calls=0``), the paper's ablation;
+- ``rlm``: the RLM as the paper runs it, sub-calls are plain model calls (depth 1);
+- ``rlm-depth2``: sub-calls are sub-RLMs themselves (``max_depth=2``).
+
+Every run is scored and appended to the results file as it ends; runs already in the
+file are skipped, so an interrupted eval resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+
+from rlm_graph.api import RLMResult, reference, result_from, run_config
+from rlm_graph.pricing import total_tokens
+from rlm_graph.context import Settings
+from rlm_graph.context_store import blob_dir
+from rlm_graph.eval import catalog, families, scoring
+from rlm_graph.eval.report import NOT_RUN, ProgressBar
+from rlm_graph.eval.results import ResultsFile, Row, RunKey
+from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task, format_size
+from rlm_graph.graph import graph
+from rlm_graph.models import load_chat_model
+from rlm_graph.replies import message_text
+from rlm_graph.subcalls import usage_of
+from rlm_graph.truncation import one_line
+
+METHODS: tuple[str, ...] = ("base", "rlm-no-sub", "rlm", "rlm-depth2")
+OFFLINE_METHODS: tuple[str, ...] = ("rlm", "rlm-depth2")
+MAX_ANSWER_CHARS = 4_000  # of an answer kept in the results file
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which runs an eval makes: every task x size x seed x method."""
+
+    tasks: Sequence[str]
+    sizes: Sequence[int]
+    seeds: Sequence[int]
+    methods: Sequence[str]
+
+    def keys(self, task: str, size: int, seed: int) -> list[RunKey]:
+        """The runs of one generated task, one per method."""
+        return [RunKey(task, format_size(size), seed, m) for m in self.methods]
+
+    def instances(self) -> Iterator[tuple[str, int, int]]:
+        """Every (task, size, seed) to generate, in order."""
+        for task in self.tasks:
+            for size in self.sizes:
+                for seed in self.seeds:
+                    yield task, size, seed
+
+    @property
+    def total(self) -> int:
+        """How many runs in all."""
+        return len(self.tasks) * len(self.sizes) * len(self.seeds) * len(self.methods)
+
+
+def method_settings(method: str, settings: Settings) -> Settings:
+    """The RLM settings a method runs with."""
+    if method == "rlm-no-sub":
+        return replace(settings, max_depth=1, max_sub_calls=0)
+    if method == "rlm-depth2":
+        return replace(settings, max_depth=2)
+    return replace(settings, max_depth=1)
+
+
+def prompt_tokens(task: Task) -> int:
+    """The plain model's prompt size, at the tasks' own 4 characters per token."""
+    return math.ceil((len(task.context) + len(task.question)) / CHARS_PER_TOKEN)
+
+
+def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
+    """The plain model, context in the prompt; "not run" when it cannot fit."""
+    needed = prompt_tokens(task)
+    if needed > window:
+        reason = f"the prompt (~{needed:,} tokens) exceeds the model's window of {window:,}"
+        return RLMResult(None, NOT_RUN, 0, 0, {}, 0.0, reason)
+    started = time.perf_counter()
+    try:
+        model = load_chat_model(
+            settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
+        )
+        reply = model.invoke([HumanMessage(f"{task.context}\n\nQuestion: {task.question}")])
+    except Exception as exc:
+        return RLMResult(None, "failed", 0, 0, {}, time.perf_counter() - started, one_line(exc))
+    text = message_text(reply) if isinstance(reply, AIMessage) else str(reply.content)
+    usage = usage_of(reply, settings.model)
+    return RLMResult(text, "answered", 1, 0, usage, time.perf_counter() - started)
+
+
+def run_rlm(task: Task, settings: Settings) -> RLMResult:
+    """The RLM graph on the task; a raised error is a failed run, not a crashed eval."""
+    started = time.perf_counter()
+    try:
+        state = graph.invoke(
+            {"question": task.question, "context_ref": reference(task.context)},
+            config=run_config(settings),
+            context=settings,
+        )
+    except Exception as exc:
+        return result_from({}, time.perf_counter() - started, one_line(exc))
+    return result_from(state, time.perf_counter() - started)
+
+
+def row_of(key: RunKey, task: Task, result: RLMResult, prices: dict[str, catalog.Price]) -> Row:
+    """What the results file keeps of one run."""
+    ran = result.status != NOT_RUN
+    answer = result.answer
+    if isinstance(answer, str) and len(answer) > MAX_ANSWER_CHARS:
+        answer = answer[:MAX_ANSWER_CHARS] + "…"
+    return {
+        "task": key.task,
+        "size": key.size,
+        "seed": key.seed,
+        "method": key.method,
+        "status": result.status,
+        "score": scoring.score(task.kind, result.answer, task.gold) if ran else None,
+        "answer": answer,
+        "gold": task.gold,
+        "seconds": round(result.seconds, 3),
+        "iterations": result.iterations,
+        "sub_calls": result.sub_calls,
+        "tokens": total_tokens(result.tokens),
+        "usage": result.tokens,
+        "dollars": catalog.dollars(result.tokens, prices) if ran else None,
+        "error": result.error,
+    }
+
+
+@dataclass(frozen=True)
+class Eval:
+    """An eval's fixed inputs: the settings of the RLM, the window and prices of the base."""
+
+    settings: Settings
+    window: int
+    prices: dict[str, catalog.Price]
+
+
+def run_one(method: str, task: Task, config: Eval) -> RLMResult:
+    """One run of one method."""
+    if method == "base":
+        return run_base(task, config.settings, config.window)
+    return run_rlm(task, method_settings(method, config.settings))
+
+
+def evaluate(
+    plan: Plan,
+    config: Eval,
+    results: ResultsFile,
+    progress: ProgressBar,
+    generate: Callable[[str, int, int], Task] = families.generate,
+) -> list[Row]:
+    """Run every planned run not in ``results`` yet; return the plan's rows, in order."""
+    rows: list[Row] = []
+    for task_name, size, seed in plan.instances():
+        keys = plan.keys(task_name, size, seed)
+        todo = [key for key in keys if key not in results]
+        task = generate(task_name, size, seed) if todo else None
+        for key in keys:
+            if task is not None and key in todo:
+                progress.start(key)
+                results.add(row_of(key, task, run_one(key.method, task, config), config.prices))
+            progress.finish(key, results.rows[key])
+            rows.append(results.rows[key])
+        if task is not None:
+            forget_context(task)
+    return rows
+
+
+def forget_context(task: Task) -> None:
+    """Drop a generated context from the blob store: it is regenerated from its seed."""
+    shutil.rmtree(blob_dir(reference(task.context)), ignore_errors=True)
+
+
+def usage_models(settings: Settings) -> dict[str, str]:
+    """The models a results file records (resuming with others would mix scores)."""
+    return {"model": settings.model, "sub_model": settings.effective_sub_model}
+
+
+def summary_json(rows: Sequence[Row], summaries: Sequence[Any]) -> dict[str, Any]:
+    """The ``--json`` object: the summary lines and every run."""
+    return {"summary": [s.to_json() for s in summaries], "runs": list(rows)}
