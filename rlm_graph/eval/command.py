@@ -121,43 +121,47 @@ def plan_from(args: argparse.Namespace) -> Plan:
     )
 
 
-def eval_config(args: argparse.Namespace, settings: Settings) -> Eval:
-    """Window and prices of the models, from the flags and the catalog."""
-    if args.window is not None and args.window < 1:
-        raise ValueError(f"--window {args.window} is out of range: use tokens >= 1")
+def prices_from(args: argparse.Namespace) -> dict[str, catalog.Price]:
+    """The catalog's prices, the stand-ins' (free) when offline, then the flags'."""
     prices = dict(catalog.PRICES)
     if args.offline:  # the stand-ins cost nothing, and the table should say so
         prices.update({policies.POLICY_MODEL: FREE, ORACLE_MODEL: FREE})
     prices.update(catalog.parse_price(p) for p in args.price)
-    return Eval(settings, args.window or catalog.window_of(settings.model), prices)
+    return prices
+
+
+def window_from(args: argparse.Namespace, settings: Settings) -> int:
+    """The plain model's window: the flag's, else the catalog's."""
+    if args.window is not None and args.window < 1:
+        raise ValueError(f"--window {args.window} is out of range: use tokens >= 1")
+    return int(args.window or catalog.window_of(settings.model))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the eval the flags describe; offline, exit 1 unless every run scored 100%."""
     plan = plan_from(args)
+    prices, window = prices_from(args), window_from(args, settings)
     out = Path(args.out or (DEFAULT_OFFLINE_OUT if args.offline else DEFAULT_OUT))
     if not args.offline:
-        return finish(args, plan, eval_config(args, settings), out)
+        results = ResultsFile(out, usage_models(settings))
+        return finish(args, plan, Eval(settings, window, prices), results)
+    stand_ins = replace(
+        settings, model=policies.POLICY_MODEL, sub_model=ORACLE_MODEL, sub_base_url=""
+    )
+    results = ResultsFile(out, usage_models(stand_ins))
     with StubServer(policies.respond) as server:
-        offline = replace(
-            settings,
-            model=policies.POLICY_MODEL,
-            sub_model=ORACLE_MODEL,
-            base_url=server.base_url,
-            sub_base_url="",
-        )
         if not args.quiet:
             print(
                 f"rlm eval: offline, the root model is a scripted policy and the sub model "
                 f"an oracle at {server.base_url}; graph, sandbox and client are real",
                 file=sys.stderr,
             )
-        return finish(args, plan, eval_config(args, offline), out)
+        offline = replace(stand_ins, base_url=server.base_url)
+        return finish(args, plan, Eval(offline, window, prices), results)
 
 
-def finish(args: argparse.Namespace, plan: Plan, config: Eval, out: Path) -> int:
+def finish(args: argparse.Namespace, plan: Plan, config: Eval, results: ResultsFile) -> int:
     """Run the plan, then print the table (or JSON) on stdout."""
-    results = ResultsFile(out, usage_models(config.settings))
     progress = report.ProgressBar(
         plan.total, sys.stderr, live=sys.stderr.isatty(), quiet=args.quiet
     )
@@ -171,6 +175,8 @@ def finish(args: argparse.Namespace, plan: Plan, config: Eval, out: Path) -> int
     else:
         print(report.table(summaries))
         if not args.quiet:
-            print(f"rlm eval: {len(rows)} runs in {out} (rerun to resume)", file=sys.stderr)
+            print(
+                f"rlm eval: {len(rows)} runs in {results.path} (rerun to resume)", file=sys.stderr
+            )
     missed = [r for r in rows if r["status"] != report.NOT_RUN and r["score"] < 1]
     return 1 if args.offline and missed else 0

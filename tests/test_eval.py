@@ -1,0 +1,367 @@
+"""``rlm eval``: generators, scoring, the oracle, resumable runs and the offline gate.
+
+The gate (``test_every_task_family_scores_100_percent_with_the_oracle``) runs every task
+family at the sizes CI affords through the real graph, sandbox and client, with the
+scripted policy as root model and the oracle as sub model: any miss is a framework bug
+(a prompt cut, a chunk lost, a batch answer out of order, a sub-RLM's answer mangled).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import fast_settings
+
+from rlm_graph.cli import main
+from rlm_graph.context import Settings
+from rlm_graph.eval import catalog, multihop, niah, oolong, oracle, policies, report, trec
+from rlm_graph.eval.families import FAMILIES, generate
+from rlm_graph.eval.results import ResultsFile, RunKey
+from rlm_graph.eval.runner import OFFLINE_METHODS, Eval, Plan, evaluate
+from rlm_graph.eval.scoring import score
+from rlm_graph.eval.tasks import Task, format_size, parse_size
+from rlm_graph.prompts import CHILD_QUESTION
+from rlm_graph.stub_server import StubServer
+
+Start = Callable[..., StubServer]
+# The sizes CI affords: every family at each, at both depths (about 15 s on 2 cores).
+GATE = [(8_000, (0, 1)), (131_000, (0, 1)), (1_000_000, (0,))]
+MODELS = {"model": policies.POLICY_MODEL, "sub_model": oracle.ORACLE_MODEL}
+
+
+def oracle_settings(server: StubServer) -> Settings:
+    return Settings(
+        **fast_settings(
+            server, model=policies.POLICY_MODEL, sub_model=oracle.ORACLE_MODEL, cell_timeout=60.0
+        )
+    )
+
+
+def run_plan(
+    plan: Plan, settings: Settings, path: Path, generator: Callable[..., Task] = generate
+) -> list[dict[str, Any]]:
+    config = Eval(settings, catalog.window_of(settings.model), {})
+    bar = report.ProgressBar(plan.total, io.StringIO(), live=False)
+    models = {"model": settings.model, "sub_model": settings.effective_sub_model}
+    return evaluate(plan, config, ResultsFile(path, models), bar, generator)
+
+
+# -- the gate ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("size", "seeds"), GATE)
+def test_every_task_family_scores_100_percent_with_the_oracle(
+    stub: Start, tmp_path: Path, size: int, seeds: tuple[int, ...]
+) -> None:
+    server = stub(policies.respond)
+    plan = Plan(FAMILIES, [size], seeds, OFFLINE_METHODS)
+    rows = run_plan(plan, oracle_settings(server), tmp_path / "gate.jsonl")
+    assert len(rows) == plan.total == 8 * len(seeds)
+    misses = [(r["task"], r["size"], r["seed"], r["method"], r["answer"], r["gold"])
+              for r in rows if r["score"] != 1.0]  # fmt: skip
+    assert misses == []
+    assert all(r["status"] == "answered" and r["sub_calls"] > 0 for r in rows)
+    # depth 2 really ran sub-RLMs: their root requests carry the child question
+    child_requests = [
+        r for r in server.requests if CHILD_QUESTION in json.dumps(r.body.get("messages"))
+    ]
+    assert child_requests
+
+
+def test_a_line_cut_at_a_chunk_boundary_cannot_be_labelled() -> None:
+    """What makes the gate bite: the oracle sees only whole lines it can look up."""
+    task = generate("oolong", 8_000, 3)
+    line = task.context.split("\n")[0]
+    prompt = f"{oracle.LABEL_INSTRUCTION}\n<<<\n{line}\n{line[:-7]}\n>>>"
+    first, cut = json.loads(oracle.reply(prompt))
+    question = line.split("Instance: ")[1]
+    assert first == trec.labelled_questions()[question]
+    assert cut == oracle.UNKNOWN_LABEL
+
+
+def test_oracle_answers_only_from_its_prompt() -> None:
+    task = generate("niah", 8_000, 2)
+    query = niah.parse_question(task.question)
+    assert query is not None
+    ask = f"{oracle.NEEDLE_INSTRUCTION}\nKey: {query.key}\n<<<\n"
+    assert oracle.reply(ask + task.context + "\n>>>") == task.gold
+    spot = task.context.index(task.gold)
+    assert oracle.reply(ask + task.context[: spot - 100] + "\n>>>") == oracle.NONE
+    assert "only" in oracle.reply("What is the magic number?")
+
+    fact = f"{oracle.FACT_INSTRUCTION}\nQuestion: Which company does Ann Lee work for?\n<<<\n"
+    assert oracle.reply(fact + "Joann Lee works at Acme Labs.\n>>>") == oracle.NONE
+    assert oracle.reply(fact + "Ann Lee works at Acme Labs.\n>>>") == "Acme Labs"
+
+
+# -- generators -------------------------------------------------------------------------
+
+
+def test_sizes_parse_as_the_papers_write_them() -> None:
+    assert [parse_size(s) for s in ("8k", "131k", "1m", "1.5M", "10m", "20000")] == [
+        8_000, 131_000, 1_000_000, 1_500_000, 10_000_000, 20_000,
+    ]  # fmt: skip
+    assert [format_size(n) for n in (8_000, 131_000, 1_500_000, 8_192)] == [
+        "8k", "131k", "1.5m", "8192",
+    ]  # fmt: skip
+    for bad in ("7k", "11m", "big", "", "-8k"):
+        with pytest.raises(ValueError, match="size") as error:
+            parse_size(bad)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generators_are_seeded_sized_and_ask_what_their_parser_reads(family: str) -> None:
+    first, again, other = generate(family, 32_000, 5), generate(family, 32_000, 5), None
+    assert first == again
+    other = generate(family, 32_000, 6)
+    assert (other.context, other.question) != (first.context, first.question)
+    for size in (8_000, 32_000):
+        task = generate(family, size, 1)
+        assert abs(len(task.context) - task.target_chars) <= 0.05 * task.target_chars
+    parsers = [niah.parse_question, oolong.parse_question, multihop.parse_question]
+    assert sum(parse(first.question) is not None for parse in parsers) == 1
+
+
+def test_needles_sweep_40_depths_and_appear_once() -> None:
+    for seed in (0, 13, 39):
+        task = generate("niah", 8_000, seed)
+        query = niah.parse_question(task.question)
+        assert query is not None
+        found = niah.needle_pattern(query.key).findall(task.context)
+        assert found == [task.gold]
+        depth = task.context.index(query.key) / len(task.context)
+        assert abs(depth - niah.DEPTHS[seed]) < 0.03
+    assert len(set(niah.DEPTHS)) == 40
+
+
+def records_of(task: Task) -> list[tuple[str, int, str]]:
+    """(date, user, label) from the context, labelled here, independently of the generator."""
+    labels = trec.labelled_questions()
+    rows = []
+    for line in task.context.split("\n"):
+        match = re.fullmatch(r"Date: (.+) \|\| User: (\d+) \|\| Instance: (.+)", line)
+        assert match, line
+        rows.append((match.group(1), int(match.group(2)), labels[match.group(3)]))
+    return rows
+
+
+def test_oolong_gold_answers_follow_from_the_hidden_labels() -> None:
+    kinds = set()
+    for seed in range(12):
+        task = generate("oolong", 8_000, seed)
+        query = oolong.parse_question(task.question)
+        assert query is not None
+        kinds.add(query.kind)
+        rows = records_of(task)
+        counts = Counter(label for _, _, label in rows)
+        if query.kind == "count":
+            assert task.gold == counts[query.label]
+        elif query.kind == "user":
+            assert task.gold == sum(u == query.user and lb == query.label for _, u, lb in rows)
+        elif query.kind in ("most", "least"):
+            ranked = sorted(trec.LABEL_NAMES, key=lambda label: counts[label])
+            assert task.gold == (ranked[-1] if query.kind == "most" else ranked[0])
+        assert task.kind in ("number", "label", "comparison")
+    assert len(kinds) >= 4
+    assert "||" not in " ".join(trec.LABEL_NAMES)
+
+
+def qualifying(rows: list[tuple[str, int, str]], label: str, at_least: int) -> set[int]:
+    per_user = Counter(u for _, u, lb in rows if lb == label)
+    return {u for _, u, _ in rows if per_user[u] >= at_least}
+
+
+def test_pairs_gold_lists_exactly_the_qualifying_users() -> None:
+    for seed in range(4):
+        task = generate("pairs", 32_000, seed)
+        query = oolong.parse_question(task.question)
+        assert query is not None and query.kind in oolong.PAIRS_ASKS
+        rows = records_of(task)
+
+        first = qualifying(rows, query.label, query.at_least)
+        second = (
+            first if query.kind == "both" else qualifying(rows, query.other, query.other_at_least)
+        )
+        expected = {(min(u, v), max(u, v)) for u in first for v in second if u != v}
+        assert {tuple(p) for p in task.gold} == expected
+        assert 0 < len(first) <= oolong.MAX_QUALIFYING
+
+
+def test_multihop_answers_follow_the_facts_through_the_documents() -> None:
+    for seed in range(6):
+        task = generate("multihop", 32_000, seed)
+        query = multihop.parse_question(task.question)
+        assert query is not None
+        entity = query.subject
+        for relation in query.chain:
+            facts = multihop.fact_pattern(relation, entity).findall(task.context)
+            assert len(facts) == 1, (relation, entity, facts)
+            entity = facts[0]
+        assert entity == task.gold
+        assert task.context.count(query.subject) > 1  # a name search finds distractors too
+
+
+# -- scoring ----------------------------------------------------------------------------
+
+
+def test_scores_follow_oolong_exact_labels_and_partial_numbers() -> None:
+    assert score("number", 42, 42) == 1.0
+    assert score("number", "Answer: 1,234", 1_233) == 0.75
+    assert score("number", "about 40", 43) == pytest.approx(0.75**3)
+    assert score("number", "no idea", 3) == 0.0
+    assert score("label", "Label: 'location'.", "location") == 1.0
+    assert score("label", "entity or location", "location") == 0.0
+    assert score("label", "numeric value", "location") == 0.0
+    assert score("comparison", "It is less common than that.", "less common than") == 1.0
+    assert score("pairs", "(3, 1)\n(5, 6)", [[1, 3], [2, 4]]) == 0.5
+    assert score("pairs", "NONE", []) == 1.0
+    assert score("pairs", [[1, 3], [2, 4]], [[1, 3], [2, 4]]) == 1.0
+    assert score("text", "The number is 1234567.", "1234567") == 1.0
+    assert score("text", "the vel river", "Vel River") == 1.0
+    assert score("text", None, "x") == 0.0
+
+
+# -- runs, resume, report ---------------------------------------------------------------
+
+
+def test_an_interrupted_eval_resumes_without_redoing_runs(stub: Start, tmp_path: Path) -> None:
+    server = stub(policies.respond)
+    path = tmp_path / "runs.jsonl"
+    first = Plan(["niah"], [8_000], [0], ["rlm"])
+    run_plan(first, oracle_settings(server), path)
+    path.write_text(path.read_text() + '{"task": "niah", "si')  # a crash mid-write
+    made: list[tuple[str, int, int]] = []
+
+    def counting(family: str, size: int, seed: int) -> Task:
+        made.append((family, size, seed))
+        return generate(family, size, seed)
+
+    server.reset_log()
+    both = Plan(["niah"], [8_000], [0, 1], ["rlm"])
+    rows = run_plan(both, oracle_settings(server), path, counting)
+    assert made == [("niah", 8_000, 1)]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all(r["score"] == 1.0 for r in rows)
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["seed"] for line in lines if line.endswith("}")] == [0, 1]
+    assert set(ResultsFile(path, MODELS).rows) == {
+        RunKey("niah", "8k", 0, "rlm"), RunKey("niah", "8k", 1, "rlm"),
+    }  # fmt: skip
+
+
+def test_a_results_file_of_other_models_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    ResultsFile(path, {"model": "a", "sub_model": "b"}).add(
+        {"task": "niah", "size": "8k", "seed": 0, "method": "rlm"}
+    )
+    with pytest.raises(ValueError, match="pass another --out"):
+        ResultsFile(path, {"model": "c", "sub_model": "b"})
+
+
+def test_the_plain_model_reads_the_context_or_is_marked_not_run(
+    stub: Start, tmp_path: Path
+) -> None:
+    server = stub(lambda body: "Answer: 7")
+    settings = Settings(**fast_settings(server))
+    plan = Plan(["oolong"], [8_000], [0], ["base"])
+    task = generate("oolong", 8_000, 0)
+    fits = Eval(settings, 20_000, {"stub-root": catalog.Price(1.0, 2.0)})
+    bar = report.ProgressBar(1, io.StringIO(), live=False)
+    [row] = evaluate(plan, fits, ResultsFile(tmp_path / "a.jsonl", MODELS), bar)
+    prompt = server.requests[-1].body["messages"][0]["content"]
+    assert task.context in prompt and task.question in prompt
+    assert row["status"] == "answered" and row["answer"] == "Answer: 7"
+    assert row["score"] == score(task.kind, "Answer: 7", task.gold)
+    assert row["dollars"] == pytest.approx(
+        (row["usage"]["stub-root"]["input_tokens"] + 2 * row["usage"]["stub-root"]["output_tokens"])
+        / 1e6
+    )
+
+    too_small = Eval(settings, 4_000, {})
+    [row] = evaluate(plan, too_small, ResultsFile(tmp_path / "b.jsonl", MODELS), bar)
+    assert (row["status"], row["score"]) == ("not_run", None)
+    assert "exceeds the model's window of 4,000" in row["error"]
+    [summary] = report.summarize([row])
+    assert (summary.runs, summary.not_run, summary.accuracy) == (0, 1, None)
+
+
+def test_summary_reports_accuracy_time_tokens_and_dollars() -> None:
+    base = {"task": "oolong", "size": "8k", "method": "rlm", "status": "answered"}
+    rows = [
+        {**base, "score": s, "seconds": t, "tokens": 100, "dollars": 0.5}
+        for s, t in [(1.0, 1.0), (0.5, 2.0), (0.0, 9.0)]
+    ]
+    [summary] = report.summarize(rows)
+    assert summary.accuracy == 0.5
+    assert (summary.mean_seconds, summary.p95_seconds) == (4.0, 9.0)
+    assert (summary.mean_tokens, summary.dollars) == (100, 1.5)
+    assert report.p95([float(i) for i in range(1, 21)]) == 19.0
+    text = report.table([summary])
+    assert "50.0%" in text and "$1.5000" in text
+    assert catalog.dollars({"x:unknown": {"input_tokens": 1}}, catalog.PRICES) is None
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_rlm_eval_offline_scores_resumes_and_prints_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "offline.jsonl"
+    argv = ["eval", "--offline", "--task", "niah,multihop", "--size", "8k", "--n", "1"]
+    assert main([*argv, "--out", str(out), "--json"]) == 0
+    stdout, stderr = capsys.readouterr()
+    result = json.loads(stdout)
+    assert [(s["task"], s["method"], s["accuracy"]) for s in result["summary"]] == [
+        ("niah", "rlm", 1.0), ("niah", "rlm-depth2", 1.0),
+        ("multihop", "rlm", 1.0), ("multihop", "rlm-depth2", 1.0),
+    ]  # fmt: skip
+    assert len(result["runs"]) == 4
+    assert "offline, the root model is a scripted policy" in stderr
+    assert "rlm eval: [4/4] multihop 8k seed 0 rlm-depth2: score 1.00" in stderr
+
+    assert main([*argv, "--out", str(out)]) == 0  # everything is in the file already
+    stdout, _ = capsys.readouterr()
+    assert len(out.read_text().splitlines()) == 4
+    assert stdout.splitlines()[0].split() == [
+        "task", "size", "method", "runs", "not", "run", "failed", "accuracy", "mean", "s",
+        "p95", "s", "tokens/run", "dollars",
+    ]  # fmt: skip
+    assert "100.0%" in stdout and "$0.0000" in stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--size", "2k"], "size '2k' is out of range"),
+        (["--task", "codeqa"], "unknown task 'codeqa'"),
+        (["--methods", "base"], "use --methods rlm,rlm-depth2"),
+        (["--n", "0"], "--n 0 is out of range"),
+        (["--price", "gpt-5=cheap"], "is not MODEL=IN,OUT"),
+    ],
+)
+def test_rlm_eval_usage_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str, tmp_path: Path
+) -> None:
+    out = ["--out", str(tmp_path / "x.jsonl")]
+    assert main(["eval", "--offline", *flags, *out]) == 2
+    _, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_rlm_eval_with_real_models_needs_a_key_first(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["eval", "--task", "oolong", "--size", "131k", "--model", "openai:gpt-5"]) == 2
+    assert "needs an OpenAI API key" in capsys.readouterr().err
