@@ -519,7 +519,9 @@ def add_model_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
         if name in skip:
             parser.set_defaults(**{name: None})
         else:
-            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, help=setting_help(name))
+            parser.add_argument(
+                flag, dest=name, type=kind, metavar=metavar, help=setting_help(name)
+            )
     parser.add_argument(
         "--prices",
         metavar="FILE",

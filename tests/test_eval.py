@@ -21,7 +21,7 @@ from support import fast_settings
 
 from rlm_graph.cli import main
 from rlm_graph.context import Settings
-from rlm_graph.eval import catalog, multihop, niah, oolong, oracle, policies, report, trec
+from rlm_graph.eval import multihop, niah, oolong, oracle, policies, report, trec, windows
 from rlm_graph.eval.families import FAMILIES, generate
 from rlm_graph.eval.results import ResultsFile, RunKey
 from rlm_graph.eval.runner import OFFLINE_METHODS, Eval, Plan, evaluate
@@ -47,7 +47,7 @@ def oracle_settings(server: StubServer) -> Settings:
 def run_plan(
     plan: Plan, settings: Settings, path: Path, generator: Callable[..., Task] = generate
 ) -> list[dict[str, Any]]:
-    config = Eval(settings, catalog.window_of(settings.model), {})
+    config = Eval(settings, windows.window_of(settings.model))
     bar = report.ProgressBar(plan.total, io.StringIO(), live=False)
     models = {"model": settings.model, "sub_model": settings.effective_sub_model}
     return evaluate(plan, config, ResultsFile(path, models), bar, generator)
@@ -271,10 +271,11 @@ def test_the_plain_model_reads_the_context_or_is_marked_not_run(
     stub: Start, tmp_path: Path
 ) -> None:
     server = stub(lambda body: "Answer: 7")
-    settings = Settings(**fast_settings(server))
+    prices = {"stub-root": {"input": 1.0, "output": 2.0}}
+    settings = Settings(**fast_settings(server), prices=prices)
     plan = Plan(["oolong"], [8_000], [0], ["base"])
     task = generate("oolong", 8_000, 0)
-    fits = Eval(settings, 20_000, {"stub-root": catalog.Price(1.0, 2.0)})
+    fits = Eval(settings, 20_000)
     bar = report.ProgressBar(1, io.StringIO(), live=False)
     [row] = evaluate(plan, fits, ResultsFile(tmp_path / "a.jsonl", MODELS), bar)
     prompt = server.requests[-1].body["messages"][0]["content"]
@@ -286,7 +287,7 @@ def test_the_plain_model_reads_the_context_or_is_marked_not_run(
         / 1e6
     )
 
-    too_small = Eval(settings, 4_000, {})
+    too_small = Eval(settings, 4_000)
     [row] = evaluate(plan, too_small, ResultsFile(tmp_path / "b.jsonl", MODELS), bar)
     assert (row["status"], row["score"]) == ("not_run", None)
     assert "exceeds the model's window of 4,000" in row["error"]
@@ -307,7 +308,8 @@ def test_summary_reports_accuracy_time_tokens_and_dollars() -> None:
     assert report.p95([float(i) for i in range(1, 21)]) == 19.0
     text = report.table([summary])
     assert "50.0%" in text and "$1.5000" in text
-    assert catalog.dollars({"x:unknown": {"input_tokens": 1}}, catalog.PRICES) is None
+    assert windows.window_of("openai:gpt-5") == 272_000
+    assert windows.window_of("someone:else") == windows.DEFAULT_WINDOW
 
 
 # -- the command ------------------------------------------------------------------------
@@ -346,7 +348,8 @@ def test_rlm_eval_offline_scores_resumes_and_prints_json(
         (["--task", "codeqa"], "unknown task 'codeqa'"),
         (["--methods", "base"], "use --methods rlm,rlm-depth2"),
         (["--n", "0"], "--n 0 is out of range"),
-        (["--price", "gpt-5=cheap"], "is not MODEL=IN,OUT"),
+        (["--prices", "/nonexistent/prices.json"], "cannot read --prices"),
+        (["--window", "0"], "--window 0 is out of range"),
     ],
 )
 def test_rlm_eval_usage_errors_are_one_line(

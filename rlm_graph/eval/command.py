@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rlm_graph.context import Settings
-from rlm_graph.eval import catalog, policies, report
+from rlm_graph.eval import policies, report, windows
 from rlm_graph.eval.families import FAMILIES
 from rlm_graph.eval.oracle import ORACLE_MODEL
 from rlm_graph.eval.results import ResultsFile
@@ -32,7 +32,7 @@ from rlm_graph.stub_server import StubServer
 
 DEFAULT_OUT = "rlm-eval.jsonl"
 DEFAULT_OFFLINE_OUT = "rlm-eval-offline.jsonl"
-FREE = catalog.Price(0.0, 0.0)
+FREE = {"input": 0.0, "output": 0.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,14 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="TOKENS",
         help="context window of --model for the plain-model method (default: known "
-        f"models' own, else {catalog.DEFAULT_WINDOW:,})",
-    )
-    parser.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="MODEL=IN,OUT",
-        help="dollars per million input and output tokens of a model (repeatable)",
+        f"models' own, else {windows.DEFAULT_WINDOW:,})",
     )
     parser.add_argument(
         "--out",
@@ -121,32 +114,27 @@ def plan_from(args: argparse.Namespace) -> Plan:
     )
 
 
-def prices_from(args: argparse.Namespace) -> dict[str, catalog.Price]:
-    """The catalog's prices, the stand-ins' (free) when offline, then the flags'."""
-    prices = dict(catalog.PRICES)
-    if args.offline:  # the stand-ins cost nothing, and the table should say so
-        prices.update({policies.POLICY_MODEL: FREE, ORACLE_MODEL: FREE})
-    prices.update(catalog.parse_price(p) for p in args.price)
-    return prices
-
-
 def window_from(args: argparse.Namespace, settings: Settings) -> int:
-    """The plain model's window: the flag's, else the catalog's."""
+    """The plain model's window: the flag's, else the model's known one."""
     if args.window is not None and args.window < 1:
         raise ValueError(f"--window {args.window} is out of range: use tokens >= 1")
-    return int(args.window or catalog.window_of(settings.model))
+    return int(args.window or windows.window_of(settings.model))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the eval the flags describe; offline, exit 1 unless every run scored 100%."""
     plan = plan_from(args)
-    prices, window = prices_from(args), window_from(args, settings)
+    window = window_from(args, settings)
     out = Path(args.out or (DEFAULT_OFFLINE_OUT if args.offline else DEFAULT_OUT))
     if not args.offline:
         results = ResultsFile(out, usage_models(settings))
-        return finish(args, plan, Eval(settings, window, prices), results)
-    stand_ins = replace(
-        settings, model=policies.POLICY_MODEL, sub_model=ORACLE_MODEL, sub_base_url=""
+        return finish(args, plan, Eval(settings, window), results)
+    stand_ins = replace(  # they cost nothing, and the table should say so
+        settings,
+        model=policies.POLICY_MODEL,
+        sub_model=ORACLE_MODEL,
+        sub_base_url="",
+        prices={**settings.prices, policies.POLICY_MODEL: FREE, ORACLE_MODEL: FREE},
     )
     results = ResultsFile(out, usage_models(stand_ins))
     with StubServer(policies.respond) as server:
@@ -157,7 +145,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         offline = replace(stand_ins, base_url=server.base_url)
-        return finish(args, plan, Eval(offline, window, prices), results)
+        return finish(args, plan, Eval(offline, window), results)
 
 
 def finish(args: argparse.Namespace, plan: Plan, config: Eval, results: ResultsFile) -> int:

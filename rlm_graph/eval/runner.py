@@ -23,15 +23,15 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 
 from rlm_graph.api import RLMResult, reference, result_from, run_config
-from rlm_graph.pricing import total_tokens
 from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir
-from rlm_graph.eval import catalog, families, scoring
+from rlm_graph.eval import families, scoring
 from rlm_graph.eval.report import NOT_RUN, ProgressBar
 from rlm_graph.eval.results import ResultsFile, Row, RunKey
 from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task, format_size
 from rlm_graph.graph import graph
 from rlm_graph.models import load_chat_model
+from rlm_graph.pricing import cost_of, total_tokens
 from rlm_graph.replies import message_text
 from rlm_graph.subcalls import usage_of
 from rlm_graph.truncation import one_line
@@ -86,7 +86,7 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
     needed = prompt_tokens(task)
     if needed > window:
         reason = f"the prompt (~{needed:,} tokens) exceeds the model's window of {window:,}"
-        return RLMResult(None, NOT_RUN, 0, 0, {}, 0.0, reason)
+        return RLMResult(None, NOT_RUN, 0, 0, {}, 0.0, reason, cost=None)
     started = time.perf_counter()
     try:
         model = load_chat_model(
@@ -94,10 +94,12 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
         )
         reply = model.invoke([HumanMessage(f"{task.context}\n\nQuestion: {task.question}")])
     except Exception as exc:
-        return RLMResult(None, "failed", 0, 0, {}, time.perf_counter() - started, one_line(exc))
+        seconds = time.perf_counter() - started
+        return RLMResult(None, "failed", 0, 0, {}, seconds, one_line(exc), cost_of({}, {}))
     text = message_text(reply) if isinstance(reply, AIMessage) else str(reply.content)
     usage = usage_of(reply, settings.model)
-    return RLMResult(text, "answered", 1, 0, usage, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RLMResult(text, "answered", 1, 0, usage, seconds, cost=cost_of(usage, settings.prices))
 
 
 def run_rlm(task: Task, settings: Settings) -> RLMResult:
@@ -110,11 +112,18 @@ def run_rlm(task: Task, settings: Settings) -> RLMResult:
             context=settings,
         )
     except Exception as exc:
-        return result_from({}, time.perf_counter() - started, one_line(exc))
-    return result_from(state, time.perf_counter() - started)
+        return result_from({}, time.perf_counter() - started, settings, one_line(exc))
+    return result_from(state, time.perf_counter() - started, settings)
 
 
-def row_of(key: RunKey, task: Task, result: RLMResult, prices: dict[str, catalog.Price]) -> Row:
+def dollars(result: RLMResult) -> float | None:
+    """What a run cost; ``None`` when a model it used has no price (never a guess)."""
+    if result.cost is None or result.cost["unpriced"]:
+        return None
+    return result.cost["dollars"]
+
+
+def row_of(key: RunKey, task: Task, result: RLMResult) -> Row:
     """What the results file keeps of one run."""
     ran = result.status != NOT_RUN
     answer = result.answer
@@ -134,18 +143,17 @@ def row_of(key: RunKey, task: Task, result: RLMResult, prices: dict[str, catalog
         "sub_calls": result.sub_calls,
         "tokens": total_tokens(result.tokens),
         "usage": result.tokens,
-        "dollars": catalog.dollars(result.tokens, prices) if ran else None,
+        "dollars": dollars(result),
         "error": result.error,
     }
 
 
 @dataclass(frozen=True)
 class Eval:
-    """An eval's fixed inputs: the settings of the RLM, the window and prices of the base."""
+    """An eval's fixed inputs: the models' settings (prices included) and the base's window."""
 
     settings: Settings
     window: int
-    prices: dict[str, catalog.Price]
 
 
 def run_one(method: str, task: Task, config: Eval) -> RLMResult:
@@ -171,7 +179,7 @@ def evaluate(
         for key in keys:
             if task is not None and key in todo:
                 progress.start(key)
-                results.add(row_of(key, task, run_one(key.method, task, config), config.prices))
+                results.add(row_of(key, task, run_one(key.method, task, config)))
             progress.finish(key, results.rows[key])
             rows.append(results.rows[key])
         if task is not None:
