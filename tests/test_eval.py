@@ -21,7 +21,7 @@ from support import fast_settings
 
 from rlm_graph.cli import main
 from rlm_graph.context import Settings
-from rlm_graph.eval import multihop, niah, oolong, oracle, policies, report, trec, windows
+from rlm_graph.eval import families, multihop, niah, oolong, oracle, policies, report, trec, windows
 from rlm_graph.eval.families import FAMILIES, generate
 from rlm_graph.eval.results import ResultsFile, RunKey
 from rlm_graph.eval.runner import OFFLINE_METHODS, Eval, Plan, evaluate
@@ -368,3 +368,32 @@ def test_rlm_eval_with_real_models_needs_a_key_first(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert main(["eval", "--task", "oolong", "--size", "131k", "--model", "openai:gpt-5"]) == 2
     assert "needs an OpenAI API key" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(size: int, seed: int) -> Task:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(families.GENERATORS, "multihop", interrupted)
+    out = tmp_path / "runs.jsonl"
+    argv = ["eval", "--offline", "--task", "niah,multihop", "--size", "8k", "--n", "1"]
+    assert main([*argv, "--out", str(out)]) == 130
+    _, err = capsys.readouterr()
+    assert f"rlm eval: stopped; the same command resumes from {out}" in err
+    assert [json.loads(line)["task"] for line in out.read_text().splitlines()] == ["niah"] * 2
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    stream = io.StringIO()
+    bar = report.ProgressBar(2, stream, live=True)
+    key = RunKey("oolong", "131k", 3, "rlm")
+    bar.start(key)
+    bar.finish(key, {"status": "answered", "score": 0.75})
+    bar.close()
+    text = stream.getvalue()
+    assert "\n" not in text
+    assert "\r" + "rlm eval: [" + "." * 20 + "] 0/2 oolong 131k seed 3 rlm" in text
+    assert "[" + "#" * 10 + "." * 10 + "] 1/2 oolong 131k seed 3 rlm: score 0.75" in text
+    assert text.endswith("\r\x1b[K")

@@ -155,8 +155,11 @@ def finish(args: argparse.Namespace, plan: Plan, config: Eval, results: ResultsF
     )
     try:
         rows = evaluate(plan, config, results, progress)
-    finally:
+    except KeyboardInterrupt:
         progress.close()
+        print(f"rlm eval: stopped; the same command resumes from {results.path}", file=sys.stderr)
+        raise
+    progress.close()
     summaries = report.summarize(rows)
     if args.json:
         print(json.dumps(summary_json(rows, summaries), ensure_ascii=False, default=str))
