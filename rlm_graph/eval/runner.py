@@ -26,7 +26,7 @@ from rlm_graph.api import RLMResult, reference, result_from, run_config
 from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir
 from rlm_graph.eval import families, scoring
-from rlm_graph.eval.report import NOT_RUN, ProgressBar
+from rlm_graph.eval.report import NOT_RUN, ProgressBar, Summary
 from rlm_graph.eval.results import ResultsFile, Row, RunKey
 from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task, format_size
 from rlm_graph.graph import graph
@@ -197,6 +197,6 @@ def usage_models(settings: Settings) -> dict[str, str]:
     return {"model": settings.model, "sub_model": settings.effective_sub_model}
 
 
-def summary_json(rows: Sequence[Row], summaries: Sequence[Any]) -> dict[str, Any]:
+def summary_json(rows: Sequence[Row], summaries: Sequence[Summary]) -> dict[str, Any]:
     """The ``--json`` object: the summary lines and every run."""
     return {"summary": [s.to_json() for s in summaries], "runs": list(rows)}
