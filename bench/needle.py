@@ -81,7 +81,7 @@ def state_cost(size: int) -> list[list[Any]]:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from rlm_graph import answer, build_graph
-    from rlm_graph.sandbox import REGISTRY
+    from rlm_graph.registry import REGISTRY
 
     text, _key, value = needle_text(99, size)
     cells = [

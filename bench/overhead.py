@@ -92,7 +92,7 @@ def graph_run(
 ) -> Run:
     """Time ``answer()`` over the scripted replies (a fresh thread when checkpointed)."""
     from rlm_graph import answer
-    from rlm_graph.sandbox import REGISTRY
+    from rlm_graph.registry import REGISTRY
 
     config: RunnableConfig | None = (
         {"configurable": {"thread_id": uuid.uuid4().hex}} if checkpointed else None

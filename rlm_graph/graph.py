@@ -41,8 +41,9 @@ from rlm_graph.context_store import ContextError, check_ref, share, store_path, 
 from rlm_graph.models import load_chat_model
 from rlm_graph.pricing import cost_of, usage_since
 from rlm_graph.records import MissingRecord, load_cell, load_cells, save_cell
+from rlm_graph.registry import REGISTRY
 from rlm_graph.replies import TOOL_NAME, ParsedReply, message_text, parse_reply
-from rlm_graph.sandbox import REGISTRY, Limits, SandboxError
+from rlm_graph.sandbox import Limits, SandboxError
 from rlm_graph.state import (
     Cell,
     InputState,

@@ -33,7 +33,8 @@ from rlm_graph.llm_chat import default_model_id, keys_dir
 from rlm_graph.models import LLM_PREFIX
 from rlm_graph.prompts import describe_context
 from rlm_graph.records import MissingRecord, load_cells, save_cell
-from rlm_graph.sandbox import REGISTRY, CellOutcome, Limits, SandboxError
+from rlm_graph.registry import REGISTRY
+from rlm_graph.sandbox import CellOutcome, Limits, SandboxError
 from rlm_graph.state import Cell, CellRef, ContextRef
 from rlm_graph.subcalls import SubCallBroker, SubCallMemo, open_budget
 from rlm_graph.truncation import truncate

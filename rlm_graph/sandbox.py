@@ -1,13 +1,13 @@
 """The eryx sandbox: one persistent Python session per run or thread.
 
 Sessions are live objects and cannot live in graph state, so state keeps an id and
-this module keeps a process-local registry of sessions under that id. Everything a
-session holds can be rebuilt from state: the context is mounted again from the blob
-store and the recorded cells are replayed with their sub-call journals, so recorded
-sub-call answers come from the journal and no model is called twice. That rebuild is
-what makes a timeout (which leaves an eryx session unusable), a crash, another worker
-or a fork from an older checkpoint lose nothing. Each cell starts with ``random``
-seeded by its position, so code that draws random numbers replays the same draws.
+``registry`` keeps the live sessions under that id (each in a process of its own, see
+``sandbox_process``). Everything a session holds can be rebuilt from state: the context
+is mounted again from the blob store and the recorded cells are replayed with their
+sub-call journals, so recorded sub-call answers come from the journal and no model is
+called twice. That rebuild is what makes a timeout (which leaves an eryx session
+unusable), a crash, another worker or a fork from an older checkpoint lose nothing.
+Each cell starts with ``random`` seeded by its position, so random draws replay.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
 from typing import Any, Protocol
@@ -34,7 +33,7 @@ import eryx
 from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir, blob_name, home
 from rlm_graph.guest_prelude import PRELUDE
-from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.state import Cell, ContextRef
 from rlm_graph.truncation import one_line
 
 _log = logging.getLogger(__name__)
@@ -46,10 +45,6 @@ CAPTURE_LIMIT = 4_000_000
 REBUILT = "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not."
 # Largest answer (as JSON) taken from FINAL: it is stored in state and every checkpoint.
 MAX_ANSWER_BYTES = 16 << 20
-# Registry hygiene for long-lived servers: idle sessions are closed, and at most this
-# many stay live (a closed one is rebuilt from state when its thread comes back).
-IDLE_SECONDS = 1_800.0
-MAX_LIVE = 64
 _EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
 
 
@@ -65,13 +60,15 @@ class SubCallHandler(Protocol):
         ...
 
 
-class _NoSubCalls:
+class NoSubCalls:
     """Handler for a sandbox used outside a run (replay with complete journals)."""
 
     def query(self, prompt: str) -> dict[str, Any]:
+        """Refuse: no run is attached."""
         return {"ok": False, "error": "sub-calls are not available here"}
 
     def batch(self, prompts: list[str]) -> dict[str, Any]:
+        """Refuse: no run is attached."""
         return {"ok": False, "error": "sub-calls are not available here"}
 
 
@@ -207,6 +204,14 @@ def _factory_path() -> str:
     return str(home() / f"eryx-factory-{version('pyeryx')}-{digest}.bin")
 
 
+def factory_ready() -> bool:
+    """Whether the runtime snapshot is on disk; if not, say that the first start builds it."""
+    if os.path.exists(_factory_path()):
+        return True
+    _log.warning("building the sandbox runtime in %s (once per machine, ~15 s)", _factory_path())
+    return False
+
+
 @cache
 def sandbox_factory() -> eryx.SandboxFactory:
     """The factory every session comes from, built once per machine and kept on disk.
@@ -221,7 +226,6 @@ def sandbox_factory() -> eryx.SandboxFactory:
         try:
             return eryx.SandboxFactory.load(path)
         except (eryx.InitializationError, OSError, ValueError):
-            _log.warning("building the sandbox runtime in %s (once per machine, ~15 s)", path)
             factory = eryx.SandboxFactory(setup_code=PRELUDE)
             tmp = f"{path}.{threading.get_ident()}.tmp"
             factory.save(tmp)
@@ -304,7 +308,7 @@ class Sandbox:
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
         self.ref = ref
         self.limits = limits
-        self.handler: SubCallHandler = _NoSubCalls()
+        self.handler: SubCallHandler = NoSubCalls()
         self.broken = False
         self.cells_run = 0
         self._journal = _Journal(self.handler)
@@ -468,128 +472,3 @@ def _last_line(exc: BaseException) -> str:
 
 class SandboxBroken(RuntimeError):
     """The session halted and must be rebuilt from state before it runs again."""
-
-
-def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
-    """The cells whose effects the session holds: code that ran and did not halt."""
-    return [c for c in cells if c["kind"] != "note" and not c["halted"]]
-
-
-LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
-
-
-@dataclass
-class _Entry:
-    """A registry slot; its lock is held while the session is built, replayed or used."""
-
-    sandbox: Sandbox | None = None
-    applied: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    last_used: float = field(default_factory=time.monotonic)
-
-
-class SandboxRegistry:
-    """Live sessions of this process, keyed by the sandbox id kept in state."""
-
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_live: int = MAX_LIVE) -> None:
-        self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
-        self._idle_seconds = idle_seconds
-        self._max_live = max_live
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def __contains__(self, sandbox_id: object) -> bool:
-        with self._lock:
-            return sandbox_id in self._entries
-
-    def prepare(self, sandbox_id: str, ref: ContextRef, limits: Limits) -> None:
-        """Start building a new thread's session in the background.
-
-        Called while the root model is still thinking about its first reply, so
-        loading the runtime and reading a large context overlap the model's latency.
-        A failure here is left for :meth:`checkout` to raise where it can be reported.
-        """
-        entry = self._entry_for(sandbox_id)
-
-        def build() -> None:
-            with entry.lock:
-                if entry.sandbox is None:
-                    with suppress(Exception):
-                        entry.sandbox = Sandbox(ref, limits)
-
-        threading.Thread(target=build, name=f"rlm-prepare-{sandbox_id[:8]}", daemon=True).start()
-
-    @contextmanager
-    def checkout(
-        self,
-        sandbox_id: str,
-        ref: ContextRef,
-        cells: Sequence[CellRef],
-        limits: Limits,
-        handler: SubCallHandler,
-        load: LoadCells,
-    ) -> Iterator[Sandbox]:
-        """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
-
-        A missing session (new process, evicted), a broken one, one with other limits,
-        or one whose applied cells differ from state (a fork, another worker moved on)
-        is rebuilt by replay; one that is merely behind gets only the missing cells.
-        Full records are loaded (``load``) only for the cells that must be replayed.
-        """
-        wanted = replayable(cells)
-        prints = [c["record"] for c in wanted]
-        entry = self._entry_for(sandbox_id)
-        with entry.lock:
-            box = entry.sandbox
-            if (
-                box is None
-                or box.broken
-                or box.ref != ref
-                or box.limits != limits
-                or entry.applied != prints[: len(entry.applied)]
-            ):
-                box = entry.sandbox = Sandbox(ref, limits)
-                entry.applied = []
-            box.handler = handler
-            if len(entry.applied) < len(prints):
-                box.replay(load(wanted[len(entry.applied) :]))
-                entry.applied = prints
-            try:
-                yield box
-            finally:
-                box.handler = _NoSubCalls()
-                entry.last_used = time.monotonic()
-
-    def record(self, sandbox_id: str, cell: CellRef) -> None:
-        """Note that ``cell`` is now applied in the live session."""
-        with self._lock:
-            entry = self._entries.get(sandbox_id)
-        if entry is not None and replayable([cell]):
-            entry.applied.append(cell["record"])
-
-    def release(self, sandbox_id: str) -> None:
-        """Drop the session (run finished, thread done)."""
-        with self._lock:
-            self._entries.pop(sandbox_id, None)
-
-    def _entry_for(self, sandbox_id: str) -> _Entry:
-        with self._lock:
-            self._evict()
-            return self._entries.setdefault(sandbox_id, _Entry())
-
-    def _evict(self) -> None:
-        """Close idle sessions and keep at most ``max_live`` (least recently used go)."""
-        now = time.monotonic()
-        for key, entry in list(self._entries.items()):
-            if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
-                del self._entries[key]
-        if len(self._entries) >= self._max_live:
-            idle = sorted((e.last_used, k) for k, e in self._entries.items() if not e.lock.locked())
-            for _, key in idle[: len(self._entries) - self._max_live + 1]:
-                del self._entries[key]
-
-
-REGISTRY = SandboxRegistry()

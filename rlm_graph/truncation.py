@@ -52,6 +52,11 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 _SECRET_NAMES = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(API_KEY|SECRET_KEY)$")
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a key, token or password."""
+    return bool(_SECRET_NAMES.search(name.upper()))
+
+
 def redact_secrets(text: str) -> str:
     """``text`` with the value of every key-like environment variable blanked out.
 
@@ -59,6 +64,6 @@ def redact_secrets(text: str) -> str:
     errors are shown to the model and, through its code, could be sent anywhere.
     """
     for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_NAMES.search(name.upper()) and value in text:
+        if len(value) >= 8 and is_secret_name(name) and value in text:
             text = text.replace(value, f"[{name} redacted]")
     return text

@@ -27,7 +27,7 @@ from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir
 from rlm_graph.persistence import open_persistence
 from rlm_graph.records import _CACHE
-from rlm_graph.sandbox import REGISTRY
+from rlm_graph.registry import REGISTRY
 from rlm_graph.state import Pending
 from rlm_graph.stub_server import (
     Responder,

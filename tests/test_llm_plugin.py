@@ -28,7 +28,7 @@ from rlm_graph.api import answer
 from rlm_graph.cli import main as rlm_main
 from rlm_graph.llm_toolbox import RLM, ToolboxError, session_file
 from rlm_graph.models import ModelConfigError, load_chat_model
-from rlm_graph.sandbox import REGISTRY
+from rlm_graph.registry import REGISTRY
 from rlm_graph.stub_server import (
     Responder,
     StubReply,

@@ -16,7 +16,8 @@ from support import Script, fast_settings, python_probe, tool
 from test_langgraph_dev import RUN_TIMEOUT, DevServer, dev_server  # noqa: F401 (a fixture)
 
 from rlm_graph import RLMResult, aanswer, answer
-from rlm_graph.sandbox import REGISTRY, Sandbox
+from rlm_graph.registry import REGISTRY
+from rlm_graph.sandbox import Sandbox
 from rlm_graph.stub_server import Responder, StubServer
 
 Start = Callable[[Responder], StubServer]

@@ -18,7 +18,8 @@ from test_sandbox import Echo, loader, run_cells
 
 from rlm_graph import answer
 from rlm_graph.context_store import blob_dir, store_value
-from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox, SandboxRegistry
+from rlm_graph.registry import SandboxRegistry
+from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox
 from rlm_graph.stub_server import StubReply
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -291,23 +292,23 @@ def test_a_json_context_at_the_depth_limit_loads_in_the_sandbox() -> None:
 
 
 CRASH_PROBE = """
-import os, sys
 from rlm_graph.context_store import store_value
-from rlm_graph.sandbox import Limits, Sandbox
-box = Sandbox(store_value("ctx"), Limits(10.0, 5_000_000_000, 512))
+from rlm_graph.sandbox import Limits
+from rlm_graph.sandbox_process import IsolatedSandbox
+box = IsolatedSandbox(store_value("ctx"), Limits(10.0, 5_000_000_000, 512))
+box.run("keep = 1")
 out = box.run("import json\\njson.loads('[' * 5000 + ']' * 5000)")
-print("survived", out.error.splitlines()[-1] if out.error else out.output[-200:])
+print("survived", out.halted, box.broken, out.error)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyeryx 0.11 aborts the host process when guest C code nests ~2,000 deep "
-    "('execution on async fiber has overflowed its stack'); see docs/security.md",
-)
 def test_deeply_nested_data_in_guest_code_does_not_kill_the_host() -> None:
+    # In-process, eryx aborts the whole host here ('execution on async fiber has
+    # overflowed its stack'); each sandbox lives in a child process for that reason.
     done = python_probe(CRASH_PROBE, timeout=120)
-    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-500:]
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith("survived True True SandboxCrash:"), done.stdout
+    assert "nested too deeply" in done.stdout
 
 
 # -- end to end: the run continues and the model is told ------------------------------------
@@ -320,6 +321,7 @@ def test_deeply_nested_data_in_guest_code_does_not_kill_the_host() -> None:
         ("import os\nos._exit(0)", "SystemExit"),
         ("import os\nos.write(1, b'escape')", "Bad file descriptor"),
         ("import subprocess\nsubprocess.run(['id'])", "does not support processes"),
+        ("import json\njson.loads('[' * 5000 + ']' * 5000)", "nested too deeply"),
     ],
 )
 def test_a_run_survives_hostile_cells_and_keeps_earlier_variables(

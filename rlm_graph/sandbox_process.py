@@ -1,0 +1,394 @@
+"""Each sandbox in a process of its own, so hostile code cannot take the host down.
+
+eryx runs guest code on a fiber with a fixed native stack. C code that nests about
+2,000 levels deep (``json.loads`` of deep brackets, ``repr`` of a deeply nested list)
+overflows it, and wasmtime then aborts the whole process: in-process, one cell would
+kill a ``langgraph dev`` server and every run in it. In a child process it kills only
+that sandbox, which the registry rebuilds by replay as after any other halt. A child
+also returns its memory to the system when it ends, and it never sees the host's keys.
+
+How it works: one *zygote* per host process (``python -m rlm_graph.sandbox_process``)
+imports the modules once and, for each sandbox, forks a child that loads the runtime
+snapshot and serves one :class:`~rlm_graph.sandbox.Sandbox`. The zygote must never
+load the eryx runtime itself: a process forked after that hangs. Host and child talk
+over a socket pair; sub-calls made by guest code travel back to the host's handler, so
+model clients and keys stay in the host. A warm spare child is kept ready, so opening
+a sandbox costs what it costs in-process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from queue import Queue
+from typing import IO, Any
+
+from rlm_graph.sandbox import (
+    REBUILT,
+    CellOutcome,
+    Limits,
+    NoSubCalls,
+    Sandbox,
+    SandboxBroken,
+    SandboxError,
+    SubCallHandler,
+    factory_ready,
+    guarded,
+    sandbox_factory,
+)
+from rlm_graph.state import Cell, ContextRef
+from rlm_graph.truncation import is_secret_name
+
+# How long past its own limits a child may stay silent before the host kills it.
+_GRACE_SECONDS = 120.0
+_START_SECONDS = 120.0  # a first start may build the runtime snapshot (~15 s)
+_STACK_OVERFLOW = "overflowed its stack"
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+class _RemoteHandler:
+    """The child's side of sub-calls: each becomes a request the host answers."""
+
+    def __init__(self, conn: Connection, wait: float) -> None:
+        self._conn = conn
+        self._wait = wait
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def deliver(self, call_id: int, result: Any) -> None:
+        event, slot = self._waiting.pop(call_id, (None, []))
+        if event is not None:
+            slot.append(result)
+            event.set()
+
+    def _ask(self, name: str, payload: Any) -> Any:
+        call_id = next(self._ids)
+        event, slot = threading.Event(), list[Any]()
+        self._waiting[call_id] = (event, slot)
+        self.send(("call", call_id, name, payload))
+        if not event.wait(self._wait):
+            self._waiting.pop(call_id, None)
+            return {"ok": False, "error": "the host did not answer this sub-call in time"}
+        return slot[0]
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._ask("query", prompt)
+        return answer
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        answers: list[dict[str, Any]] | dict[str, Any] = self._ask("batch", prompts)
+        return answers
+
+
+def serve(conn: Connection) -> None:
+    """A child's life: warm up, open one sandbox, run cells until the host lets go."""
+    conn.send(("hello", os.getpid()))
+    with suppress(Exception):  # a broken snapshot is reported by the init below
+        sandbox_factory()
+    try:
+        _, ref, limits = conn.recv()
+        box = Sandbox(ref, limits)
+    except (EOFError, OSError):
+        return
+    except SandboxError as exc:
+        conn.send(("error", str(exc)))
+        return
+    remote = _RemoteHandler(conn, limits.cell_timeout + 60)
+    box.handler = remote
+    commands: Queue[tuple[Any, ...]] = Queue()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the host is gone: nothing this child holds matters now
+            if message[0] == "reply":
+                remote.deliver(message[1], message[2])
+            else:
+                commands.put(message)
+
+    threading.Thread(target=read, daemon=True).start()
+    remote.send(("ready",))
+    while (command := commands.get())[0] == "run":
+        remote.send(("done", box.run(command[1], command[2])))
+
+
+def _child(conn_fd: int, err_fd: int, control: socket.socket) -> None:
+    """Runs in a freshly forked child of the zygote; never returns."""
+    control.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(err_fd, 2)  # what wasmtime prints before an abort, for the host to read
+    try:
+        serve(Connection(conn_fd))
+    finally:
+        os._exit(0)
+
+
+def zygote(control_fd: int) -> None:
+    """Fork a child for every socket the host sends; exit when the host goes away."""
+    control = socket.socket(fileno=control_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(control, 1, 2)
+        except OSError:
+            return
+        if len(fds) != 2:
+            return  # the host closed the control socket
+        if os.fork() == 0:
+            _child(fds[0], fds[1], control)
+        for fd in fds:
+            os.close(fd)
+
+
+# -- the host -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    """A forked child, warm and waiting for its sandbox."""
+
+    conn: Connection
+    pid: int
+    errors: IO[bytes]
+
+
+def _clean_environment() -> dict[str, str]:
+    """The host's environment without anything key-like: the sandbox never needs it."""
+    return {name: value for name, value in os.environ.items() if not is_secret_name(name)}
+
+
+class _Zygote:
+    """The host's handle on its zygote process."""
+
+    def __init__(self) -> None:
+        host_end, zygote_end = socket.socketpair()
+        self._control = host_end
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "rlm_graph.sandbox_process", str(zygote_end.fileno())],
+            pass_fds=[zygote_end.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=_clean_environment(),
+        )
+        zygote_end.close()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        """Close the control socket (the zygote then exits) and reap it."""
+        self._control.close()
+        try:
+            self._process.wait(2)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def fork(self) -> _Worker:
+        """A new child, with the runtime loaded, waiting for its sandbox."""
+        host_end, child_end = socket.socketpair()
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the worker, closed with it
+        with self._lock:
+            socket.send_fds(self._control, [b"f"], [child_end.fileno(), errors.fileno()])
+        child_end.close()
+        conn = Connection(host_end.detach())
+        if not conn.poll(_START_SECONDS):
+            conn.close()
+            raise SandboxError("the sandbox process did not start; see the host's log")
+        _, pid = conn.recv()
+        return _Worker(conn, pid, errors)
+
+
+class _Pool:
+    """Forks children through one zygote and keeps one warm spare ready."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zygote: _Zygote | None = None
+        self._spare: _Worker | None = None
+        self._refilling = False
+
+    def shutdown(self) -> None:
+        """At exit: end the spare and the zygote (children end with their sockets)."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+            zygote, self._zygote = self._zygote, None
+        if spare is not None:
+            _let_go(spare)
+        if zygote is not None:
+            zygote.stop()
+
+    def take(self) -> _Worker:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        worker = spare if spare is not None and not spare.conn.closed else self._fork()
+        self._refill()
+        return worker
+
+    def _fork(self) -> _Worker:
+        with self._lock:
+            if self._zygote is None or not self._zygote.alive():
+                factory_ready()  # says so when the first start will build the runtime
+                self._zygote = _Zygote()
+            zygote = self._zygote
+        return zygote.fork()
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._refilling or self._spare is not None:
+                return
+            self._refilling = True
+
+        def refill() -> None:
+            try:
+                spare = self._fork()
+            except (SandboxError, OSError):
+                spare = None
+            with self._lock:
+                self._refilling = False
+                if self._spare is None:
+                    self._spare, spare = spare, None
+            if spare is not None:
+                _let_go(spare)
+
+        threading.Thread(target=refill, name="rlm-sandbox-spare", daemon=True).start()
+
+
+_POOL = _Pool()
+atexit.register(_POOL.shutdown)
+
+
+def _let_go(worker: _Worker) -> None:
+    """End a child: closing its socket makes it exit at once."""
+    with suppress(OSError):
+        worker.conn.close()
+    worker.errors.close()
+
+
+class IsolatedSandbox:
+    """A :class:`~rlm_graph.sandbox.Sandbox` that lives in a child process.
+
+    It has the same surface as the in-process one. A child that dies (an abort inside
+    eryx) or stops answering ends its cell as halted, like a timeout: the registry then
+    rebuilds the sandbox by replay in a new child.
+    """
+
+    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        self.ref = ref
+        self.limits = limits
+        self.handler: SubCallHandler = NoSubCalls()
+        self.broken = False
+        self.cells_run = 0
+        self._worker = _POOL.take()
+        self._send_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _let_go, self._worker)
+        self._send(("init", ref, limits))
+        reply = self._receive(limits.cell_timeout + _GRACE_SECONDS)
+        if reply is None or reply[0] != "ready":
+            reason = reply[1] if reply is not None else self._death_notice()
+            self.close()
+            raise SandboxError(reason)
+
+    def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """Run one cell in the child, answering its sub-calls here."""
+        if self.broken:
+            raise SandboxBroken("the session halted earlier; rebuild it from state")
+        self.cells_run += 1
+        started = time.perf_counter()
+        self._send(("run", code, list(journal)))
+        deadline = time.monotonic() + self.limits.cell_timeout + _GRACE_SECONDS
+        while (message := self._receive(deadline - time.monotonic())) is not None:
+            if message[0] == "call":
+                threading.Thread(target=self._answer, args=message[1:], daemon=True).start()
+                continue
+            outcome: CellOutcome = message[1]
+            if outcome.halted:
+                self.broken = True
+                self.close()
+            return outcome
+        error = f"SandboxCrash: {self._death_notice()}{REBUILT}"
+        self.broken = True
+        self.close()
+        return CellOutcome("", "", error, True, [], None, time.perf_counter() - started)
+
+    def replay(self, cells: Sequence[Cell]) -> None:
+        """Re-apply recorded cells so the session holds what it held before."""
+        for cell in cells:
+            self.run(cell["code"], cell["journal"])
+
+    def close(self) -> None:
+        """End the child (it exits when its socket closes)."""
+        self._finalizer()
+
+    def _answer(self, call_id: int, name: str, payload: Any) -> None:
+        handler = self.handler
+        answer: Callable[[], Any] = (
+            (lambda: handler.query(payload))
+            if name == "query"
+            else (lambda: handler.batch(payload))
+        )
+        result = guarded(answer)
+        with suppress(OSError):
+            self._send(("reply", call_id, result))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._worker.conn.send(message)
+
+    def _receive(self, seconds: float) -> tuple[Any, ...] | None:
+        """The child's next message, or None if it died or stayed silent too long."""
+        try:
+            if self._worker.conn.poll(max(seconds, 0.0)):
+                message: tuple[Any, ...] = self._worker.conn.recv()
+                return message
+        except (EOFError, OSError):
+            return None
+        with suppress(ProcessLookupError):  # silent past every limit: stop it for good
+            os.kill(self._worker.pid, signal.SIGKILL)
+        return None
+
+    def _death_notice(self) -> str:
+        """Why the child died, from what it printed before the end."""
+        errors = self._worker.errors
+        with suppress(OSError, ValueError):
+            errors.seek(0)
+            printed = errors.read()[-2000:].decode("utf-8", errors="replace").strip()
+            if _STACK_OVERFLOW in printed:
+                return (
+                    "the sandbox process crashed: the code nested too deeply for its native "
+                    "stack (C-level recursion such as json.loads, repr or eval of data nested "
+                    "~2,000 levels); flatten the data or process it iteratively"
+                )
+            if printed:
+                return f"the sandbox process crashed ({printed.splitlines()[-1][:300]})"
+        return "the sandbox process stopped answering and was ended"
+
+
+if __name__ == "__main__":
+    zygote(int(sys.argv[1]))
