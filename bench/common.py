@@ -23,6 +23,8 @@ def setup_env() -> None:
     os.environ.setdefault("RLM_GRAPH_HOME", os.path.join(tempfile.gettempdir(), "rlm-graph-tests"))
     os.environ["LANGSMITH_TRACING"] = "false"
     os.environ["LANGSMITH_TEST_TRACKING"] = "false"
+    # dspy (through litellm) would fetch a model price list from the internet at first use
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "true"
 
 
 setup_env()

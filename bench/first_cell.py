@@ -1,10 +1,12 @@
-"""Figure 3: time from ``answer()`` to the first cell running, and peak RSS, by size.
+"""Figure 3: time from the call to the first cell running, and peak RSS, by size.
 
 Each measurement runs in a fresh subprocess, so one size's memory cannot pollute the
 next and each pays what a new process pays (model client, sandbox factory load). The
 cell's first statement is a sub-call; its arrival at the stub marks "the first cell
-is running" on the same monotonic clock as the start. The floor does the same after
-reading the file into its namespace, the least any RLM must do.
+is running" on the same monotonic clock as the start. rlm-graph is given the file's
+path (it stores the file by reference); the floor, rlms and dspy take text, so their
+time includes reading the file, the least any of them must do. Importing each
+framework (process start-up) is timed apart, in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -25,21 +27,18 @@ from bench.common import (
     forget_blob,
     is_root_request,
     median,
-    scripted,
-    stub_settings,
     table,
     verdict,
     write_haystack,
 )
+from bench.peers import MODULES, PEERS, available
 from rlm_graph.stub_server import StubServer
-from rlm_graph.stub_server import fenced_reply as fenced
-from rlm_graph.stub_server import tool_reply as tool
 
 TARGET_SECONDS = 0.5  # for 100 MB
 TARGET_RSS = 3.0  # x context, for 100 MB
 MB = 1 << 20
-GRAPH_CELL = "r = await llm_query('first cell')\nFINAL(len(context))"
-FLOOR_CELL = "r = llm_query('first cell')\nFINAL(len(context))"
+ROOT = Path(__file__).resolve().parent.parent
+CELL = "r = QUERY('first cell')\nDONE(len(context))"
 
 
 def _peak_rss() -> int:
@@ -58,28 +57,32 @@ def _peak_rss() -> int:
 
 def child(mode: str, path: Path) -> dict[str, Any]:
     """Run one measurement in this (fresh) process and return it."""
-    from bench.floor import run_floor
-    from rlm_graph import answer
+    from bench.peers import Job, prepare, responder
+    from bench.peers import run as run_peer
     from rlm_graph.api import reference
 
-    cell = GRAPH_CELL if mode == "graph" else FLOOR_CELL
-    server = StubServer(scripted([(tool if mode == "graph" else fenced)(cell)])).start()
+    prepare(mode)
+
+    server = StubServer(responder(mode, [CELL])).start()
     before = _peak_rss()
     started = time.monotonic()
-    if mode == "graph":
-        result = answer("q", path, **stub_settings(server, max_iterations=3))
-        value, error = result.answer, result.error
-    else:
-        value, _ = run_floor("q", path.read_text(encoding="utf-8"), base_url=server.base_url)
-        error = ""
+    # rlm-graph reads the file itself (by reference); the others are handed its text
+    context = path if mode == "graph" else path.read_text(encoding="utf-8")
+    value = run_peer(mode, Job("q", context, max_iterations=3), server)
     total = time.monotonic() - started
+    del context
     peak = _peak_rss()
     marks = [r.timestamp for r in server.requests if r.body and not is_root_request(r.body)]
     server.stop()
     size = path.stat().st_size
-    if value != size or not marks:
-        raise RuntimeError(f"{mode} run went wrong: answer={value!r} error={error}")
-    out = {"first_cell": marks[0] - started, "total": total, "rss": peak, "rss_before": before}
+    if str(value) != str(size) or not marks:
+        raise RuntimeError(f"{mode} run went wrong: answer={value!r}")
+    out = {
+        "first_cell": marks[0] - started,
+        "total": total,
+        "rss": peak,
+        "rss_before": before,
+    }
     if mode == "graph":  # what storing alone costs (it re-copies even when stored)
         store_started = time.monotonic()
         reference(path)
@@ -89,10 +92,9 @@ def child(mode: str, path: Path) -> dict[str, Any]:
 
 
 def _spawn(mode: str, path: Path) -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "-m", "bench.first_cell", mode, str(path)],
-        cwd=root,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
@@ -102,67 +104,84 @@ def _spawn(mode: str, path: Path) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def startup(module: str, repeats: int) -> float:
+    """Seconds a fresh interpreter takes to import ``module``, minus a bare interpreter."""
+
+    def spawn(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        return time.perf_counter() - started
+
+    bare = median([spawn("pass") for _ in range(repeats)])
+    return median([spawn(f"import {module}") for _ in range(repeats)]) - bare
+
+
 def run(quick: bool = False) -> str:
-    """Measure and return the table of figure 3."""
+    """Measure and return the tables of figure 3."""
     sizes = (1, 10) if quick else (1, 10, 100)
     repeats = 1 if quick else 3
+    modes = available()
     rows = []
     with tempfile.TemporaryDirectory(prefix="rlm-bench-") as tmp:
         for size in sizes:
             path = write_haystack(Path(tmp) / f"haystack-{size}mb.txt", size * MB, seed=size)
-            runs: dict[str, list[dict[str, Any]]] = {"floor": [], "graph": []}
+            runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
             for _ in range(repeats):
                 for mode, done in runs.items():
                     done.append(_spawn(mode, path))
-            floor, graph = runs["floor"], runs["graph"]
-            floor_s = median([r["first_cell"] for r in floor])
-            graph_s = median([r["first_cell"] for r in graph])
-            graph_rss = median([r["rss"] for r in graph])
-            added = median([r["rss"] - r["rss_before"] for r in graph])
-            rss_ratio = graph_rss / (size * MB)
+            seconds = {m: median([r["first_cell"] for r in done]) for m, done in runs.items()}
+            rss = {m: median([r["rss"] for r in done]) for m, done in runs.items()}
+            ours, ours_rss = seconds["graph"], rss["graph"]
             rows.append(
                 [
                     f"{size} MB",
-                    fmt(floor_s),
-                    fmt(graph_s),
-                    fmt(graph_s / floor_s) + "x",
-                    fmt(median([r["store"] for r in graph])),
-                    f"{median([r['rss'] for r in floor]) / MB:,.0f}",
-                    f"{graph_rss / MB:,.0f}",
-                    f"{added / MB:,.0f}",
-                    fmt(rss_ratio) + "x",
-                    fmt(added / (size * MB)) + "x",
+                    *(fmt(seconds[m]) for m in modes),
+                    *(fmt(ours / seconds[m]) + "x" for m in modes if m != "graph"),
+                    fmt(median([r["store"] for r in runs["graph"]])),
+                    *(f"{rss[m] / MB:,.0f}" for m in modes),
+                    fmt(ours_rss / (size * MB)) + "x",
                     (
-                        f"{verdict(graph_s, TARGET_SECONDS)} / {verdict(rss_ratio, TARGET_RSS)}"
+                        f"{verdict(ours, TARGET_SECONDS)} / "
+                        f"{verdict(ours_rss / (size * MB), TARGET_RSS)}"
                         if size == 100
                         else ""
                     ),
                 ]
             )
-    return table(
-        f"3. Time to first cell and peak RSS (fresh process per run, median of {repeats}; "
-        f"target for 100 MB: <= {TARGET_SECONDS} s, RSS <= {TARGET_RSS:g}x context)",
+    others = [m for m in modes if m != "graph"]
+    first = table(
+        f"3. Time from the call to the first cell running, and peak RSS (fresh process per "
+        f"run, median of {repeats}; target for 100 MB: <= {TARGET_SECONDS} s, RSS <= "
+        f"{TARGET_RSS:g}x context)",
         [
             "context",
-            "floor s",
-            "graph s",
-            "vs floor",
-            "store_path s",
-            "floor peak MB",
-            "graph peak MB",
-            "graph added MB",
+            *(f"{m} s" for m in modes),
+            *(f"graph/{m}" for m in others),
+            "graph store_path s",
+            *(f"{m} peak MB" for m in modes),
             "graph peak / ctx",
-            "added / ctx",
             "target (time / RSS)",
         ],
         rows,
     )
+    start_rows = [[m, MODULES[m][0], fmt(startup(MODULES[m][0], repeats))] for m in modes]
+    return "\n".join(
+        [
+            first,
+            table(
+                f"3b. Process start-up: importing the framework in a fresh interpreter "
+                f"(median of {repeats}, bare interpreter subtracted)",
+                ["framework", "import", "seconds"],
+                start_rows,
+            ),
+        ]
+    )
 
 
 def main() -> None:
-    """Child entry point: ``python -m bench.first_cell graph|floor PATH``."""
+    """Child entry point: ``python -m bench.first_cell floor|graph|rlms|dspy PATH``."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("graph", "floor"))
+    parser.add_argument("mode", choices=PEERS)
     parser.add_argument("path", type=Path)
     args = parser.parse_args()
     print(json.dumps(child(args.mode, args.path)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from typing import Any
 
@@ -21,17 +22,35 @@ SYSTEM = "Answer the question. `context` is a variable in a Python REPL; run ```
 _REPL = re.compile(r"```repl\n(.*?)```", re.DOTALL)
 _FINAL = re.compile(r"^\s*FINAL(_VAR)?\((.*)\)\s*$", re.MULTILINE)
 _DONE = object()
+CHILD = "Answer for the calling program from `context`."
 
 
 def run_floor(
-    question: str, context: Any, *, base_url: str, max_iterations: int = 100
+    question: str,
+    context: Any,
+    *,
+    base_url: str,
+    max_iterations: int = 100,
+    max_depth: int = 1,
+    concurrency: int = 128,
 ) -> tuple[Any, int]:
-    """Answer like an RLM with nothing but ``exec``; returns (answer, iterations)."""
+    """Answer like an RLM with nothing but ``exec``; returns (answer, iterations).
+
+    Below ``max_depth`` a sub-call is a whole floor run on the prompt; ``llm_batch``
+    runs sub-calls on a pool of ``concurrency`` threads.
+    """
     llm = ChatOpenAI(model="stub-root", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
     sub = ChatOpenAI(model="stub-sub", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
     final: list[Any] = [_DONE]
     ns: dict[str, Any] = {"context": context}
-    ns["llm_query"] = lambda prompt: sub.invoke([HumanMessage(prompt)]).content
+
+    def query(prompt: str) -> Any:
+        if max_depth > 1:
+            return run_floor(CHILD, prompt, base_url=base_url, max_depth=max_depth - 1)[0]
+        return sub.invoke([HumanMessage(prompt)]).content
+
+    ns["llm_query"] = query
+    ns["llm_batch"] = lambda prompts: list(ThreadPoolExecutor(concurrency).map(query, prompts))
     ns["FINAL"] = lambda value: final.__setitem__(0, value)
     ns["FINAL_VAR"] = lambda name: final.__setitem__(0, ns[name])
     messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(question)]
