@@ -12,7 +12,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-FIGURES = ("overhead", "batch", "first_cell", "needle", "versus")
+FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume")
 
 
 def describe() -> str:
