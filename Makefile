@@ -37,6 +37,7 @@ test: lint
 	RLM_TEST_POSTGRES_URL="$${RLM_TEST_POSTGRES_URL:-$$(.ci/postgres.sh || true)}" $(VENV)/bin/pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m bench all
 
 clean:

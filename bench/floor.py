@@ -25,6 +25,11 @@ _DONE = object()
 CHILD = "Answer for the calling program from `context`."
 
 
+def client(model: str, base_url: str) -> ChatOpenAI:
+    """A chat client on the stub, without retries."""
+    return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr("x"), max_retries=0)
+
+
 def run_floor(
     question: str,
     context: Any,
@@ -39,8 +44,7 @@ def run_floor(
     Below ``max_depth`` a sub-call is a whole floor run on the prompt; ``llm_batch``
     runs sub-calls on a pool of ``concurrency`` threads.
     """
-    llm = ChatOpenAI(model="stub-root", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
-    sub = ChatOpenAI(model="stub-sub", base_url=base_url, api_key=SecretStr("x"), max_retries=0)
+    llm, sub = client("stub-root", base_url), client("stub-sub", base_url)
     final: list[Any] = [_DONE]
     ns: dict[str, Any] = {"context": context}
 

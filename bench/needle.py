@@ -104,7 +104,8 @@ def state_cost(size: int) -> list[list[Any]]:
         raise RuntimeError(f"lines variant missed: {result.answer!r} {result.error}")
     lines = text.count("\n")
     return [
-        [repr(cell["code"].splitlines()[0])[:48], fmt(cell["seconds"])] for cell in values["cells"]
+        [repr(code.splitlines()[0])[:48], fmt(cell["seconds"])]
+        for code, cell in zip(cells, values["cells"], strict=True)
     ] + [["(lines in globals)", f"{lines:,}"]]
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench import plot
 from bench.common import TimedStub, fmt, forget_blob, median, table
 from bench.needle import QUESTION, needle_text, search_code
 from bench.peers import Job, available, is_root_model, prepare, prompt_tokens, responder
@@ -78,8 +79,8 @@ def overhead(peers: Sequence[str], n: int, repeats: int) -> tuple[Measured, Meas
     return {p: median(v) for p, v in per_iter.items()}, {p: median(v) for p, v in fixed.items()}
 
 
-def batch(peers: Sequence[str], repeats: int) -> tuple[Measured, Measured]:
-    """(sub-call wall seconds, the same against its ideal) for each framework."""
+def batch(peers: Sequence[str], repeats: int) -> Measured:
+    """Sub-call wall seconds (first request to last reply) for each framework."""
     cells = [
         f"r = BATCH([f'item {{i}}: say ok' for i in range({PROMPTS})])",
         "DONE(len([x for x in r if x == 'ok']))",
@@ -97,9 +98,7 @@ def batch(peers: Sequence[str], repeats: int) -> tuple[Measured, Measured]:
                 spans[peer].append(max(subs) - min(subs) + LATENCY)
             finally:
                 server.stop()
-    wall = {p: median(v) for p, v in spans.items()}
-    ideal = {p: math.ceil(PROMPTS / CONCURRENCY[p]) * LATENCY for p in peers}
-    return wall, {p: wall[p] / ideal[p] for p in peers}
+    return {p: median(v) for p, v in spans.items()}
 
 
 def needle(peers: Sequence[str], repeats: int, size: int) -> Measured:
@@ -218,7 +217,7 @@ def run(quick: bool = False) -> str:
     repeats = 1 if quick else 3
     n = 10 if quick else 50
     per_iter, fixed = overhead(peers, n, repeats)
-    batch_wall, batch_ideal = batch(peers, 1 if quick else 2)
+    batch_wall = batch(peers, 1 if quick else 2)
     needle_s = needle(peers, repeats, (1 if quick else 5) << 20)
     oolong_s = oolong(peers, repeats)
     depth_s = depth_two(peers, repeats)
@@ -233,6 +232,9 @@ def run(quick: bool = False) -> str:
             *(fmt(ours / values[p]) + "x" if values[p] else "n/a" for p in others),
         ]
 
+    ideal = {p: math.ceil(PROMPTS / CONCURRENCY[p]) * LATENCY for p in peers}
+    batch_ideal = {p: batch_wall[p] / ideal[p] for p in peers}
+    drawn = None if quick else plot.save(per_iter, batch_wall, ideal)
     last = {p: float(v[-1]) for p, v in token_runs.items()}
     growth = {p: (v[-1] - v[0]) / max(1, len(v) - 1) for p, v in token_runs.items()}
     rows = [
@@ -260,7 +262,8 @@ def run(quick: bool = False) -> str:
                 ["figure", *peers, *(f"graph/{p}" for p in others)],
                 rows,
             ),
-            f"Batch concurrency: {concurrency}. OOLONG sub-calls wait {OOLONG_LATENCY} s each.",
+            f"Batch concurrency: {concurrency}. OOLONG sub-calls wait {OOLONG_LATENCY} s each."
+            + (f" Plot: {drawn.name}." if drawn else ""),
             "",
             table(
                 "5b. Root-model prompt tokens per iteration (chars / 4, tool schema included)",

@@ -1,0 +1,75 @@
+"""The benchmark harness drives every framework correctly (not how fast: bench/ does that).
+
+Each installed framework runs one tiny workload through the stub: a sub-call, a batch
+and a depth-2 sub-RLM, in its own answer protocol. rlms and dspy come with the
+``bench`` extra; without them only rlm-graph and the floor are checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.peers import (
+    ROOT_MARK,
+    Job,
+    available,
+    is_root_model,
+    prompt_tokens,
+    responder,
+    run,
+    step_of,
+    translate,
+)
+from rlm_graph.stub_server import StubServer
+
+CELLS = ["x = 1\nr = QUERY('hi')", "b = BATCH(['a', 'b'])", "DONE(str(x) + r + ''.join(b))"]
+ROOT = ["parts = context.split('\\n\\n')", "r = [RECURSE(p) for p in parts]", "DONE(','.join(r))"]
+CHILD = [
+    "import re\nw = re.search(r'KEY (\\w+)', context).group(1)",
+    "s = QUERY('leaf ' + w)",
+    "DONE(s)",
+]
+
+
+def test_each_protocol_gets_its_own_dialect() -> None:
+    cell = "r = QUERY('p')\nb = BATCH(['q'])\nDONE(r)"
+    assert translate("graph", cell) == "r = await llm_query('p')\nb = await llm_batch(['q'])\nFINAL(r)"
+    assert translate("floor", cell) == "r = llm_query('p')\nb = llm_batch(['q'])\nFINAL(r)"
+    assert translate("rlms", cell) == (
+        "r = llm_query('p')\nb = llm_query_batched(['q'])\n"
+        'answer["content"] = r\nanswer["ready"] = True'
+    )
+    assert translate("dspy", cell) == "r = llm_query('p')\nb = llm_query_batched(['q'])\nSUBMIT(r)"
+    assert translate("dspy", "y = RECURSE('p')").startswith("_sub_rlm = lambda p: ")
+
+
+def test_steps_and_roles_are_read_off_the_request() -> None:
+    dspy_body: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": f"{ROOT_MARK} q\n[[ ## iteration ## ]]\n3/20"},
+        ]
+    }
+    assert step_of(dspy_body) == 2
+    assert is_root_model(dspy_body)
+    child = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "c"}]}
+    assert not is_root_model(child)
+    with_tools = {**child, "tools": [{"name": "x" * 400}]}
+    assert prompt_tokens(with_tools) > prompt_tokens(child) + 90
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer", available())
+def test_every_installed_framework_runs_the_same_cells(peer: str) -> None:
+    with StubServer(responder(peer, CELLS, sub=lambda p: f"<{p}>")) as server:
+        assert str(run(peer, Job("q", "ctx"), server)) == "1<hi><a><b>"
+    with StubServer(responder(peer, ROOT, sub=lambda p: f"[{p}]", child=CHILD)) as server:
+        job = Job("q", "p1 KEY lemon\n\np2 KEY plum", max_depth=2)
+        assert run(peer, job, server) == "[leaf lemon],[leaf plum]"
+
+
+def test_unknown_framework_is_one_line_error() -> None:
+    with StubServer(responder("floor", CELLS)) as server, pytest.raises(ValueError, match="unknown"):
+        run("langchain", Job("q", "ctx"), server)
