@@ -35,7 +35,9 @@ CHILD = [
 
 def test_each_protocol_gets_its_own_dialect() -> None:
     cell = "r = QUERY('p')\nb = BATCH(['q'])\nDONE(r)"
-    assert translate("graph", cell) == "r = await llm_query('p')\nb = await llm_batch(['q'])\nFINAL(r)"
+    assert (
+        translate("graph", cell) == "r = await llm_query('p')\nb = await llm_batch(['q'])\nFINAL(r)"
+    )
     assert translate("floor", cell) == "r = llm_query('p')\nb = llm_batch(['q'])\nFINAL(r)"
     assert translate("rlms", cell) == (
         "r = llm_query('p')\nb = llm_query_batched(['q'])\n"
@@ -61,6 +63,7 @@ def test_steps_and_roles_are_read_off_the_request() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dspy's own LM calls, not ours
 @pytest.mark.parametrize("peer", available())
 def test_every_installed_framework_runs_the_same_cells(peer: str) -> None:
     with StubServer(responder(peer, CELLS, sub=lambda p: f"<{p}>")) as server:
@@ -71,5 +74,8 @@ def test_every_installed_framework_runs_the_same_cells(peer: str) -> None:
 
 
 def test_unknown_framework_is_one_line_error() -> None:
-    with StubServer(responder("floor", CELLS)) as server, pytest.raises(ValueError, match="unknown"):
+    with (
+        StubServer(responder("floor", CELLS)) as server,
+        pytest.raises(ValueError, match="unknown"),
+    ):
         run("langchain", Job("q", "ctx"), server)
