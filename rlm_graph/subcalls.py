@@ -10,6 +10,7 @@ callback timeout (a callback that outlives that timeout hangs the process in ery
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import math
 import threading
@@ -24,6 +25,7 @@ from functools import cache
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
 from rlm_graph.blobs import Blobs
@@ -39,6 +41,7 @@ CHARS_PER_TOKEN = 3
 # Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
 # each blocks one thread while its cell runs, so the pool must exceed the fan-out.
 _EXECUTOR_THREADS = 256
+_CALL_THREADS = 512
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -55,6 +58,17 @@ RunChild = Callable[[str, Settings, Emit | None], Awaitable[ChildResult]]
 
 
 _LOOP_LOCK = threading.Lock()
+
+# Threads for plain sub-calls, which use the model's synchronous client. On a shared
+# 2-core machine the client's CPU per request, not the model's latency, paced a batch of
+# 128 concurrent calls, and the asynchronous stack (LangChain, openai, httpx, anyio on
+# one event loop) spends about twice the CPU per request of the synchronous one: 200
+# calls of 0.3 s at concurrency 128 took 1.4-1.9 s with ``ainvoke`` and 0.8-1.0 s on
+# threads (docs/benchmarks.md). The pool is apart from the loop's default executor, on
+# which sub-RLM graph nodes block, so neither can starve the other; beyond its size,
+# calls queue. Threads start only when needed. A sub-call cancelled by a cell timeout
+# leaves its thread to finish within ``model_timeout``.
+CALL_POOL = ThreadPoolExecutor(_CALL_THREADS, "rlm-call")
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -335,8 +349,11 @@ class SubCallBroker:
                 self.settings.model_max_retries,
             )
             metadata = {**self._trace_metadata, "rlm_depth": self.settings.depth + 1}
-            reply = await model.ainvoke(
-                [HumanMessage(prompt)], config={"run_name": "llm_query", "metadata": metadata}
+            config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}
+            context = contextvars.copy_context()  # tracing follows the call to its thread
+            messages = [HumanMessage(prompt)]
+            reply = await asyncio.get_running_loop().run_in_executor(
+                CALL_POOL, lambda: context.run(model.invoke, messages, config)
             )
         usage = usage_of(reply, self.settings.effective_sub_model)
         self._count(usage, spent_live=True)
