@@ -9,7 +9,8 @@ interleaved, so drift on a shared machine hits all of them alike. Figures:
   server and a REPL per call, dspy a worker process: the slope keeps that apart.
 - **batch**: one cell sends 200 sub-calls that each wait 0.3 s, at each framework's
   concurrency (rlm-graph and the floor 128; rlms is fixed at 16, dspy at 8). Wall time
-  of the sub-calls (first request to last reply) against ``ceil(200 / c) * 0.3 s``.
+  of the sub-calls (first request to last reply) against ``ceil(200 / c) * 0.3 s``,
+  after a warm-up run on the same server (as in a long-lived process).
 - **needle**: S-NIAH over 5 MB, one regex cell, the whole call timed in-process.
 - **oolong**: 10,000 records classified by a batch over 100 chunks of 100 records
   (0.05 s per sub-call), then counted; the answer is checked against the truth.
@@ -22,6 +23,7 @@ interleaved, so drift on a shared machine hits all of them alike. Figures:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -221,6 +223,9 @@ def tokens(peers: Sequence[str], n: int) -> dict[str, list[int]]:
 
 def run(quick: bool = False) -> str:
     """Measure every framework installed and return the side-by-side tables."""
+    # rlms runs each batch under its own asyncio.run(); its clients' pools then close
+    # on a finished loop and asyncio logs "Event loop is closed" tracebacks: noise here.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     peers = available()
     for peer in peers:
         prepare(peer)
