@@ -9,10 +9,17 @@ import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume")
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def describe() -> str:
@@ -30,7 +37,8 @@ def describe() -> str:
         ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True
     ).stdout.strip()
     packages = ", ".join(
-        f"{name} {version(name)}" for name in ("langgraph", "pyeryx", "langchain-openai")
+        f"{name} {_version(name)}"
+        for name in ("langgraph", "pyeryx", "langchain-openai", "openai", "rlms", "dspy")
     )
     return (
         f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}; {packages}; "

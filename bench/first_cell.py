@@ -59,7 +59,6 @@ def child(mode: str, path: Path) -> dict[str, Any]:
     """Run one measurement in this (fresh) process and return it."""
     from bench.peers import Job, prepare, responder
     from bench.peers import run as run_peer
-    from rlm_graph.api import reference
 
     prepare(mode)
 
@@ -83,10 +82,7 @@ def child(mode: str, path: Path) -> dict[str, Any]:
         "rss": peak,
         "rss_before": before,
     }
-    if mode == "graph":  # what storing alone costs (it re-copies even when stored)
-        store_started = time.monotonic()
-        reference(path)
-        out["store"] = time.monotonic() - store_started
+    if mode == "graph":  # leave no 100 MB copies in the shared home
         forget_blob(path)
     return out
 
@@ -137,7 +133,6 @@ def run(quick: bool = False) -> str:
                     f"{size} MB",
                     *(fmt(seconds[m]) for m in modes),
                     *(fmt(ours / seconds[m]) + "x" for m in modes if m != "graph"),
-                    fmt(median([r["store"] for r in runs["graph"]])),
                     *(f"{rss[m] / MB:,.0f}" for m in modes),
                     fmt(ours_rss / (size * MB)) + "x",
                     (
@@ -157,7 +152,6 @@ def run(quick: bool = False) -> str:
             "context",
             *(f"{m} s" for m in modes),
             *(f"graph/{m}" for m in others),
-            "graph store_path s",
             *(f"{m} peak MB" for m in modes),
             "graph peak / ctx",
             "target (time / RSS)",
