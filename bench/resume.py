@@ -61,7 +61,7 @@ def measure(n: int, repeats: int, folder: Path) -> dict[str, float]:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from rlm_graph import answer, build_graph
-    from rlm_graph.sandbox import REGISTRY
+    from rlm_graph.registry import REGISTRY
 
     conn = sqlite3.connect(folder / f"resume-{n}.sqlite", check_same_thread=False)
     saver = SqliteSaver(conn)
