@@ -48,9 +48,9 @@ STARTUP = {
     # What a process does once before its first call: imports, including those the
     # model clients make lazily on first construction (httpx's transport, ~0.25 s).
     "floor": "import bench.floor as f; f.client('x', 'http://127.0.0.1:9/v1')",
-    # ... and rlm-graph loads its sandbox runtime once per process
-    "graph": "import rlm_graph.models as m, rlm_graph.sandbox as s; s.sandbox_factory(); "
-    "m.load_chat_model('x', 'http://127.0.0.1:9/v1', 1, 0)",
+    # ... and rlm-graph starts its sandbox zygote (with a warm spare child) once per process
+    "graph": "import rlm_graph.api, rlm_graph.models as m, rlm_graph.sandbox_process as p; "
+    "p.warm_up(); m.load_chat_model('x', 'http://127.0.0.1:9/v1', 1, 0)",
     "rlms": "import rlm",
     "dspy": "import dspy, dspy.primitives.local_interpreter",
 }

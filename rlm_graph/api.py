@@ -21,11 +21,10 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
 from rlm_graph.context import Settings
-from rlm_graph.context_store import store_path, store_value
+from rlm_graph.context_store import ContextRef, store_path, store_value
 from rlm_graph.graph import graph as default_graph
 from rlm_graph.pricing import CostReport, cost_of
 from rlm_graph.progress import Sink
-from rlm_graph.state import ContextRef
 from rlm_graph.trajectory import TraceWriter
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]

@@ -30,6 +30,7 @@ from rlm_graph.api import STREAM_MODES, RLMResult, open_trace, result_from, run_
 from rlm_graph.context import Settings
 from rlm_graph.context_store import (
     ContextError,
+    ContextRef,
     ContextWarning,
     blob_dir,
     blob_name,
@@ -44,7 +45,6 @@ from rlm_graph.official_log import is_official, parse_official, to_trajectory, w
 from rlm_graph.persistence import PersistenceError, open_persistence
 from rlm_graph.pricing import CostReport, total_tokens
 from rlm_graph.progress import Sink, Tee, count, reporter_for
-from rlm_graph.state import ContextRef
 from rlm_graph.stub_server import StubServer
 from rlm_graph.trajectory import TraceError, read_lines_of, read_trajectory, trajectory_from
 from rlm_graph.truncation import one_line

@@ -21,13 +21,27 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
-from rlm_graph.state import ContextRef
 from rlm_graph.truncation import preview
 
 if TYPE_CHECKING:
     from rlm_graph.blobs import Blobs
+
+
+class ContextRef(TypedDict):
+    """Where the context is stored and what the model may know about it.
+
+    Graph state keeps this, never the context: it is small, and its hash names the
+    stored copy.
+    """
+
+    hash: str
+    kind: Literal["text", "json", "directory"]
+    length: int
+    type_name: str
+    preview: str
+
 
 PREVIEW_CHARS = 500
 _KINDS = ("text", "json", "directory")

@@ -27,7 +27,14 @@ import llm
 
 from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, check_ref, home, store_path, store_value
+from rlm_graph.context_store import (
+    ContextError,
+    ContextRef,
+    check_ref,
+    home,
+    store_path,
+    store_value,
+)
 from rlm_graph.graph import run_child
 from rlm_graph.llm_chat import default_model_id, keys_dir
 from rlm_graph.models import LLM_PREFIX
@@ -35,7 +42,7 @@ from rlm_graph.prompts import describe_context
 from rlm_graph.records import MissingRecord, load_cells, save_cell
 from rlm_graph.registry import REGISTRY
 from rlm_graph.sandbox import CellOutcome, Limits, SandboxError
-from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.state import Cell, CellRef
 from rlm_graph.subcalls import SubCallBroker, SubCallMemo, open_budget
 from rlm_graph.truncation import truncate
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 
+from rlm_graph.context_store import ContextRef
 from rlm_graph.replies import TOOL_NAME
-from rlm_graph.state import Cell, ContextRef, TurnRecord
+from rlm_graph.state import Cell, TurnRecord
 from rlm_graph.truncation import preview, truncate
 
 SYSTEM_PROMPT = """\

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from rlm_graph.context_store import ContextRef
 from rlm_graph.sandbox import Limits, NoSubCalls, SubCallHandler
 from rlm_graph.sandbox_process import IsolatedSandbox
-from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.state import Cell, CellRef
 
 # Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
 # live (a closed one is rebuilt from state when its thread comes back).

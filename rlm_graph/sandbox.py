@@ -26,15 +26,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import eryx
 
 from rlm_graph.context import Settings
 from rlm_graph.context_store import blob_dir, blob_name, home
 from rlm_graph.guest_prelude import PRELUDE
-from rlm_graph.state import Cell, ContextRef
 from rlm_graph.truncation import one_line
+
+if TYPE_CHECKING:
+    from rlm_graph.context_store import ContextRef
+    from rlm_graph.state import Cell
 
 _log = logging.getLogger(__name__)
 CONTEXT_MOUNT = "/ctx"

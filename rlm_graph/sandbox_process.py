@@ -34,7 +34,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from queue import Queue
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rlm_graph.sandbox import (
     REBUILT,
@@ -49,8 +49,11 @@ from rlm_graph.sandbox import (
     guarded,
     sandbox_factory,
 )
-from rlm_graph.state import Cell, ContextRef
 from rlm_graph.truncation import is_secret_name
+
+if TYPE_CHECKING:
+    from rlm_graph.context_store import ContextRef
+    from rlm_graph.state import Cell
 
 # How long past its own limits a child may stay silent before the host kills it.
 _GRACE_SECONDS = 120.0
@@ -244,6 +247,19 @@ class _Pool:
         if zygote is not None:
             zygote.stop()
 
+    def warm(self) -> None:
+        """Have a spare ready now (forking one if there is none)."""
+        with self._lock:
+            if self._spare is not None:
+                return
+        worker = self._fork()
+        with self._lock:
+            keep = self._spare is None
+            if keep:
+                self._spare = worker
+        if not keep:
+            _let_go(worker)
+
     def take(self) -> _Worker:
         with self._lock:
             spare, self._spare = self._spare, None
@@ -282,6 +298,15 @@ class _Pool:
 
 _POOL = _Pool()
 atexit.register(_POOL.shutdown)
+
+
+def warm_up() -> None:
+    """Start the zygote and a spare child now, so the first sandbox opens at once.
+
+    A server can call this at start; otherwise the first sandbox of a process pays it
+    (about 0.2 s, overlapped with the root model's first reply).
+    """
+    _POOL.warm()
 
 
 def _let_go(worker: _Worker) -> None:

@@ -11,19 +11,10 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from rlm_graph.context_store import ContextRef
 from rlm_graph.pricing import CostReport
 
 Status = Literal["running", "answered", "budget_exhausted", "failed"]
-
-
-class ContextRef(TypedDict):
-    """Where the context is stored and what the model may know about it."""
-
-    hash: str
-    kind: Literal["text", "json", "directory"]
-    length: int
-    type_name: str
-    preview: str
 
 
 class Cell(TypedDict):

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from rlm_graph.blobs import Blobs
-from rlm_graph.context_store import store_value
+from rlm_graph.context_store import ContextRef, store_value
 from rlm_graph.records import load_cells, save_cell
 from rlm_graph.registry import LoadCells, SandboxRegistry, replayable
 from rlm_graph.sandbox import CellOutcome, Limits, Sandbox
-from rlm_graph.state import Cell, CellRef, ContextRef
+from rlm_graph.state import Cell, CellRef
 
 LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
 
