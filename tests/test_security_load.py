@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from test_langgraph_dev import RUN_TIMEOUT, DevServer, dev_server  # noqa: F401 
 
 from rlm_graph import RLMResult, aanswer, answer
 from rlm_graph.registry import REGISTRY
-from rlm_graph.sandbox import Sandbox
+from rlm_graph.sandbox_process import sandbox_processes
 from rlm_graph.stub_server import Responder, StubServer
 
 Start = Callable[[Responder], StubServer]
@@ -44,12 +45,19 @@ def expected(i: int) -> list[Any]:
 
 
 def live_sandboxes() -> int:
-    """Sandboxes alive in this process, once any still being built in the background are."""
+    """Sandboxes still open, counted as processes (each sandbox has its own, plus a spare).
+
+    Waits for builds still running in the background, and for closed children to exit
+    (a child ends when its socket closes, a moment after).
+    """
     for thread in threading.enumerate():
-        if thread.name.startswith("rlm-prepare"):
+        if thread.name.startswith(("rlm-prepare", "rlm-sandbox-spare")):
             thread.join(timeout=60)
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, Sandbox))
+    deadline = time.monotonic() + 30
+    while len(sandbox_processes()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(sandbox_processes())
 
 
 def check(results: list[RLMResult]) -> None:
@@ -60,18 +68,18 @@ def check(results: list[RLMResult]) -> None:
 @pytest.mark.slow
 def test_32_concurrent_runs_in_threads_each_have_their_own_sandbox(stub: Start) -> None:
     settings = fast_settings(stub(SCRIPT))
-    before, registered = live_sandboxes(), len(REGISTRY)
+    registered = len(REGISTRY)
     with ThreadPoolExecutor(RUNS) as pool:
         results = list(pool.map(lambda i: answer("q", context_of(i), **settings), range(RUNS)))
     check(results)
     assert len(REGISTRY) == registered  # every run released its sandbox
-    assert live_sandboxes() == before  # and nothing else holds one (no session leak)
+    assert live_sandboxes() <= 1  # only the warm spare is left (no sandbox leak)
 
 
 @pytest.mark.slow
 def test_32_concurrent_runs_under_asyncio_each_have_their_own_sandbox(stub: Start) -> None:
     settings = fast_settings(stub(SCRIPT))
-    before, registered = live_sandboxes(), len(REGISTRY)
+    registered = len(REGISTRY)
 
     async def all_runs() -> list[RLMResult]:
         runs = (aanswer("q", context_of(i), **settings) for i in range(RUNS))
@@ -79,11 +87,12 @@ def test_32_concurrent_runs_under_asyncio_each_have_their_own_sandbox(stub: Star
 
     check(asyncio.run(all_runs()))
     assert len(REGISTRY) == registered
-    assert live_sandboxes() == before
+    assert live_sandboxes() <= 1
 
 
 LOOP_PROBE = """
 import threading
+import time
 from rlm_graph.subcalls import background_loop
 barrier, loops = threading.Barrier(32), []
 def first_use():
@@ -140,12 +149,11 @@ with StubServer(load.SCRIPT) as server:
 def test_memory_returns_to_baseline_after_64_runs() -> None:
     """Measured in a fresh process, so other tests' sessions and caches do not count.
 
-    eryx's pooling allocator keeps freed sandbox memory resident for reuse by default
-    (measured: +480 MB after a burst of 32, flat after later bursts);
-    ERYX_POOL_KEEP_RESIDENT_MB=0 makes it hand the memory back, which this measures.
+    Sandboxes live in child processes, whose memory the system takes back when they
+    end (the load tests above check that they do); this checks the host itself.
     """
     probe = MEMORY_PROBE.format(tests=str(PROJECT_ROOT / "tests"))
-    done = python_probe(probe, timeout=300, ERYX_POOL_KEEP_RESIDENT_MB="0")
+    done = python_probe(probe, timeout=300)
     assert done.returncode == 0, done.stderr[-2_000:]
     memory = json.loads(done.stdout.strip().splitlines()[-1])
     assert memory["after"] <= 1.10 * memory["baseline"], memory
