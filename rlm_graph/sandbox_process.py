@@ -59,7 +59,11 @@ if TYPE_CHECKING:
 # How long past its own limits a child may stay silent before the host kills it.
 _GRACE_SECONDS = 120.0
 _START_SECONDS = 120.0  # a first start may build the runtime snapshot (~15 s)
+_FREE_SECONDS = 10.0  # dropping a session takes milliseconds
 _STACK_OVERFLOW = "overflowed its stack"
+# A child that holds more than this after closing a sandbox ends rather than waiting as
+# the spare: eryx keeps freed sandbox memory resident for reuse.
+REUSE_BYTES = 384 << 20
 
 
 # -- the child ----------------------------------------------------------------------------
@@ -70,7 +74,7 @@ class _RemoteHandler:
 
     def __init__(self, conn: Connection, wait: float) -> None:
         self._conn = conn
-        self._wait = wait
+        self.wait = wait
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
@@ -90,7 +94,7 @@ class _RemoteHandler:
         event, slot = threading.Event(), list[Any]()
         self._waiting[call_id] = (event, slot)
         self.send(("call", call_id, name, payload))
-        if not event.wait(self._wait):
+        if not event.wait(self.wait):
             self._waiting.pop(call_id, None)
             return {"ok": False, "error": "the host did not answer this sub-call in time"}
         return slot[0]
@@ -105,22 +109,18 @@ class _RemoteHandler:
 
 
 def serve(conn: Connection) -> None:
-    """A child's life: warm up, open one sandbox, run cells until the host lets go."""
+    """A child's life: warm up, then open sandboxes one after another for the host.
+
+    After the host closes a sandbox, the child offers itself for the next one (a warm
+    child opens a sandbox in ~10 ms, a fresh fork in ~200 ms of CPU) unless the sandbox
+    broke or the child holds more memory than a spare should.
+    """
     conn.send(("hello", os.getpid()))
     with suppress(Exception):  # a broken snapshot is reported by the init below
         # The first session of a process pays ~70 ms of runtime set-up (measured; 8 ms
         # after): a throwaway one pays it while this child still waits as the spare.
         sandbox_factory().create_session().execute("pass")
-    try:
-        _, ref, limits = conn.recv()
-        box = Sandbox(ref, limits)
-    except (EOFError, OSError):
-        return
-    except SandboxError as exc:
-        conn.send(("error", str(exc)))
-        return
-    remote = _RemoteHandler(conn, limits.cell_timeout + 60)
-    box.handler = remote
+    remote = _RemoteHandler(conn, 60.0)
     commands: Queue[tuple[Any, ...]] = Queue()
 
     def read() -> None:
@@ -135,9 +135,30 @@ def serve(conn: Connection) -> None:
                 commands.put(message)
 
     threading.Thread(target=read, daemon=True).start()
-    remote.send(("ready",))
-    while (command := commands.get())[0] == "run":
-        remote.send(("done", box.run(command[1], command[2])))
+    while (command := commands.get())[0] == "init":
+        _, ref, limits = command
+        try:
+            box = Sandbox(ref, limits)
+        except SandboxError as exc:
+            remote.send(("error", str(exc)))
+            return
+        remote.wait = limits.cell_timeout + 60
+        box.handler = remote
+        remote.send(("ready",))
+        while (command := commands.get())[0] == "run":
+            remote.send(("done", box.run(command[1], command[2])))
+        broken = box.broken
+        del box
+        if command[0] != "close" or broken or _resident_bytes() > REUSE_BYTES:
+            return
+        remote.send(("free",))
+
+
+def _resident_bytes() -> int:
+    """Resident memory of the calling process (Linux; elsewhere 0: children are reused)."""
+    with suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
 
 
 def _child(conn_fd: int, err_fd: int, control: socket.socket) -> None:
@@ -236,13 +257,17 @@ class _Zygote:
 
 
 class _Pool:
-    """Forks children through one zygote and keeps one warm spare ready."""
+    """Forks children through one zygote and keeps one warm child as the spare.
+
+    A sandbox that closes cleanly hands its child back as the spare, so runs one after
+    another reuse one warm child; children for runs at the same time are forked when
+    asked for (``prepare`` asks while the root model is still thinking).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
         self._spare: _Worker | None = None
-        self._refilling = False
 
     def shutdown(self) -> None:
         """At exit: end the spare and the zygote (children end with their sockets)."""
@@ -264,7 +289,10 @@ class _Pool:
         with self._lock:
             if self._spare is not None:
                 return
-        worker = self._fork()
+        self.put(self._fork())
+
+    def put(self, worker: _Worker) -> None:
+        """Keep an idle child as the spare; with a spare already, end it."""
         with self._lock:
             keep = self._spare is None
             if keep:
@@ -273,11 +301,10 @@ class _Pool:
             _let_go(worker)
 
     def take(self) -> _Worker:
+        """The spare if there is one, else a newly forked child."""
         with self._lock:
             spare, self._spare = self._spare, None
-        worker = spare if spare is not None and not spare.conn.closed else self._fork()
-        self._refill()
-        return worker
+        return spare if spare is not None and not spare.conn.closed else self._fork()
 
     def _fork(self) -> _Worker:
         with self._lock:
@@ -286,26 +313,6 @@ class _Pool:
                 self._zygote = _Zygote()
             zygote = self._zygote
         return zygote.fork()
-
-    def _refill(self) -> None:
-        with self._lock:
-            if self._refilling or self._spare is not None:
-                return
-            self._refilling = True
-
-        def refill() -> None:
-            try:
-                spare = self._fork()
-            except (SandboxError, OSError):
-                spare = None
-            with self._lock:
-                self._refilling = False
-                if self._spare is None:
-                    self._spare, spare = spare, None
-            if spare is not None:
-                _let_go(spare)
-
-        threading.Thread(target=refill, name="rlm-sandbox-spare", daemon=True).start()
 
 
 _POOL = _Pool()
@@ -366,6 +373,7 @@ class IsolatedSandbox:
         reply = self._receive(limits.cell_timeout + _GRACE_SECONDS)
         if reply is None or reply[0] != "ready":
             reason = reply[1] if reply is not None else self._death_notice()
+            self.broken = True
             self.close()
             raise SandboxError(reason)
 
@@ -397,8 +405,22 @@ class IsolatedSandbox:
             self.run(cell["code"], cell["journal"])
 
     def close(self) -> None:
-        """End the child (it exits when its socket closes)."""
-        self._finalizer()
+        """Hand a healthy child back to the pool for the next sandbox; end any other."""
+        if not self._finalizer.detach():
+            return  # closed already
+        if not self.broken and self._handed_back():
+            _POOL.put(self._worker)
+        else:
+            _let_go(self._worker)
+
+    def _handed_back(self) -> bool:
+        """Ask the child to drop its sandbox; it says "free" if it can take another."""
+        try:
+            self._send(("close",))
+        except OSError:
+            return False
+        reply = self._receive(_FREE_SECONDS)
+        return reply is not None and reply[0] == "free"
 
     def _answer(self, call_id: int, name: str, payload: Any) -> None:
         handler = self.handler

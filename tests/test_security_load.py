@@ -51,7 +51,7 @@ def live_sandboxes() -> int:
     (a child ends when its socket closes, a moment after).
     """
     for thread in threading.enumerate():
-        if thread.name.startswith(("rlm-prepare", "rlm-sandbox-spare")):
+        if thread.name.startswith("rlm-prepare"):
             thread.join(timeout=60)
     gc.collect()
     deadline = time.monotonic() + 30
