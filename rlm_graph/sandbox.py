@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -301,12 +302,8 @@ class _Journal:
         return result
 
 
-class Sandbox:
-    """One eryx session with the context bound and the RLM helpers defined.
-
-    A halt (timeout, fuel, exit) leaves an eryx session unusable; the sandbox then marks
-    itself ``broken`` and the registry rebuilds it from state by replay.
-    """
+class SandboxBase(ABC):
+    """What the registry sees of any sandbox: its context, limits, handler and health."""
 
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
         self.ref = ref
@@ -314,6 +311,26 @@ class Sandbox:
         self.handler: SubCallHandler = NoSubCalls()
         self.broken = False
         self.cells_run = 0
+
+    @abstractmethod
+    def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """Run one cell (serving sub-calls recorded in ``journal``); collect any answer."""
+
+    def replay(self, cells: Sequence[Cell]) -> None:
+        """Re-apply recorded cells so the session holds what it held before."""
+        for cell in cells:
+            self.run(cell["code"], cell["journal"])
+
+
+class Sandbox(SandboxBase):
+    """One eryx session with the context bound and the RLM helpers defined.
+
+    A halt (timeout, fuel, exit) leaves an eryx session unusable; the sandbox then marks
+    itself ``broken`` and the registry rebuilds it from state by replay.
+    """
+
+    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        super().__init__(ref, limits)
         self._journal = _Journal(self.handler)
         self._stdout = _Capture()
         self._stderr = _Capture()
@@ -424,11 +441,6 @@ class Sandbox:
                 f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
             )
         return (json.loads(data) if data else None), ""
-
-    def replay(self, cells: Sequence[Cell]) -> None:
-        """Re-apply recorded cells so the session holds what it held before."""
-        for cell in cells:
-            self.run(cell["code"], cell["journal"])
 
 
 def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:

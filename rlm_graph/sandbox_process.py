@@ -41,11 +41,10 @@ from rlm_graph.sandbox import (
     REBUILT,
     CellOutcome,
     Limits,
-    NoSubCalls,
     Sandbox,
+    SandboxBase,
     SandboxBroken,
     SandboxError,
-    SubCallHandler,
     factory_ready,
     guarded,
     sandbox_factory,
@@ -54,7 +53,6 @@ from rlm_graph.truncation import is_secret_name
 
 if TYPE_CHECKING:
     from rlm_graph.context_store import ContextRef
-    from rlm_graph.state import Cell
 
 # How long past its own limits a child may stay silent before the host kills it.
 _GRACE_SECONDS = 120.0
@@ -352,7 +350,7 @@ def _let_go(worker: _Worker) -> None:
     worker.errors.close()
 
 
-class IsolatedSandbox:
+class IsolatedSandbox(SandboxBase):
     """A :class:`~rlm_graph.sandbox.Sandbox` that lives in a child process.
 
     It has the same surface as the in-process one. A child that dies (an abort inside
@@ -361,11 +359,7 @@ class IsolatedSandbox:
     """
 
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
-        self.ref = ref
-        self.limits = limits
-        self.handler: SubCallHandler = NoSubCalls()
-        self.broken = False
-        self.cells_run = 0
+        super().__init__(ref, limits)
         self._worker = _POOL.take()
         self._send_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _let_go, self._worker)
@@ -398,11 +392,6 @@ class IsolatedSandbox:
         self.broken = True
         self.close()
         return CellOutcome("", "", error, True, [], None, time.perf_counter() - started)
-
-    def replay(self, cells: Sequence[Cell]) -> None:
-        """Re-apply recorded cells so the session holds what it held before."""
-        for cell in cells:
-            self.run(cell["code"], cell["journal"])
 
     def close(self) -> None:
         """Hand a healthy child back to the pool for the next sandbox; end any other."""
