@@ -12,7 +12,13 @@ answer from Studio's JSON box, the SDK, or the CLI prompt alike:
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
 
 from rlm_graph.state import Pending
 
@@ -59,3 +65,48 @@ def review(pending: Pending, value: Any) -> Pending:
         "propose different code."
     )
     return reviewed
+
+
+Approver = Callable[[dict[str, Any]], Any]
+
+
+def edit_in_editor(code: str) -> str:
+    """The code after a person edited it in ``$VISUAL`` / ``$EDITOR`` (else vi)."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as draft:
+        draft.write(code)
+    try:
+        subprocess.run([*shlex.split(editor), draft.name], check=True)
+        return Path(draft.name).read_text()
+    finally:
+        os.unlink(draft.name)
+
+
+def terminal_approver(ask: TextIO, show: TextIO) -> Approver:
+    """Ask a person at a terminal about each proposed cell (``rlm run --approve-code``).
+
+    The terminal is read directly, not stdin: stdin may be the context itself.
+    """
+
+    def approve(proposal: dict[str, Any]) -> Any:
+        show.write("\nrlm: the model wants to run:\n")
+        for line in str(proposal.get("code", "")).splitlines():
+            show.write(f"  | {line}\n")
+        while True:
+            show.write("rlm: run it? [y]es, [n]o, [e]dit: ")
+            show.flush()
+            choice = ask.readline()
+            if not choice:  # the terminal closed: refuse rather than run unseen code
+                return {"action": "reject", "reason": "nobody answered at the terminal"}
+            choice = choice.strip().lower()
+            if choice in {"y", "yes", ""}:
+                return "accept"
+            if choice in {"n", "no"}:
+                show.write("rlm: why (told to the model)? ")
+                show.flush()
+                reason = ask.readline().strip()
+                return {"action": "reject", "reason": reason or "rejected at the terminal"}
+            if choice in {"e", "edit"}:
+                return {"action": "edit", "code": edit_in_editor(str(proposal.get("code", "")))}
+
+    return approve

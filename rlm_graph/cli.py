@@ -17,16 +17,18 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import Field, fields
+from dataclasses import Field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StateSnapshot
+from langgraph.types import Command, StateSnapshot
 
 from rlm_graph import demo
 from rlm_graph.api import STREAM_MODES, RLMResult, open_trace, result_from, run_config, stream_into
+from rlm_graph.approval import Approver, terminal_approver
 from rlm_graph.context import Settings
 from rlm_graph.context_store import (
     ContextError,
@@ -96,6 +98,7 @@ def run_graph(
     *,
     durable: tuple[Graph, RunnableConfig] | None = None,
     trace: Path | None = None,
+    approve: Approver | None = None,
 ) -> RLMResult:
     """Run the graph, streaming progress to ``reporter`` (and to a trace file).
 
@@ -103,7 +106,8 @@ def run_graph(
     events that say what the run is doing. A model or network failure ends the run
     as a failed result (not an exception), so every caller prints one outcome.
     ``durable`` is a checkpointed graph and its thread's config: a thread that was
-    cut off while on this question continues from its last completed step.
+    cut off while on this question continues from its last completed step. ``approve``
+    answers each pause of ``approve_code`` (the run resumes with its decision).
     """
     writer = open_trace(trace, question, settings, {"context_ref": ref}) if trace else None
     sink = Tee(reporter, writer) if writer else reporter
@@ -130,6 +134,12 @@ def run_graph(
     try:
         try:
             state = stream_into(chunks, sink) or state
+            while approve is not None and (asked := target.get_state(config).interrupts):
+                decision: Command[Any] = Command(resume=approve(asked[0].value))
+                more = target.stream(
+                    decision, config=config, context=settings, stream_mode=STREAM_MODES, **options
+                )
+                state = stream_into(more, sink) or state
             result = result_from(state, time.perf_counter() - started, settings)
         except Exception as exc:
             result = result_from(state, time.perf_counter() - started, settings, one_line(exc))
@@ -267,6 +277,15 @@ def resume_hint(thread: str) -> str:
     return f"every completed step is saved: run the same command with --thread {thread} to continue"
 
 
+def open_terminal() -> tuple[TextIO, TextIO]:
+    """The controlling terminal, to ask a person about code (stdin may be the context)."""
+    try:
+        terminal = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 - lives for the run
+    except OSError as exc:
+        raise UsageError("--approve-code asks at a terminal, and this process has none") from exc
+    return terminal, terminal
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``rlm run``: every check first, then the run, then the answer and its exit code."""
     if not args.question.strip():
@@ -277,6 +296,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if args.thread and not args.checkpoint:
         raise UsageError("--thread needs --checkpoint FILE: a thread lives in a checkpoint file")
+    approve = terminal_approver(*open_terminal()) if args.approve_code else None
+    settings = replace(settings, approve_code=approve is not None)
+    reporter = reporter_for(args.quiet or approve is not None)  # the prompt owns the terminal
     check_models(settings)
     ref = read_context(args.context, sys.stdin)
     trace = Path(args.trace) if args.trace else None
@@ -297,18 +319,32 @@ def run_command(args: argparse.Namespace) -> int:
                     args.question,
                     ref,
                     settings,
-                    reporter_for(args.quiet),
+                    reporter,
                     durable=(durable, config),
                     trace=trace,
+                    approve=approve,
                 )
         except PersistenceError as exc:
             raise UsageError(str(exc)) from exc
         except KeyboardInterrupt:
             print(f"rlm: interrupted; {resume_hint(thread)}", file=sys.stderr)
             return EXIT_INTERRUPTED
+    elif approve is not None:  # a pause needs a checkpointer: one in memory, for this run
+        thread = ""
+        paused = build_graph(checkpointer=InMemorySaver())
+        config = run_config(settings, {"configurable": {"thread_id": uuid.uuid4().hex}})
+        result = run_graph(
+            args.question,
+            ref,
+            settings,
+            reporter,
+            durable=(paused, config),
+            trace=trace,
+            approve=approve,
+        )
     else:
         thread = ""
-        result = run_graph(args.question, ref, settings, reporter_for(args.quiet), trace=trace)
+        result = run_graph(args.question, ref, settings, reporter, trace=trace)
     print_answer(result, args.json)
     if result.status == "failed":
         print(f"rlm: error: {result.error or 'the run failed'}", file=sys.stderr)
@@ -568,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reuses its sandbox (default: a new thread, whose id is printed)",
     )
     run.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
+    run.add_argument(
+        "--approve-code",
+        action="store_true",
+        help="show each cell before it runs and ask at the terminal: run it, edit it "
+        "($EDITOR) or refuse it (the model is told why)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.set_defaults(handler=run_command)

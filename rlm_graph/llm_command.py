@@ -85,6 +85,7 @@ def rlm_command(
         sub_base_url=None,
         checkpoint=None,  # durable threads stay with `rlm run --checkpoint`
         thread=None,
+        approve_code=False,  # llm users review tool calls with llm's own --ta
         prices=prices,
         trace=trace,
         json=as_json,

@@ -401,3 +401,65 @@ def test_ctrl_c_on_a_durable_run_says_how_to_resume(
     status, _, err = rlm(capsys, "run", *flags, "q?")
     assert status == 130
     assert err.strip().endswith("run the same command with --thread t9 to continue")
+
+
+# -- rlm run --approve-code ----------------------------------------------------------------
+
+
+def test_approve_code_asks_at_the_terminal_and_the_model_hears_a_refusal(
+    capsys: pytest.CaptureFixture[str],
+    stub: Start,
+    notes: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shown = io.StringIO()
+    answers = io.StringIO("n\ntoo broad\ny\n")
+    monkeypatch.setattr(cli, "open_terminal", lambda: (answers, shown))
+    script = Script([tool("import os\nos.listdir('/')"), tool("n = len(context)"), "FINAL_VAR(n)"])
+    server = stub(script)
+    status, out, _ = rlm(
+        capsys, "run", *stub_flags(server), "--approve-code", "--context", str(notes), "How long?"
+    )
+    assert status == 0 and out.strip() == "2000"
+    assert "  | import os\n  | os.listdir('/')\n" in shown.getvalue()
+    assert "  | n = len(context)\n" in shown.getvalue()
+    assert "rejected this code before it ran (too broad)" in json.dumps(server.requests[1].body)
+
+
+def test_approve_code_edits_with_the_editor(
+    capsys: pytest.CaptureFixture[str],
+    stub: Start,
+    notes: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "open_terminal", lambda: (io.StringIO("e\n"), io.StringIO()))
+    monkeypatch.setenv("EDITOR", 'sh -c \'printf "n = 7" > "$0"\'')
+    server = stub(Script([tool("n = len(context)"), "FINAL_VAR(n)"]))
+    status, out, _ = rlm(
+        capsys, "run", *stub_flags(server), "--approve-code", "--context", str(notes), "n?"
+    )
+    assert status == 0 and out.strip() == "7"
+
+
+def test_approve_code_without_a_terminal_is_a_usage_error(notes: Path) -> None:
+    # A new session has no controlling terminal: /dev/tty cannot be opened.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlm_graph.cli",
+            "run",
+            "--approve-code",
+            "--context",
+            str(notes),
+            "q?",
+        ],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "rlm: error: --approve-code asks at a terminal, and this process has none"
+    )
