@@ -275,8 +275,7 @@ class _Journal:
     order, because concurrent sub-calls of one cell may arrive in any order.
     """
 
-    def __init__(self, handler: SubCallHandler, recorded: Sequence[Any] = ()) -> None:
-        self._handler = handler
+    def __init__(self, recorded: Sequence[Any] = ()) -> None:
         self._lock = threading.Lock()
         self.entries: list[dict[str, Any]] = []
         self._replay: dict[str, deque[Any]] = {}
@@ -331,7 +330,7 @@ class Sandbox(SandboxBase):
 
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
         super().__init__(ref, limits)
-        self._journal = _Journal(self.handler)
+        self._journal = _Journal()
         self._stdout = _Capture()
         self._stderr = _Capture()
         self._session = sandbox_factory().create_session(
@@ -399,7 +398,7 @@ class Sandbox(SandboxBase):
             raise SandboxBroken("the session halted earlier; rebuild it from state")
         self._stdout.take()
         self._stderr.take()
-        self._journal = _Journal(self.handler, journal)
+        self._journal = _Journal(journal)
         started = time.perf_counter()
         failure: Exception | None = None
         self.cells_run += 1
