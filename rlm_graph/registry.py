@@ -8,6 +8,7 @@ evicted one, a crashed child), a broken one (after a halt) or one that ran other
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,14 +16,31 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from rlm_graph.context_store import ContextRef
-from rlm_graph.sandbox import Limits, NoSubCalls, SubCallHandler
+from rlm_graph.sandbox import Limits, NoSubCalls, Sandbox, SandboxBase, SandboxError, SubCallHandler
 from rlm_graph.sandbox_process import IsolatedSandbox
 from rlm_graph.state import Cell, CellRef
 
 # Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
-# live (a closed one is rebuilt from state when its thread comes back).
-IDLE_SECONDS = 1_800.0
-MAX_LIVE = 64
+# live (a closed one is rebuilt from state when its thread comes back, in ~0.1-0.4 s).
+# Each live sandbox process holds ~120 MB, so idle ones do not linger.
+IDLE_SECONDS = 600.0
+MAX_LIVE = 16
+BUSY_SECONDS = 60.0
+ISOLATION_ENV = "RLM_SANDBOX_ISOLATION"
+
+
+def open_sandbox(ref: ContextRef, limits: Limits) -> SandboxBase:
+    """A new sandbox: in a child process of its own (the default), or in this process.
+
+    ``RLM_SANDBOX_ISOLATION=inline`` gives up the crash containment of a child process
+    (see ``sandbox_process``) for memory: ~120 MB less per live sandbox, measured.
+    """
+    mode = os.environ.get(ISOLATION_ENV, "process")
+    if mode == "inline":
+        return Sandbox(ref, limits)
+    if mode != "process":
+        raise SandboxError(f"{ISOLATION_ENV}={mode!r}: use 'process' (the default) or 'inline'")
+    return IsolatedSandbox(ref, limits)
 
 
 def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
@@ -37,7 +55,7 @@ LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
 class _Entry:
     """A registry slot; its lock is held while the session is built, replayed or used."""
 
-    sandbox: IsolatedSandbox | None = None
+    sandbox: SandboxBase | None = None
     applied: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
@@ -73,7 +91,7 @@ class SandboxRegistry:
             with entry.lock:
                 if entry.sandbox is None:
                     with suppress(Exception):
-                        entry.sandbox = IsolatedSandbox(ref, limits)
+                        entry.sandbox = open_sandbox(ref, limits)
 
         threading.Thread(target=build, name=f"rlm-prepare-{sandbox_id[:8]}", daemon=True).start()
 
@@ -86,7 +104,7 @@ class SandboxRegistry:
         limits: Limits,
         handler: SubCallHandler,
         load: LoadCells,
-    ) -> Iterator[IsolatedSandbox]:
+    ) -> Iterator[SandboxBase]:
         """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
 
         A missing session (new process, evicted), a broken one, one with other limits,
@@ -108,7 +126,7 @@ class SandboxRegistry:
             ):
                 if box is not None:
                     box.close()
-                box = entry.sandbox = IsolatedSandbox(ref, limits)
+                box = entry.sandbox = open_sandbox(ref, limits)
                 entry.applied = []
             box.handler = handler
             if len(entry.applied) < len(prints):
@@ -140,13 +158,22 @@ class SandboxRegistry:
             return self._entries.setdefault(sandbox_id, _Entry())
 
     def _evict(self) -> None:
-        """Close idle sessions and keep at most ``max_live`` (least recently used go)."""
+        """Close idle sessions and keep at most ``max_live`` (least recently used go).
+
+        A session used within ``BUSY_SECONDS`` belongs to a run that is still going (it is
+        between two cells): closing it would only make that run rebuild it, so a burst of
+        more than ``max_live`` runs may exceed the cap until they finish.
+        """
         now = time.monotonic()
         for key, entry in list(self._entries.items()):
             if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
                 _close(self._entries.pop(key))
         if len(self._entries) >= self._max_live:
-            idle = sorted((e.last_used, k) for k, e in self._entries.items() if not e.lock.locked())
+            idle = sorted(
+                (e.last_used, k)
+                for k, e in self._entries.items()
+                if not e.lock.locked() and now - e.last_used > min(BUSY_SECONDS, self._idle_seconds)
+            )
             for _, key in idle[: len(self._entries) - self._max_live + 1]:
                 _close(self._entries.pop(key))
 

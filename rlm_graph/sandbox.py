@@ -320,6 +320,9 @@ class SandboxBase(ABC):
         for cell in cells:
             self.run(cell["code"], cell["journal"])
 
+    def close(self) -> None:  # noqa: B027 - in-process, dropping the object is enough
+        """Let the session go."""
+
 
 class Sandbox(SandboxBase):
     """One eryx session with the context bound and the RLM helpers defined.

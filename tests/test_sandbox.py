@@ -10,7 +10,7 @@ from rlm_graph.blobs import Blobs
 from rlm_graph.context_store import ContextRef, store_value
 from rlm_graph.records import load_cells, save_cell
 from rlm_graph.registry import LoadCells, SandboxRegistry, replayable
-from rlm_graph.sandbox import CellOutcome, Limits, Sandbox
+from rlm_graph.sandbox import CellOutcome, Limits, Sandbox, SandboxError
 from rlm_graph.state import Cell, CellRef
 
 LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
@@ -180,3 +180,27 @@ def test_registry_evicts_idle_sessions() -> None:
         with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
             pass
     assert len(registry) <= 2
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("process", "IsolatedSandbox"), ("inline", "Sandbox")])
+def test_isolation_setting_chooses_where_sandboxes_live(
+    mode: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_SANDBOX_ISOLATION", mode)
+    registry = SandboxRegistry()
+    ref = store_value("ctx")
+    with registry.checkout("iso", ref, [], LIMITS, Echo(), loader("iso")) as box:
+        assert type(box).__name__ == kind
+        assert box.run("print(len(context), await llm_query('q'))").stdout == "3 <q>\n"
+    registry.release("iso")
+
+
+def test_an_unknown_isolation_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_SANDBOX_ISOLATION", "container")
+    registry = SandboxRegistry()
+    ref = store_value("c")
+    with (
+        pytest.raises(SandboxError, match="use 'process' \\(the default\\) or 'inline'"),
+        registry.checkout("x", ref, [], LIMITS, Echo(), loader("x")),
+    ):
+        pass

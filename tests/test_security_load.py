@@ -72,7 +72,7 @@ def test_32_concurrent_runs_in_threads_each_have_their_own_sandbox(stub: Start) 
     with ThreadPoolExecutor(RUNS) as pool:
         results = list(pool.map(lambda i: answer("q", context_of(i), **settings), range(RUNS)))
     check(results)
-    assert len(REGISTRY) == registered  # every run released its sandbox
+    assert len(REGISTRY) <= registered  # every run released its sandbox (idle ones may go)
     assert live_sandboxes() <= before + 1  # at most a new warm spare (no sandbox leak)
 
 
@@ -86,7 +86,7 @@ def test_32_concurrent_runs_under_asyncio_each_have_their_own_sandbox(stub: Star
         return list(await asyncio.gather(*runs))
 
     check(asyncio.run(all_runs()))
-    assert len(REGISTRY) == registered
+    assert len(REGISTRY) <= registered
     assert live_sandboxes() <= before + 1
 
 
