@@ -60,6 +60,7 @@ from rlm_graph.subcalls import (
     Emit,
     SubCallBroker,
     SubCallMemo,
+    memo_scope,
     open_budget,
     shared_budget,
     usage_of,
@@ -480,7 +481,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             )
         except (SandboxError, MissingRecord, ContextError) as exc:  # stop, keep every cell
             return {"status": "failed", "error": str(exc)}
-        broker.memo = SubCallMemo(blobs, sandbox_id)
+        broker.memo = SubCallMemo(blobs, sandbox_id, memo_scope(settings))
         setups = [("system", pending["setup"])] if pending.get("setup") else []
         for kind, code in [*setups, ("model", pending["code"])]:
             outcome = sandbox.run(code)

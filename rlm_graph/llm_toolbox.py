@@ -43,7 +43,7 @@ from rlm_graph.records import MissingRecord, load_cells, save_cell
 from rlm_graph.registry import REGISTRY
 from rlm_graph.sandbox import CellOutcome, Limits, SandboxError
 from rlm_graph.state import Cell, CellRef
-from rlm_graph.subcalls import SubCallBroker, SubCallMemo, open_budget
+from rlm_graph.subcalls import SubCallBroker, SubCallMemo, memo_scope, open_budget
 from rlm_graph.truncation import truncate
 
 
@@ -262,7 +262,7 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
             replace(settings, budget_key=key),
             budget,
             run_child=run_child,
-            memo=SubCallMemo(blobs, key),
+            memo=SubCallMemo(blobs, key, memo_scope(settings)),
         )
         limits = Limits.from_settings(settings)
         check_ref(ref)  # a session may outlive its context's cached copy

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import json
 import math
 import threading
 import time
@@ -142,6 +143,19 @@ def shared_budget(key: str, fallback_limit: int) -> Budget:
     return budget
 
 
+def memo_scope(settings: Settings) -> str:
+    """What answers this run's sub-calls: the same prompt to another model is another question.
+
+    A follow-up question on a thread may change the sub model (or the depth); answers
+    remembered for the old one must not be served for the new one.
+    """
+    answerer: list[Any] = [settings.effective_sub_model, settings.effective_sub_base_url]
+    if settings.depth + 1 < settings.max_depth:  # sub-RLMs: the root model answers too
+        answerer += [settings.model, settings.base_url, settings.max_depth - settings.depth]
+    payload = json.dumps(answerer).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
 class SubCallMemo:
     """Answers to the sub-call prompts of one sandbox, written as each one arrives.
 
@@ -151,9 +165,9 @@ class SubCallMemo:
     memo lives in memory only (tests, one-off sandboxes).
     """
 
-    def __init__(self, blobs: Blobs | None = None, sandbox_id: str = "") -> None:
+    def __init__(self, blobs: Blobs | None = None, sandbox_id: str = "", scope: str = "") -> None:
         self._blobs = blobs
-        self._namespace = ("memo", sandbox_id)
+        self._namespace = ("memo", sandbox_id, scope) if scope else ("memo", sandbox_id)
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
 

@@ -459,3 +459,29 @@ def test_async_saver_and_store_run_and_rebuild(stub: Start, tmp_path: Path) -> N
     assert second["answer"] == first["answer"]
     assert printed_probe(server) == original
     assert sub_calls == ["start?"]
+
+
+# -- remembered sub-call answers belong to the model that gave them ------------------------
+
+
+def test_a_follow_up_with_another_sub_model_asks_again(stub: Start, tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def respond(body: dict[str, Any]) -> StubReply | str:
+        if is_root_request(body):
+            script = [tool("r = await llm_query('the same prompt')"), "FINAL_VAR(r)"]
+            return script[min(replies_so_far(body), 1)]
+        asked.append(body["model"])
+        return f"said by {body['model']}"
+
+    server = stub(respond)
+    cfg = config("memo-scope")
+    with open_persistence(str(tmp_path / "m.sqlite")) as persistence:
+        graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
+        answers = []
+        for turn, sub_model in enumerate(["sub-a", "sub-b", "sub-a"]):
+            settings = Settings(**fast_settings(server, sub_model=sub_model))
+            inputs: dict[str, Any] = {"question": f"q{turn}", "context": "ctx"}
+            answers.append(graph.invoke(inputs, cfg, context=settings)["answer"])
+    assert answers == ["said by sub-a", "said by sub-b", "said by sub-a"]
+    assert asked == ["sub-a", "sub-b"]  # the third came from the memo of sub-a's answers
