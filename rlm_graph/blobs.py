@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, GetOp, Item
 
 from rlm_graph.context_store import home
 
@@ -87,6 +87,18 @@ class Blobs:
         except FileNotFoundError:
             return None
         return value
+
+    def get_many(self, namespace: Namespace, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The records that exist among ``keys``, in one round trip to a store."""
+        if self.store is None or self._memory:
+            found = {key: self.get(namespace, key) for key in keys}
+            return {key: value for key, value in found.items() if value is not None}
+        items = self.store.batch([GetOp((NAMESPACE, *namespace), key) for key in keys])
+        return {
+            key: item.value
+            for key, item in zip(keys, items, strict=True)
+            if isinstance(item, Item)  # a GetOp answers an Item, or None when there is none
+        }
 
     def _path(self, namespace: Namespace, key: str) -> Path:
         # Keys and namespace parts come from hashes and ids; hashing them again keeps

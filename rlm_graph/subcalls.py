@@ -169,29 +169,41 @@ class SubCallMemo:
         self._blobs = blobs
         self._namespace = ("memo", sandbox_id, scope) if scope else ("memo", sandbox_id)
         self._known: dict[str, str] = {}
+        # Prompts looked up and not found. A sandbox runs one cell at a time and this memo
+        # serves one cell, so only its own ``put`` can answer them later.
+        self._missing: set[str] = set()
         self._lock = threading.Lock()
 
     @staticmethod
     def _key(prompt: str) -> str:
         return hashlib.sha256(prompt.encode("utf-8", errors="surrogatepass")).hexdigest()
 
+    def prefetch(self, prompts: set[str]) -> None:
+        """Look up many prompts in one round trip (a batch of 200 on a database store)."""
+        with self._lock:
+            unknown = [p for p in prompts if p not in self._known and p not in self._missing]
+        if self._blobs is None or not unknown:
+            return
+        keys = [self._key(p) for p in unknown]
+        found = self._blobs.get_many(self._namespace, keys)
+        with self._lock:
+            for prompt, key in zip(unknown, keys, strict=True):
+                if key in found:
+                    self._known[prompt] = str(found[key]["answer"])
+                else:
+                    self._missing.add(prompt)
+
     def get(self, prompt: str) -> str | None:
         """The stored answer to ``prompt``, if it was asked before."""
+        self.prefetch({prompt})
         with self._lock:
-            known = self._known.get(prompt)
-        if known is not None or self._blobs is None:
-            return known
-        record = self._blobs.get(self._namespace, self._key(prompt))
-        if record is None:
-            return None
-        with self._lock:
-            self._known[prompt] = record["answer"]
-        return str(record["answer"])
+            return self._known.get(prompt)
 
     def put(self, prompt: str, answer: str) -> None:
         """Remember an answer, durably when the memo has a store."""
         with self._lock:
             self._known[prompt] = answer
+            self._missing.discard(prompt)
         if self._blobs is not None:
             self._blobs.put(self._namespace, self._key(prompt), {"answer": answer})
 
@@ -270,6 +282,7 @@ class SubCallBroker:
         if len(prompts) > self.settings.max_batch_size:
             return {"ok": False, "error": self._batch_message(len(prompts))}
         distinct = {p for p in prompts if not self._refusal(p)}
+        self.memo.prefetch(distinct)
         fresh = sum(1 for p in distinct if self.memo.get(p) is None)
         if fresh and (stop := self._cost_stop()):
             return {"ok": False, "error": stop}

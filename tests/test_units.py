@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage
+from langgraph.store.base import Op, Result
+from langgraph.store.memory import InMemoryStore
 
+from rlm_graph.blobs import Blobs
 from rlm_graph.context import Settings
 from rlm_graph.context_store import (
     ContextError,
@@ -21,6 +25,7 @@ from rlm_graph.graph import begin_turn, pending_from
 from rlm_graph.models import missing_credentials, split_model_name
 from rlm_graph.replies import parse_reply
 from rlm_graph.state import add_usage
+from rlm_graph.subcalls import SubCallMemo
 from rlm_graph.truncation import truncate
 
 
@@ -164,3 +169,28 @@ def test_an_unchanged_file_is_not_stored_twice(tmp_path: Path) -> None:
     os.utime(log, ns=(1, 1))
     second = store_path(log)
     assert second["hash"] != first["hash"] and second["preview"] == "second version, longer"
+
+
+class CountingStore(InMemoryStore):
+    """A store that counts its round trips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        self.batches.append(len(ops))
+        return super().batch(ops)
+
+
+def test_memo_prefetch_looks_up_a_batch_in_one_store_round_trip() -> None:
+    store = CountingStore()
+    SubCallMemo(Blobs(store), "sandbox", "scope").put("known", "yes")
+    store.batches.clear()
+    memo = SubCallMemo(Blobs(store), "sandbox", "scope")
+    memo.prefetch({"known", "new 1", "new 2"})
+    assert [memo.get(p) for p in ("known", "new 1", "new 2")] == ["yes", None, None]
+    assert store.batches == [3]  # one lookup for all three; misses are not asked again
+    memo.put("new 1", "later")
+    assert memo.get("new 1") == "later"
