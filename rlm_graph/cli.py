@@ -566,6 +566,22 @@ def add_model_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     )
 
 
+def trace_command(
+    commands: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    output: tuple[str, str],
+) -> None:
+    """A subcommand that reads TRACE and writes one file (``-o``): ``view``, ``export``."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
+    parser.add_argument("-o", "--output", metavar=output[0], help=output[1])
+    parser.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlm`` argument parser; ``RLM_MODEL`` is read now so tests can set it."""
     parser = _Parser(
@@ -653,27 +669,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(eval_parser, skip=("max_depth",))
     eval_parser.set_defaults(handler=eval_command)
 
-    view = commands.add_parser(
+    trace_command(
+        commands,
         "view",
+        view_command,
         help="turn a trace (--trace FILE, or an official RLM log) into one offline HTML page",
         description="Write TRACE as an HTML page that opens offline: iterations with their "
         "code and output, sub-calls and sub-RLMs, a timeline, tokens and cost.",
+        output=("HTML", "where to write the page (default: TRACE.html)"),
     )
-    view.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
-    view.add_argument(
-        "-o", "--output", metavar="HTML", help="where to write the page (default: TRACE.html)"
-    )
-    view.set_defaults(handler=view_command)
-
-    export = commands.add_parser(
+    trace_command(
+        commands,
         "export",
+        export_command,
         help="write a trace in the official RLM library's log format",
         description="Write TRACE as the official RLM library's JSONL log (a metadata line, "
         "then one line per iteration), which its visualizer opens.",
+        output=("JSONL", "default: TRACE.official.jsonl"),
     )
-    export.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
-    export.add_argument("-o", "--output", metavar="JSONL", help="default: TRACE.official.jsonl")
-    export.set_defaults(handler=export_command)
     return parser
 
 
