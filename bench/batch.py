@@ -30,8 +30,8 @@ from bench.common import (
     table,
     verdict,
 )
-from rlm_graph.stub_server import StubReply, StubServer
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import StubReply, StubServer
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 PROMPTS = 200
 LATENCY = 0.3
@@ -50,7 +50,7 @@ def _sub(body: dict[str, Any]) -> StubReply:
 def graph_run(server: StubServer, concurrency: int, graph: Any) -> tuple[float, float]:
     """One run: (batch cell seconds, first-to-last sub-call span incl. the last reply)."""
     from rlm_graph import answer
-    from rlm_graph.registry import REGISTRY
+    from rlm_graph.repl.registry import REGISTRY
 
     config: Any = {"configurable": {"thread_id": uuid.uuid4().hex}}
     server.reset_log()

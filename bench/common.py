@@ -29,7 +29,7 @@ def setup_env() -> None:
 
 setup_env()
 
-from rlm_graph.stub_server import (  # noqa: E402
+from rlm_graph.offline.stub_server import (  # noqa: E402
     StubReply,
     StubServer,
     is_root_request,
@@ -180,7 +180,7 @@ def forget_blob(context: Any) -> None:
     Storing an already stored value only re-hashes it, so this costs one hash pass.
     """
     from rlm_graph.api import reference
-    from rlm_graph.context_store import blob_dir
+    from rlm_graph.storage.contexts import blob_dir
 
     shutil.rmtree(blob_dir(reference(context)), ignore_errors=True)
 

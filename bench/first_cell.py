@@ -38,7 +38,7 @@ from bench.common import (
     write_haystack,
 )
 from bench.peers import PEERS, STARTUP, available
-from rlm_graph.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer
 
 TARGET_SECONDS = 0.5  # for 100 MB
 TARGET_RSS = 3.0  # x context, for 100 MB

@@ -25,9 +25,9 @@ from bench.common import (
     verdict,
 )
 from bench.floor import run_floor
-from rlm_graph.stub_server import StubServer
-from rlm_graph.stub_server import fenced_reply as fenced
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import StubServer
+from rlm_graph.offline.stub_server import fenced_reply as fenced
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 SIZE = 5 << 20
 TARGET_SECONDS = 0.25
@@ -81,7 +81,7 @@ def state_cost(size: int) -> list[list[Any]]:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from rlm_graph import answer, build_graph
-    from rlm_graph.registry import REGISTRY
+    from rlm_graph.repl.registry import REGISTRY
 
     text, _key, value = needle_text(99, size)
     cells = [

@@ -31,8 +31,8 @@ from bench.common import (
     verdict,
 )
 from bench.floor import run_floor
-from rlm_graph.stub_server import fenced_reply as fenced
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import fenced_reply as fenced
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 TARGET_MS = 5.0
 CHECKPOINT_TARGET = 64 * 1024  # bytes per checkpoint
@@ -93,7 +93,7 @@ def graph_run(
 ) -> Run:
     """Time ``answer()`` over the scripted replies (a fresh thread when checkpointed)."""
     from rlm_graph import answer
-    from rlm_graph.registry import REGISTRY
+    from rlm_graph.repl.registry import REGISTRY
 
     config: RunnableConfig | None = (
         {"configurable": {"thread_id": uuid.uuid4().hex}} if checkpointed else None

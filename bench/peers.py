@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import ROOT_MODEL, SUB_MODEL, stub_settings
-from rlm_graph.stub_server import (
+from rlm_graph.offline.stub_server import (
     StubReply,
     StubServer,
     all_text,
@@ -37,8 +37,8 @@ from rlm_graph.stub_server import (
     last_user_text,
     replies_so_far,
 )
-from rlm_graph.stub_server import fenced_reply as fenced
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import fenced_reply as fenced
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 PEERS = ("floor", "graph", "rlms", "dspy")
 ROOT_MARK = "[bench root]"
@@ -49,7 +49,7 @@ STARTUP = {
     # model clients make lazily on first construction (httpx's transport, ~0.25 s).
     "floor": "import bench.floor as f; f.client('x', 'http://127.0.0.1:9/v1')",
     # ... and rlm-graph starts its sandbox zygote (with a warm spare child) once per process
-    "graph": "import rlm_graph.api, rlm_graph.models as m, rlm_graph.sandbox_process as p; "
+    "graph": "import rlm_graph.api, rlm_graph.models.loading as m, rlm_graph.repl.process as p; "
     "p.warm_up(); m.load_chat_model('x', 'http://127.0.0.1:9/v1', 1, 0)",
     "rlms": "import rlm",
     "dspy": "import dspy, dspy.primitives.local_interpreter",

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import fmt, median, stub_settings, table
-from rlm_graph.stub_server import (
+from rlm_graph.offline.stub_server import (
     StubReply,
     StubServer,
     is_root_request,
     last_user_text,
     replies_so_far,
 )
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 MARK = "resume mark"
 
@@ -61,7 +61,7 @@ def measure(n: int, repeats: int, folder: Path) -> dict[str, float]:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from rlm_graph import answer, build_graph
-    from rlm_graph.registry import REGISTRY
+    from rlm_graph.repl.registry import REGISTRY
 
     conn = sqlite3.connect(folder / f"resume-{n}.sqlite", check_same_thread=False)
     saver = SqliteSaver(conn)

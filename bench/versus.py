@@ -35,7 +35,7 @@ from bench.common import TimedStub, fmt, forget_blob, median, table
 from bench.needle import QUESTION, needle_text, search_code
 from bench.peers import Job, available, is_root_model, prepare, prompt_tokens, responder
 from bench.peers import run as run_peer
-from rlm_graph.stub_server import StubReply, is_root_request
+from rlm_graph.offline.stub_server import StubReply, is_root_request
 
 PROMPTS = 200
 LATENCY = 0.3

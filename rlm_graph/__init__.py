@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rlm_graph.api import RLMResult, aanswer, answer
-    from rlm_graph.context import Settings
     from rlm_graph.graph import build_graph
+    from rlm_graph.settings import Settings
 
 __all__ = ["RLMResult", "Settings", "aanswer", "answer", "build_graph"]
 _HOMES = {
     "RLMResult": "rlm_graph.api",
     "aanswer": "rlm_graph.api",
     "answer": "rlm_graph.api",
-    "Settings": "rlm_graph.context",
+    "Settings": "rlm_graph.settings",
     "build_graph": "rlm_graph.graph",
 }
 

@@ -20,12 +20,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextRef, store_path, store_value
-from rlm_graph.graph import graph as default_graph
-from rlm_graph.pricing import CostReport, cost_of
-from rlm_graph.progress import Sink
-from rlm_graph.trajectory import TraceWriter
+from rlm_graph.graph.nodes import graph as default_graph
+from rlm_graph.models.pricing import CostReport, cost_of
+from rlm_graph.observe.progress import Sink
+from rlm_graph.observe.trajectory import TraceWriter
+from rlm_graph.settings import Settings
+from rlm_graph.storage.contexts import ContextRef, store_path, store_value
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 STREAM_MODES: list[StreamMode] = ["custom", "values"]

@@ -15,7 +15,7 @@ os.environ.setdefault("RLM_GRAPH_HOME", os.path.join(tempfile.gettempdir(), "rlm
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ["LANGSMITH_TEST_TRACKING"] = "false"
 
-from rlm_graph.stub_server import Responder, StubServer
+from rlm_graph.offline.stub_server import Responder, StubServer
 
 
 @pytest.fixture

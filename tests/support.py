@@ -9,16 +9,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlm_graph.prompts import CHILD_QUESTION
-from rlm_graph.stub_server import (
+from rlm_graph.graph.prompts import CHILD_QUESTION
+from rlm_graph.offline.stub_server import (
     StubReply,
     StubServer,
     is_root_request,
     last_user_text,
     replies_so_far,
 )
-from rlm_graph.stub_server import fenced_reply as fenced
-from rlm_graph.stub_server import tool_reply as tool
+from rlm_graph.offline.stub_server import fenced_reply as fenced
+from rlm_graph.offline.stub_server import tool_reply as tool
 
 __all__ = [
     "Script",

@@ -22,7 +22,7 @@ from bench.peers import (
     step_of,
     translate,
 )
-from rlm_graph.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer
 
 CELLS = ["x = 1\nr = QUERY('hi')", "b = BATCH(['a', 'b'])", "DONE(str(x) + r + ''.join(b))"]
 ROOT = ["parts = context.split('\\n\\n')", "r = [RECURSE(p) for p in parts]", "DONE(','.join(r))"]

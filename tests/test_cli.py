@@ -15,10 +15,9 @@ import pytest
 from rich.console import Console
 from support import Script, tool
 
-from rlm_graph import cli, demo
-from rlm_graph.cli import demo_settings, main, run_graph
-from rlm_graph.context_store import store_value
-from rlm_graph.progress import (
+from rlm_graph.cli import main as cli
+from rlm_graph.cli.main import demo_settings, main, run_graph
+from rlm_graph.observe.progress import (
     LineReporter,
     LiveReporter,
     Progress,
@@ -27,7 +26,9 @@ from rlm_graph.progress import (
     reporter_for,
     status_line,
 )
-from rlm_graph.stub_server import Responder, StubReply, StubServer
+from rlm_graph.offline import demo
+from rlm_graph.offline.stub_server import Responder, StubReply, StubServer
+from rlm_graph.storage.contexts import store_value
 
 Start = Callable[[Responder], StubServer]
 JSON_KEYS = {"answer", "iterations", "sub_calls", "tokens", "seconds", "status"}
@@ -447,7 +448,7 @@ def test_approve_code_without_a_terminal_is_a_usage_error(notes: Path) -> None:
         [
             sys.executable,
             "-m",
-            "rlm_graph.cli",
+            "rlm_graph.cli.main",
             "run",
             "--approve-code",
             "--context",

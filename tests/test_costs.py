@@ -11,10 +11,10 @@ import pytest
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.cli import main
-from rlm_graph.context import Settings
-from rlm_graph.pricing import cost_of, over_budget, price_of
-from rlm_graph.stub_server import StubReply, StubServer
+from rlm_graph.cli.main import main
+from rlm_graph.models.pricing import cost_of, over_budget, price_of
+from rlm_graph.offline.stub_server import StubReply, StubServer
+from rlm_graph.settings import Settings
 
 ROOT = {"prompt_tokens": 100, "completion_tokens": 10, "cached_tokens": 40}
 SUB = {"prompt_tokens": 7, "completion_tokens": 3}

@@ -22,20 +22,20 @@ from langgraph.types import Command
 from support import Script, fast_settings, replies_so_far, tool
 
 from rlm_graph import build_graph
-from rlm_graph.approval import ApprovalError, review
-from rlm_graph.context import Settings
-from rlm_graph.context_store import blob_dir
-from rlm_graph.persistence import open_persistence
-from rlm_graph.records import _CACHE
-from rlm_graph.registry import REGISTRY
-from rlm_graph.state import Pending
-from rlm_graph.stub_server import (
+from rlm_graph.graph.approval import ApprovalError, review
+from rlm_graph.graph.state import Pending
+from rlm_graph.offline.stub_server import (
     Responder,
     StubReply,
     StubServer,
     is_root_request,
     last_user_text,
 )
+from rlm_graph.repl.registry import REGISTRY
+from rlm_graph.settings import Settings
+from rlm_graph.storage.contexts import blob_dir
+from rlm_graph.storage.persistence import open_persistence
+from rlm_graph.storage.records import _CACHE
 
 Start = Callable[..., StubServer]
 POSTGRES_URL = os.environ.get("RLM_TEST_POSTGRES_URL", "")
@@ -107,7 +107,7 @@ def rlm_process(server: StubServer, target: str, context: Path, thread: str) -> 
     return [
         sys.executable,
         "-m",
-        "rlm_graph.cli",
+        "rlm_graph.cli.main",
         "run",
         "--model",
         "stub-root",
@@ -179,7 +179,7 @@ def kill_and_resume(stub: Start, tmp_path: Path, target: str) -> None:
     assert {p: asked[p] for p in BATCH} == {p: 1 + int(p.split()[-1]) % 2 for p in BATCH}
 
     threads = subprocess.run(
-        [sys.executable, "-m", "rlm_graph.cli", "threads", "--checkpoint", target, "--json"],
+        [sys.executable, "-m", "rlm_graph.cli.main", "threads", "--checkpoint", target, "--json"],
         capture_output=True,
         text=True,
         env=env,

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from support import fast_settings
 
-from rlm_graph.cli import main
-from rlm_graph.context import Settings
+from rlm_graph.cli.main import main
 from rlm_graph.eval import families, multihop, niah, oolong, oracle, policies, report, trec, windows
 from rlm_graph.eval.families import FAMILIES, generate
 from rlm_graph.eval.results import ResultsFile, RunKey
 from rlm_graph.eval.runner import OFFLINE_METHODS, Eval, Plan, evaluate
 from rlm_graph.eval.scoring import score
 from rlm_graph.eval.tasks import Task, format_size, parse_size
-from rlm_graph.prompts import CHILD_QUESTION
-from rlm_graph.stub_server import StubServer
+from rlm_graph.graph.prompts import CHILD_QUESTION
+from rlm_graph.offline.stub_server import StubServer
+from rlm_graph.settings import Settings
 
 Start = Callable[..., StubServer]
 # The sizes CI affords: every family at each, at both depths (about 15 s on 2 cores).

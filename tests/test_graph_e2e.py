@@ -15,7 +15,7 @@ from support import Script, fast_settings, fenced, replies_so_far, tool
 from typing_extensions import TypedDict
 
 from rlm_graph import aanswer, answer, build_graph
-from rlm_graph.stub_server import StubReply
+from rlm_graph.offline.stub_server import StubReply
 
 NEEDLE_CODE = """
 import re

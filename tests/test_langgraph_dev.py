@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from rlm_graph.prompts import CHILD_QUESTION
-from rlm_graph.stub_server import StubReply, StubServer, last_user_text
+from rlm_graph.graph.prompts import CHILD_QUESTION
+from rlm_graph.offline.stub_server import StubReply, StubServer, last_user_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
@@ -251,7 +251,7 @@ def start_dev_server(tmp: Path, home: Path) -> DevServer:
 
 def prebuild_sandbox_factory(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Put the sandbox factory in ``home`` so the server loads it instead of building it."""
-    from rlm_graph import sandbox
+    from rlm_graph.repl import session as sandbox
 
     monkeypatch.setenv("RLM_GRAPH_HOME", str(home))
     home.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import pytest
 from fake_langsmith import FakeLangSmith
 from support import Script, tool
 
-from rlm_graph.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer
 
 ROOT = [tool("got = await llm_query('child task')\nprint(got)"), tool("FINAL(got)")]
 CHILD = [tool("parts = await llm_batch(['a', 'b'])\nprint(parts)"), tool("FINAL('+'.join(parts))")]
@@ -36,7 +36,7 @@ def traced_cli_run(tmp_path: Path, langsmith: FakeLangSmith, model: StubServer) 
     argv = ["run", "--model", "stub-root", "--sub-model", "stub-sub"]
     argv += ["--base-url", model.base_url, "--max-depth", "2", "--context", str(context)]
     done = subprocess.run(
-        [sys.executable, "-m", "rlm_graph.cli", *argv, "--quiet", "q"],
+        [sys.executable, "-m", "rlm_graph.cli.main", *argv, "--quiet", "q"],
         env=env,
         capture_output=True,
         text=True,

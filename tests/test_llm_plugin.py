@@ -25,18 +25,18 @@ from llm.cli import cli
 from support import Script
 
 from rlm_graph.api import answer
-from rlm_graph.cli import main as rlm_main
-from rlm_graph.llm_toolbox import RLM, ToolboxError, session_file
-from rlm_graph.models import ModelConfigError, load_chat_model
-from rlm_graph.registry import REGISTRY
-from rlm_graph.stub_server import (
+from rlm_graph.cli.main import main as rlm_main
+from rlm_graph.integrations.llm.toolbox import RLM, ToolboxError, session_file
+from rlm_graph.models.loading import ModelConfigError, load_chat_model
+from rlm_graph.offline.stub_server import (
     Responder,
     StubReply,
     StubServer,
     last_user_text,
     replies_so_far,
 )
-from rlm_graph.stub_server import tool_reply as stub_tool
+from rlm_graph.offline.stub_server import tool_reply as stub_tool
+from rlm_graph.repl.registry import REGISTRY
 
 NEEDLE = "NEEDLE-7F3A"
 SUB_KEY = "sk-sub-secret-41"
@@ -510,6 +510,6 @@ def test_rlm_run_takes_llm_models_by_prefix(
 def test_llm_models_without_the_llm_package_name_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "rlm_graph.llm_chat", None)  # as if llm were missing
+    monkeypatch.setitem(sys.modules, "rlm_graph.models.llm_cli", None)  # as if llm were missing
     with pytest.raises(ModelConfigError, match=r"pip install 'rlm-graph\[llm\]'"):
         load_chat_model("llm:4o", "", 10.0, 0)

@@ -9,8 +9,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from rlm_graph.models import lean_chat_openai, load_chat_model
-from rlm_graph.stub_server import StubServer
+from rlm_graph.models.loading import lean_chat_openai, load_chat_model
+from rlm_graph.offline.stub_server import StubServer
 
 CONVERSATION = [
     SystemMessage("system prompt"),

@@ -11,10 +11,10 @@ import pytest
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.cli import main
-from rlm_graph.official_log import export_lines, read_official, to_trajectory
-from rlm_graph.trajectory import read_trajectory
-from rlm_graph.viewer import render_html
+from rlm_graph.cli.main import main
+from rlm_graph.observe.official_log import export_lines, read_official, to_trajectory
+from rlm_graph.observe.trajectory import read_trajectory
+from rlm_graph.observe.viewer import render_html
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "official-trace-log.jsonl"
 # What the official visualizer reads from an rlm_calls entry (visualizer/src/lib/types.ts).

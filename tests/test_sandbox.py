@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 
-from rlm_graph.blobs import Blobs
-from rlm_graph.context_store import ContextRef, store_value
-from rlm_graph.records import load_cells, save_cell
-from rlm_graph.registry import LoadCells, SandboxRegistry, replayable
-from rlm_graph.sandbox import CellOutcome, Limits, Sandbox, SandboxError
-from rlm_graph.state import Cell, CellRef
+from rlm_graph.repl.registry import LoadCells, SandboxRegistry, replayable
+from rlm_graph.repl.session import CellOutcome, Limits, Sandbox, SandboxError
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import ContextRef, store_value
+from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
 
 LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
 

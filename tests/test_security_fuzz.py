@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 
-from rlm_graph.replies import TOOL_NAME, parse_reply
-from rlm_graph.sandbox import _Capture
-from rlm_graph.truncation import truncate
+from rlm_graph.graph.replies import TOOL_NAME, parse_reply
+from rlm_graph.repl.session import _Capture
+from rlm_graph.text import truncate
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Anything but a surrogate (those cannot be encoded, so no model or program sends them).

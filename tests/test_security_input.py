@@ -21,11 +21,11 @@ import pytest
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer, build_graph
-from rlm_graph import context_store as store
-from rlm_graph.cli import main
-from rlm_graph.context import Settings
-from rlm_graph.context_store import ContextError, ContextWarning, store_path, store_stream
-from rlm_graph.stub_server import Responder, StubServer
+from rlm_graph.cli.main import main
+from rlm_graph.offline.stub_server import Responder, StubServer
+from rlm_graph.settings import Settings
+from rlm_graph.storage import contexts as store
+from rlm_graph.storage.contexts import ContextError, ContextWarning, store_path, store_stream
 
 Start = Callable[[Responder], StubServer]
 

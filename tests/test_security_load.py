@@ -17,9 +17,9 @@ from support import Script, fast_settings, python_probe, tool
 from test_langgraph_dev import RUN_TIMEOUT, DevServer, dev_server  # noqa: F401 (a fixture)
 
 from rlm_graph import RLMResult, aanswer, answer
-from rlm_graph.registry import REGISTRY
-from rlm_graph.sandbox_process import sandbox_processes
-from rlm_graph.stub_server import Responder, StubServer
+from rlm_graph.offline.stub_server import Responder, StubServer
+from rlm_graph.repl.process import sandbox_processes
+from rlm_graph.repl.registry import REGISTRY
 
 Start = Callable[[Responder], StubServer]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_32_concurrent_runs_under_asyncio_each_have_their_own_sandbox(stub: Star
 LOOP_PROBE = """
 import threading
 import time
-from rlm_graph.subcalls import background_loop
+from rlm_graph.subcalls.broker import background_loop
 barrier, loops = threading.Barrier(32), []
 def first_use():
     barrier.wait()
@@ -119,7 +119,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, {tests!r})
 import test_security_load as load
 from rlm_graph import aanswer, answer
-from rlm_graph.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer
 
 def rss_mb():
     with open("/proc/self/statm") as statm:

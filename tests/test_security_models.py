@@ -16,8 +16,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from support import Script, fast_settings, replies_so_far, tool
 
 from rlm_graph import answer, build_graph
-from rlm_graph.context import Settings
-from rlm_graph.stub_server import Responder, StubReply, StubServer, is_root_request
+from rlm_graph.offline.stub_server import Responder, StubReply, StubServer, is_root_request
+from rlm_graph.settings import Settings
 
 Start = Callable[[Responder], StubServer]
 

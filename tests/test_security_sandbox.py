@@ -17,10 +17,10 @@ from support import Script, fast_settings, python_probe, tool
 from test_sandbox import Echo, loader, run_cells
 
 from rlm_graph import answer
-from rlm_graph.context_store import blob_dir, store_value
-from rlm_graph.registry import SandboxRegistry
-from rlm_graph.sandbox import CAPTURE_LIMIT, Limits, Sandbox
-from rlm_graph.stub_server import StubReply
+from rlm_graph.offline.stub_server import StubReply
+from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.session import CAPTURE_LIMIT, Limits, Sandbox
+from rlm_graph.storage.contexts import blob_dir, store_value
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(cell_timeout=10.0, cpu_instructions=5_000_000_000, memory_mb=512)
@@ -279,7 +279,7 @@ def test_printing_a_gigabyte_is_reported_as_such_when_it_breaks_the_cell() -> No
 
 
 def test_a_json_context_at_the_depth_limit_loads_in_the_sandbox() -> None:
-    from rlm_graph.context_store import MAX_JSON_DEPTH
+    from rlm_graph.storage.contexts import MAX_JSON_DEPTH
 
     nested: Any = "leaf"
     for _ in range(MAX_JSON_DEPTH - 1):
@@ -292,9 +292,9 @@ def test_a_json_context_at_the_depth_limit_loads_in_the_sandbox() -> None:
 
 
 CRASH_PROBE = """
-from rlm_graph.context_store import store_value
-from rlm_graph.sandbox import Limits
-from rlm_graph.sandbox_process import IsolatedSandbox
+from rlm_graph.storage.contexts import store_value
+from rlm_graph.repl.session import Limits
+from rlm_graph.repl.process import IsolatedSandbox
 box = IsolatedSandbox(store_value("ctx"), Limits(10.0, 5_000_000_000, 512))
 box.run("keep = 1")
 out = box.run("import json\\njson.loads('[' * 5000 + ']' * 5000)")

@@ -13,11 +13,11 @@ import pytest
 from support import Script, fast_settings, is_child, tool
 
 from rlm_graph import answer
-from rlm_graph.context import Settings
-from rlm_graph.context_store import store_value
-from rlm_graph.sandbox import Limits, Sandbox
-from rlm_graph.stub_server import StubServer, is_root_request
-from rlm_graph.subcalls import Budget, SubCallBroker
+from rlm_graph.offline.stub_server import StubServer, is_root_request
+from rlm_graph.repl.session import Limits, Sandbox
+from rlm_graph.settings import Settings
+from rlm_graph.storage.contexts import store_value
+from rlm_graph.subcalls.broker import Budget, SubCallBroker
 
 LIMITS = Limits(cell_timeout=30.0, cpu_instructions=20_000_000_000, memory_mb=1024)
 

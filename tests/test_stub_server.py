@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from rlm_graph.stub_server import (
+from rlm_graph.offline.stub_server import (
     ScriptedResponder,
     StubReply,
     StubServer,

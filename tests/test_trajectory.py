@@ -14,8 +14,7 @@ import pytest
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.stub_server import StubReply, StubServer
-from rlm_graph.trajectory import (
+from rlm_graph.observe.trajectory import (
     TraceError,
     Trajectory,
     read_trajectory,
@@ -23,6 +22,7 @@ from rlm_graph.trajectory import (
     usage_by_depth,
     usage_by_model,
 )
+from rlm_graph.offline.stub_server import StubReply, StubServer
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "trajectory.schema.json").read_text())
 LONG = 5_000
@@ -150,7 +150,7 @@ def test_a_killed_run_leaves_a_readable_trace(stub: Any, tmp_path: Path) -> None
     argv = ["run", "--model", "stub-root", "--sub-model", "stub-sub"]
     argv += ["--base-url", server.base_url, "--context", str(tmp_path / "ctx.txt")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlm_graph.cli", *argv, "--trace", str(trace), "--quiet", "q"],
+        [sys.executable, "-m", "rlm_graph.cli.main", *argv, "--trace", str(trace), "--quiet", "q"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

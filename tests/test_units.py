@@ -11,9 +11,13 @@ from langchain_core.messages import AIMessage
 from langgraph.store.base import Op, Result
 from langgraph.store.memory import InMemoryStore
 
-from rlm_graph.blobs import Blobs
-from rlm_graph.context import Settings
-from rlm_graph.context_store import (
+from rlm_graph.graph.nodes import begin_turn, pending_from
+from rlm_graph.graph.replies import parse_reply
+from rlm_graph.models.loading import missing_credentials, split_model_name
+from rlm_graph.models.usage import add_usage
+from rlm_graph.settings import Settings
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import (
     ContextError,
     ContextWarning,
     blob_dir,
@@ -21,12 +25,8 @@ from rlm_graph.context_store import (
     store_path,
     store_value,
 )
-from rlm_graph.graph import begin_turn, pending_from
-from rlm_graph.models import missing_credentials, split_model_name
-from rlm_graph.replies import parse_reply
-from rlm_graph.state import add_usage
-from rlm_graph.subcalls import SubCallMemo
-from rlm_graph.truncation import truncate
+from rlm_graph.subcalls.broker import SubCallMemo
+from rlm_graph.text import truncate
 
 
 def test_tool_call_code_is_taken() -> None:

@@ -12,11 +12,11 @@ from browser import Browser, chromium_path, required
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.cli import main
-from rlm_graph.highlight import highlight_python
-from rlm_graph.stub_server import StubReply
-from rlm_graph.trajectory import read_trajectory
-from rlm_graph.viewer import render_html
+from rlm_graph.cli.main import main
+from rlm_graph.observe.highlight import highlight_python
+from rlm_graph.observe.trajectory import read_trajectory
+from rlm_graph.observe.viewer import render_html
+from rlm_graph.offline.stub_server import StubReply
 
 ROOT = [
     tool("got = await llm_query('child task')\nprint('child said', got)", "Delegating."),

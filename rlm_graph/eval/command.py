@@ -13,7 +13,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rlm_graph.context import Settings
 from rlm_graph.eval import policies, report, windows
 from rlm_graph.eval.families import FAMILIES
 from rlm_graph.eval.oracle import ORACLE_MODEL
@@ -28,7 +27,8 @@ from rlm_graph.eval.runner import (
     usage_models,
 )
 from rlm_graph.eval.tasks import parse_size
-from rlm_graph.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer
+from rlm_graph.settings import Settings
 
 DEFAULT_OUT = "rlm-eval.jsonl"
 DEFAULT_OFFLINE_OUT = "rlm-eval-offline.jsonl"

@@ -23,8 +23,8 @@ import re
 from typing import Any
 
 from rlm_graph.eval import multihop, niah, oolong, oracle, trec
-from rlm_graph.prompts import CHILD_QUESTION
-from rlm_graph.stub_server import (
+from rlm_graph.graph.prompts import CHILD_QUESTION
+from rlm_graph.offline.stub_server import (
     StubReply,
     is_root_request,
     last_user_text,

@@ -23,18 +23,18 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 
 from rlm_graph.api import RLMResult, reference, result_from, run_config
-from rlm_graph.context import Settings
-from rlm_graph.context_store import blob_dir
 from rlm_graph.eval import families, scoring
 from rlm_graph.eval.report import NOT_RUN, ProgressBar, Summary
 from rlm_graph.eval.results import ResultsFile, Row, RunKey
 from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task, format_size
 from rlm_graph.graph import graph
-from rlm_graph.models import load_chat_model
-from rlm_graph.pricing import cost_of, total_tokens
-from rlm_graph.replies import message_text
-from rlm_graph.subcalls import usage_of
-from rlm_graph.truncation import one_line
+from rlm_graph.models.loading import load_chat_model
+from rlm_graph.models.messages import message_text, usage_of
+from rlm_graph.models.pricing import cost_of
+from rlm_graph.models.usage import total_tokens
+from rlm_graph.settings import Settings
+from rlm_graph.storage.contexts import blob_dir
+from rlm_graph.text import one_line
 
 METHODS: tuple[str, ...] = ("base", "rlm-no-sub", "rlm", "rlm-depth2")
 OFFLINE_METHODS: tuple[str, ...] = ("rlm", "rlm-depth2")

@@ -2,7 +2,7 @@
 
 The paper's base model is "not run" where the context cannot fit its window (GPT-5 at
 272K tokens, so from about 1M tokens up). Windows are OpenAI's as of late 2025; others
-take ``--window`` or a conservative default. Prices live in ``rlm_graph.pricing``.
+take ``--window`` or a conservative default. Prices live in ``rlm_graph.models.pricing``.
 """
 
 from __future__ import annotations

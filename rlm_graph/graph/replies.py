@@ -1,0 +1,121 @@
+"""Reading a root model's reply: the code to run and any final answer it claims.
+
+Models speak several protocols: an ``execute_python`` tool call, fenced ```repl or
+```python blocks, ``FINAL(...)`` / ``FINAL_VAR(name)`` written outside code. All of them
+are accepted here so that models with and without tool calling work alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from langchain_core.messages import AIMessage
+
+from rlm_graph.models.messages import message_text
+
+TOOL_NAME = "execute_python"
+
+_FENCE = re.compile(
+    r"```[ \t]*(repl|python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE
+)
+_FINAL_VAR = re.compile(
+    r"^\s*FINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)\s*$", re.MULTILINE
+)
+_FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """What a reply asks for; ``problem`` explains a reply that cannot be acted on."""
+
+    text: str
+    code: str = ""
+    tool_call_id: str = ""
+    final_text: str | None = None
+    final_var: str | None = None
+    problem: str = ""
+
+
+def _strip_fences(text: str) -> str:
+    return _FENCE.sub("", text)
+
+
+def cut_off(message: AIMessage) -> str:
+    """Why a reply stopped before its end, or "" when it is complete.
+
+    The client repairs the half of a tool call's JSON that arrived into valid arguments,
+    so a cut-off reply looks like a shorter program: running it would execute code the
+    model never finished. OpenAI-compatible replies always end with a finish_reason; a
+    stream that broke off has none.
+    """
+    meta = message.response_metadata or {}
+    if meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens":
+        return "it reached the output token limit"
+    if meta.get("model_provider") == "openai" and not meta.get("finish_reason"):
+        return "the connection ended before the reply was complete"
+    return ""
+
+
+def parse_reply(message: AIMessage) -> ParsedReply:
+    """Extract code and final-answer claims from one root-model reply."""
+    text = message_text(message)
+    if reason := cut_off(message):
+        return ParsedReply(
+            text=text,
+            problem=f"your reply was cut off ({reason}), so none of it was run: send it "
+            "again, shorter if needed",
+        )
+    codes: list[str] = []
+    tool_call_id = ""
+    problem = ""
+    for call in message.tool_calls:
+        if call["name"] != TOOL_NAME:
+            problem = f"unknown tool {call['name']!r}: the only tool is {TOOL_NAME}(code)"
+            continue
+        code = call["args"].get("code")
+        if not isinstance(code, str):
+            problem = f"{TOOL_NAME} needs a string argument 'code'"
+            continue
+        codes.append(code)
+        tool_call_id = tool_call_id or str(call.get("id") or "")
+    for bad in message.invalid_tool_calls:
+        problem = (
+            f"the arguments of tool call {bad.get('name')!r} were not valid JSON "
+            f"({bad.get('error') or 'unparseable'}); send the code again"
+        )
+    if not codes:
+        codes = [m.group(2) for m in _FENCE.finditer(text)]
+    outside = _strip_fences(text)
+    final_var = None
+    final_text = None
+    if match := _FINAL_VAR.search(outside):
+        final_var = match.group(1)
+    elif match := _FINAL.search(outside):
+        final_text = _unquote(match.group(1).strip())
+    code = "\n\n".join(c.strip("\n") for c in codes if c.strip())
+    if not code and final_var is None and final_text is None and not problem:
+        problem = (
+            "no code and no final answer found: reply with a ```repl block (or the "
+            f"{TOOL_NAME} tool) to run code, or FINAL(answer) / FINAL_VAR(name) to finish"
+        )
+    return ParsedReply(
+        text=text,
+        code=code,
+        tool_call_id=tool_call_id,
+        final_text=final_text,
+        final_var=final_var,
+        problem=problem if not code else "",
+    )
+
+
+def _unquote(value: str) -> str:
+    """``FINAL("x")`` means the text x, not the quoted literal."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            loaded = json.loads(value) if value[0] == '"' else value[1:-1]
+        except json.JSONDecodeError:
+            loaded = value[1:-1]
+        return str(loaded)
+    return value

@@ -1,0 +1,130 @@
+"""Chat models from names: any provider, or a model of the ``llm`` CLI.
+
+Names go to ``init_chat_model``, except ``llm:<model id or alias>``, which is one of
+the ``llm`` CLI's models with its keys, aliases and plugins (see llm_chat).
+
+Model clients are cached because building one costs milliseconds and opens a
+connection pool; a run makes hundreds of calls to the same few models.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
+
+from langchain.chat_models import init_chat_model
+from langchain.chat_models.base import _BUILTIN_PROVIDERS, _attempt_infer_model_provider
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+
+# Names with this prefix are models of the `llm` CLI, resolved by llm itself.
+LLM_PREFIX = "llm:"
+
+
+class ModelConfigError(ValueError):
+    """A model cannot be built from the settings given (name, key, URL)."""
+
+
+def split_model_name(name: str, base_url: str) -> tuple[str, str]:
+    """Split ``provider:model`` into its parts.
+
+    Without a known provider prefix the provider is ``openai`` when a base URL is set
+    (an OpenAI-compatible server is meant; ``qwen2.5-coder:7b`` is a model name there,
+    not a provider), and otherwise left to init_chat_model's inference ("").
+    """
+    provider, sep, model = name.partition(":")
+    if sep and provider in _BUILTIN_PROVIDERS:
+        return provider, model
+    return ("openai" if base_url else ""), name
+
+
+def missing_credentials(name: str, base_url: str) -> str:
+    """Say which variable or flag is missing for this model, or "" when none is."""
+    provider, model = split_model_name(name, base_url)
+    if (
+        base_url
+        or name.startswith(LLM_PREFIX)
+        or (provider or _attempt_infer_model_provider(model)) != "openai"
+    ):
+        return ""  # another provider's key, or a name no provider serves (load says so)
+    if os.environ.get("OPENAI_API_KEY"):
+        return ""
+    return (
+        f"model {name!r} needs an OpenAI API key: set OPENAI_API_KEY, or point --base-url "
+        "(settings.base_url) at an OpenAI-compatible server, or run `rlm demo` to try it offline"
+    )
+
+
+@cache
+def lean_chat_openai() -> type[ChatOpenAI]:
+    """``ChatOpenAI`` that hands its messages to the openai SDK untouched.
+
+    The SDK walks every request body against its TypedDict schemas (``maybe_transform``)
+    before sending it; for chat messages, which LangChain has already turned into plain
+    JSON dicts, that walk changes nothing but costs ~0.3 ms per message per request. A
+    root conversation grows by two messages an iteration, so at 50 iterations the walk
+    was most of a step's overhead (docs/benchmarks.md). The messages travel in
+    ``extra_body`` instead, which the SDK merges into the JSON body as given (its
+    documented precedence: ``extra_body`` keys override); the bytes on the wire are the
+    same. Imported lazily: the OpenAI integration is only loaded when it is used.
+    """
+    from langchain_openai import ChatOpenAI
+
+    class LeanChatOpenAI(ChatOpenAI):
+        def _get_request_payload(
+            self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+        ) -> dict[str, Any]:
+            payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+            if "messages" in payload:  # Chat Completions (the Responses API has "input")
+                payload["extra_body"] = {
+                    **(payload.get("extra_body") or {}),
+                    "messages": payload["messages"],
+                }
+                payload["messages"] = []
+            return payload
+
+    return LeanChatOpenAI
+
+
+@lru_cache(maxsize=64)
+def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) -> BaseChatModel:
+    """Build (once per process) the chat model for ``name``.
+
+    A timeout is always set: ChatOpenAI has none by default, and a request that never
+    returns would otherwise hang a sandbox callback forever. (``llm`` models have no
+    timeout setting; the sub-call broker's own deadline bounds them.)
+    """
+    if name.startswith(LLM_PREFIX):
+        return _llm_model(name.removeprefix(LLM_PREFIX))
+    provider, model = split_model_name(name, base_url)
+    kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+    if base_url:
+        kwargs["base_url"] = base_url
+        if provider == "openai":
+            kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "not-needed"
+            kwargs["stream_usage"] = True
+    try:
+        if (provider or _attempt_infer_model_provider(model)) == "openai":
+            chat = lean_chat_openai()(model=model, **kwargs)
+        else:
+            chat = init_chat_model(model, model_provider=provider or None, **kwargs)
+    except (ValueError, ImportError) as exc:  # their text runs on to a provider list
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelConfigError(f"cannot use model {name!r}: {reason}") from exc
+    if not isinstance(chat, BaseChatModel):
+        raise ModelConfigError(f"model {name!r} did not resolve to a chat model")
+    return chat
+
+
+def _llm_model(model_id: str) -> BaseChatModel:
+    """An ``llm`` model; the package is optional, so it is imported only when named."""
+    try:
+        from rlm_graph.models.llm_cli import load_llm_model
+    except ImportError as exc:
+        raise ModelConfigError(
+            f"model {LLM_PREFIX}{model_id} needs the llm package: pip install 'rlm-graph[llm]'"
+        ) from exc
+    return load_llm_model(model_id)

@@ -1,0 +1,366 @@
+"""Trajectories: what a run did, written as it happens and read back as a tree.
+
+A trace file is JSON lines (schema in docs/trajectory.md): a ``run`` header, then every
+progress event the graph streamed (``stream_mode="custom"``) as it arrived, then a
+``result`` line. Each line is flushed when written, so a run that crashes or is killed
+still leaves a readable trace of everything up to that moment; the reader accepts a
+missing result line and a cut-off last line.
+
+The events, not the graph state, are the source: the state keeps a truncated view of
+each cell's output (and may keep cells only by reference), while the events carry the
+full output, timings, tokens and the sub-calls of sub-RLMs, tagged with the ``path`` of
+sub-call ids that leads to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NotRequired, TypedDict
+
+from rlm_graph.models.usage import add_usage
+from rlm_graph.settings import Settings
+
+TRACE_VERSION = 1
+Usage = dict[str, dict[str, int]]
+
+
+class TraceError(ValueError):
+    """A file that is not a trajectory; the message says what is wrong with it."""
+
+
+# -- the tree a trace is read into ----------------------------------------------------------
+
+
+class CellRecord(TypedDict):
+    """One executed cell: its full output, not the truncated view the model read."""
+
+    kind: str
+    code: str
+    output: str
+    error: str
+    halted: bool
+    seconds: float
+    sub_calls: int
+    final: NotRequired[Any]
+
+
+class SubCall(TypedDict):
+    """One ``llm_query`` / ``llm_batch`` prompt; ``run`` is the sub-RLM that answered it."""
+
+    id: str
+    depth: int
+    model: str
+    recursive: bool
+    prompt: str
+    prompt_chars: int
+    started: float
+    ended: float | None
+    seconds: float
+    ok: bool
+    answer: str
+    error: str
+    cached: bool
+    usage: Usage
+    run: RunTree | None
+
+
+class Iteration(TypedDict):
+    """One model reply of a run and the cells and sub-calls it caused."""
+
+    number: int
+    depth: int
+    started: float
+    prompt_chars: int
+    prompt_messages: int
+    model: str
+    reply: str
+    code: str
+    reply_seconds: float
+    usage: Usage
+    best_effort: bool
+    cells: list[CellRecord]
+    sub_calls: list[SubCall]
+
+
+class RunTree(TypedDict):
+    """A run at one depth: the root run, or a sub-RLM inside a sub-call."""
+
+    depth: int
+    question: str
+    system_prompt: str
+    iterations: list[Iteration]
+    final: dict[str, Any] | None
+
+
+class Trajectory(TypedDict):
+    """A whole trace: header, tree, result (``None`` when the run did not finish)."""
+
+    header: dict[str, Any]
+    root: RunTree
+    result: dict[str, Any] | None
+    events: int
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class TraceWriter:
+    """Appends a run's trace, one flushed JSON line per event (a progress sink)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise TraceError(f"cannot write the trace {self.path}: {exc.strerror}") from exc
+
+    def header(self, question: str, settings: Settings, context: dict[str, Any]) -> None:
+        """The first line: what was asked, of what, with which settings."""
+        self._write(
+            {
+                "type": "run",
+                "version": TRACE_VERSION,
+                "started": _now(),
+                "question": question,
+                "settings": asdict(settings),
+                "context": {k: context.get(k) for k in ("hash", "kind", "length", "type_name")},
+            }
+        )
+
+    def custom(self, event: dict[str, Any]) -> None:
+        """One progress event from the graph."""
+        self._write({"type": "event", **event})
+
+    def values(self, state: dict[str, Any]) -> None:
+        """States are not traced: the events carry more, and state may hold references."""
+
+    def result(self, result: dict[str, Any]) -> None:
+        """The last line: how the run ended."""
+        self._write({"type": "result", "ended": _now(), **result})
+
+    def close(self) -> None:
+        """Close the file; every line is already on disk."""
+        self._file.close()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def read_lines_of(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a cut-off last line (a crash mid-write) is dropped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise TraceError(f"cannot read the trace {path}: {exc.strerror}") from exc
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise TraceError(f"{path}:{number} is not JSON ({exc.msg})") from exc
+        if not isinstance(records[-1], dict):
+            raise TraceError(f"{path}:{number} is not a JSON object")
+    return records
+
+
+def new_run(depth: int) -> RunTree:
+    """An empty run at ``depth``, before any event filled it."""
+    return RunTree(depth=depth, question="", system_prompt="", iterations=[], final=None)
+
+
+def _iteration(event: dict[str, Any]) -> Iteration:
+    return Iteration(
+        number=int(event.get("iteration", 0)),
+        depth=int(event.get("depth", 0)),
+        started=float(event.get("ts", 0.0)),
+        prompt_chars=int(event.get("prompt_chars", 0)),
+        prompt_messages=int(event.get("prompt_messages", 0)),
+        model="",
+        reply="",
+        code="",
+        reply_seconds=0.0,
+        usage={},
+        best_effort=False,
+        cells=[],
+        sub_calls=[],
+    )
+
+
+def _current(run: RunTree, event: dict[str, Any]) -> Iteration:
+    """The iteration an event belongs to (one is opened if events start mid-run)."""
+    if not run["iterations"]:
+        run["iterations"].append(_iteration(event))
+    return run["iterations"][-1]
+
+
+class _Builder:
+    """Folds events into the tree, routing each to its run by the sub-call ``path``."""
+
+    def __init__(self) -> None:
+        self.root = new_run(0)
+        self.calls: dict[str, SubCall] = {}
+
+    def run_at(self, path: list[str]) -> RunTree:
+        run = self.root
+        for call_id in path:
+            call = self.calls.get(call_id)
+            if call is None:  # a sub-call whose start was not traced: keep the events anyway
+                return run
+            child = call["run"]
+            if child is None:
+                child = call["run"] = new_run(call["depth"])
+            run = child
+        return run
+
+    def add(self, event: dict[str, Any]) -> None:
+        run = self.run_at(list(event.get("path") or []))
+        kind = event.get("event")
+        if kind == "iteration":
+            run["iterations"].append(_iteration(event))
+            run["question"] = event.get("question") or run["question"]
+            run["system_prompt"] = event.get("system_prompt") or run["system_prompt"]
+        elif kind == "reply":
+            self._reply(run, event)
+        elif kind == "cell_end":
+            _current(run, event)["cells"].append(_cell(event))
+        elif kind == "sub_call_start":
+            call = _sub_call(event)
+            self.calls[call["id"]] = call
+            _current(run, event)["sub_calls"].append(call)
+        elif kind == "sub_call_end" and event.get("id") in self.calls:
+            self._end_call(self.calls[event["id"]], event)
+        elif kind == "final":
+            run["final"] = {k: event.get(k) for k in ("status", "answer", "stop_reason", "usage")}
+
+    @staticmethod
+    def _reply(run: RunTree, event: dict[str, Any]) -> None:
+        iteration = _current(run, event)
+        if event.get("best_effort"):
+            iteration = _iteration(event)
+            iteration["best_effort"] = True
+            run["iterations"].append(iteration)
+        iteration["model"] = str(event.get("model", ""))
+        iteration["reply"] = str(event.get("text", ""))
+        iteration["code"] = str(event.get("code", ""))
+        iteration["reply_seconds"] = float(event.get("seconds", 0.0))
+        iteration["usage"] = event.get("usage") or {}
+
+    @staticmethod
+    def _end_call(call: SubCall, event: dict[str, Any]) -> None:
+        call["ended"] = float(event.get("ts", call["started"]))
+        call["seconds"] = float(event.get("seconds", 0.0))
+        call["ok"] = bool(event.get("ok"))
+        call["answer"] = str(event.get("answer", ""))
+        call["error"] = str(event.get("error", ""))
+        call["cached"] = bool(event.get("cached"))
+        call["usage"] = event.get("usage") or {}
+
+
+def _cell(event: dict[str, Any]) -> CellRecord:
+    cell = CellRecord(
+        kind=str(event.get("kind", "model")),
+        code=str(event.get("code", "")),
+        output=str(event.get("output", "")),
+        error=str(event.get("error", "")),
+        halted=bool(event.get("halted")),
+        seconds=float(event.get("seconds", 0.0)),
+        sub_calls=int(event.get("sub_calls", 0)),
+    )
+    if "final" in event:
+        cell["final"] = event["final"]
+    return cell
+
+
+def _sub_call(event: dict[str, Any]) -> SubCall:
+    return SubCall(
+        id=str(event.get("id", "")),
+        depth=int(event.get("depth", 1)),
+        model=str(event.get("model", "")),
+        recursive=bool(event.get("recursive")),
+        prompt=str(event.get("prompt", "")),
+        prompt_chars=int(event.get("prompt_chars", 0)),
+        started=float(event.get("ts", 0.0)),
+        ended=None,
+        seconds=0.0,
+        ok=False,
+        answer="",
+        error="",
+        cached=False,
+        usage={},
+        run=None,
+    )
+
+
+def read_trajectory(path: str | os.PathLike[str]) -> Trajectory:
+    """Read a trace written by :class:`TraceWriter` (or cut short by a crash) into a tree."""
+    return trajectory_from(read_lines_of(path), str(path))
+
+
+def trajectory_from(records: list[dict[str, Any]], source: str) -> Trajectory:
+    """The tree of a trace's records."""
+    if not records or records[0].get("type") != "run":
+        raise TraceError(f"{source} is not an rlm trajectory: its first line is no 'run' header")
+    builder = _Builder()
+    result = None
+    events = 0
+    for record in records[1:]:
+        if record.get("type") == "event":
+            builder.add(record)
+            events += 1
+        elif record.get("type") == "result":
+            result = record
+    return Trajectory(header=records[0], root=builder.root, result=result, events=events)
+
+
+# -- totals -----------------------------------------------------------------------------------
+
+
+def runs(run: RunTree) -> list[RunTree]:
+    """``run`` and every sub-RLM below it, depth first."""
+    found = [run]
+    for iteration in run["iterations"]:
+        for call in iteration["sub_calls"]:
+            if call["run"] is not None:
+                found.extend(runs(call["run"]))
+    return found
+
+
+def usage_by_depth(root: RunTree) -> dict[int, Usage]:
+    """Token usage per depth: every model reply of every run, and every plain sub-call.
+
+    A sub-RLM's sub-call carries no usage of its own (its run's replies and sub-calls
+    do), so each model call is counted exactly once.
+    """
+    totals: dict[int, Usage] = {}
+    for run in runs(root):
+        for iteration in run["iterations"]:
+            depth = run["depth"]
+            totals[depth] = add_usage(totals.get(depth, {}), iteration["usage"])
+            for call in iteration["sub_calls"]:
+                if not call["recursive"]:
+                    totals[call["depth"]] = add_usage(totals.get(call["depth"], {}), call["usage"])
+    return dict(sorted(totals.items()))
+
+
+def usage_by_model(root: RunTree) -> Usage:
+    """Token usage per model over the whole tree."""
+    total: Usage = {}
+    for usage in usage_by_depth(root).values():
+        total = add_usage(total, usage)
+    return total

@@ -1,0 +1,29 @@
+"""Keeping the host's secrets out of what a model, the sandbox or a log line sees.
+
+Imports nothing from rlm_graph: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# Environment variables whose values must never reach a model, the sandbox or a log line.
+_SECRET_NAMES = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(API_KEY|SECRET_KEY)$")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a key, token or password."""
+    return bool(_SECRET_NAMES.search(name.upper()))
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the value of every key-like environment variable blanked out.
+
+    Provider errors quote what they were sent (an HTTP 401 may echo the key), and such
+    errors are shown to the model and, through its code, could be sent anywhere.
+    """
+    for name, value in os.environ.items():
+        if len(value) >= 8 and is_secret_name(name) and value in text:
+            text = text.replace(value, f"[{name} redacted]")
+    return text

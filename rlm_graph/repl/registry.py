@@ -1,0 +1,194 @@
+"""Live sandboxes of this process, keyed by the sandbox id kept in graph state.
+
+State can only hold an id; this registry maps it to a live session, and brings that
+session to exactly the cells state describes: a missing session (a new process, an
+evicted one, a crashed child), a broken one (after a halt) or one that ran other cells
+(a fork) is rebuilt by replaying the recorded cells with their sub-call journals.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+from rlm_graph.repl.process import IsolatedSandbox
+from rlm_graph.repl.session import (
+    Limits,
+    NoSubCalls,
+    Sandbox,
+    SandboxBase,
+    SandboxError,
+    SubCallHandler,
+)
+from rlm_graph.storage.contexts import ContextRef
+from rlm_graph.storage.records import Cell, CellRef
+
+# Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
+# live (a closed one is rebuilt from state when its thread comes back, in ~0.1-0.4 s).
+# Each live sandbox process holds ~120 MB, so idle ones do not linger.
+IDLE_SECONDS = 600.0
+MAX_LIVE = 16
+BUSY_SECONDS = 60.0
+ISOLATION_ENV = "RLM_SANDBOX_ISOLATION"
+
+
+def open_sandbox(ref: ContextRef, limits: Limits) -> SandboxBase:
+    """A new sandbox: in a child process of its own (the default), or in this process.
+
+    ``RLM_SANDBOX_ISOLATION=inline`` gives up the crash containment of a child process
+    (see ``sandbox_process``) for memory: ~120 MB less per live sandbox, measured.
+    """
+    mode = os.environ.get(ISOLATION_ENV, "process")
+    if mode == "inline":
+        return Sandbox(ref, limits)
+    if mode != "process":
+        raise SandboxError(f"{ISOLATION_ENV}={mode!r}: use 'process' (the default) or 'inline'")
+    return IsolatedSandbox(ref, limits)
+
+
+def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
+    """The cells whose effects the session holds: code that ran and did not halt."""
+    return [c for c in cells if c["kind"] != "note" and not c["halted"]]
+
+
+LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
+
+
+@dataclass
+class _Entry:
+    """A registry slot; its lock is held while the session is built, replayed or used."""
+
+    sandbox: SandboxBase | None = None
+    applied: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SandboxRegistry:
+    """Live sessions of this process, keyed by the sandbox id kept in state."""
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_live: int = MAX_LIVE) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._idle_seconds = idle_seconds
+        self._max_live = max_live
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, sandbox_id: object) -> bool:
+        with self._lock:
+            return sandbox_id in self._entries
+
+    def prepare(self, sandbox_id: str, ref: ContextRef, limits: Limits) -> None:
+        """Start building a new thread's session in the background.
+
+        Called while the root model is still thinking about its first reply, so
+        loading the runtime and reading a large context overlap the model's latency.
+        A failure here is left for :meth:`checkout` to raise where it can be reported.
+        """
+        entry = self._entry_for(sandbox_id)
+
+        def build() -> None:
+            with entry.lock:
+                if entry.sandbox is None:
+                    with suppress(Exception):
+                        entry.sandbox = open_sandbox(ref, limits)
+
+        threading.Thread(target=build, name=f"rlm-prepare-{sandbox_id[:8]}", daemon=True).start()
+
+    @contextmanager
+    def checkout(
+        self,
+        sandbox_id: str,
+        ref: ContextRef,
+        cells: Sequence[CellRef],
+        limits: Limits,
+        handler: SubCallHandler,
+        load: LoadCells,
+    ) -> Iterator[SandboxBase]:
+        """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
+
+        A missing session (new process, evicted), a broken one, one with other limits,
+        or one whose applied cells differ from state (a fork, another worker moved on)
+        is rebuilt by replay; one that is merely behind gets only the missing cells.
+        Full records are loaded (``load``) only for the cells that must be replayed.
+        """
+        wanted = replayable(cells)
+        prints = [c["record"] for c in wanted]
+        entry = self._entry_for(sandbox_id)
+        with entry.lock:
+            box = entry.sandbox
+            if (
+                box is None
+                or box.broken
+                or box.ref != ref
+                or box.limits != limits
+                or entry.applied != prints[: len(entry.applied)]
+            ):
+                if box is not None:
+                    box.close()
+                box = entry.sandbox = open_sandbox(ref, limits)
+                entry.applied = []
+            box.handler = handler
+            if len(entry.applied) < len(prints):
+                box.replay(load(wanted[len(entry.applied) :]))
+                entry.applied = prints
+            try:
+                yield box
+            finally:
+                box.handler = NoSubCalls()
+                entry.last_used = time.monotonic()
+
+    def record(self, sandbox_id: str, cell: CellRef) -> None:
+        """Note that ``cell`` is now applied in the live session."""
+        with self._lock:
+            entry = self._entries.get(sandbox_id)
+        if entry is not None and replayable([cell]):
+            entry.applied.append(cell["record"])
+
+    def release(self, sandbox_id: str) -> None:
+        """Drop the session (run finished, thread done)."""
+        with self._lock:
+            entry = self._entries.pop(sandbox_id, None)
+        if entry is not None:
+            _close(entry)
+
+    def _entry_for(self, sandbox_id: str) -> _Entry:
+        with self._lock:
+            self._evict()
+            return self._entries.setdefault(sandbox_id, _Entry())
+
+    def _evict(self) -> None:
+        """Close idle sessions and keep at most ``max_live`` (least recently used go).
+
+        A session used within ``BUSY_SECONDS`` belongs to a run that is still going (it is
+        between two cells): closing it would only make that run rebuild it, so a burst of
+        more than ``max_live`` runs may exceed the cap until they finish.
+        """
+        now = time.monotonic()
+        for key, entry in list(self._entries.items()):
+            if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
+                _close(self._entries.pop(key))
+        if len(self._entries) >= self._max_live:
+            idle = sorted(
+                (e.last_used, k)
+                for k, e in self._entries.items()
+                if not e.lock.locked() and now - e.last_used > min(BUSY_SECONDS, self._idle_seconds)
+            )
+            for _, key in idle[: len(self._entries) - self._max_live + 1]:
+                _close(self._entries.pop(key))
+
+
+def _close(entry: _Entry) -> None:
+    """End an entry's session (one still being built is ended when it is collected)."""
+    if entry.sandbox is not None:
+        entry.sandbox.close()
+
+
+REGISTRY = SandboxRegistry()

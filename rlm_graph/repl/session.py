@@ -1,0 +1,484 @@
+"""The eryx sandbox: one persistent Python session per run or thread.
+
+Sessions are live objects and cannot live in graph state, so state keeps an id and
+``registry`` keeps the live sessions under that id (each in a process of its own, see
+``sandbox_process``). Everything a session holds can be rebuilt from state: the context
+is mounted again from the blob store and the recorded cells are replayed with their
+sub-call journals, so recorded sub-call answers come from the journal and no model is
+called twice. That rebuild is what makes a timeout (which leaves an eryx session
+unusable), a crash, another worker or a fork from an older checkpoint lose nothing.
+Each cell starts with ``random`` seeded by its position, so random draws replay.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any, Protocol
+
+import eryx
+
+from rlm_graph.repl.prelude import PRELUDE
+from rlm_graph.storage.contexts import blob_dir, blob_name
+from rlm_graph.storage.home import home
+from rlm_graph.text import one_line
+
+if TYPE_CHECKING:
+    from rlm_graph.storage.contexts import ContextRef
+    from rlm_graph.storage.records import Cell
+
+_log = logging.getLogger(__name__)
+CONTEXT_MOUNT = "/ctx"
+# Output kept per stream and cell before the middle is dropped: printing a gigabyte
+# must not take the host's memory with it.
+CAPTURE_LIMIT = 4_000_000
+# What the model reads after a halt: what survived and what did not.
+REBUILT = "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not."
+# Largest answer (as JSON) taken from FINAL: it is stored in state and every checkpoint.
+MAX_ANSWER_BYTES = 16 << 20
+_EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
+
+
+class SubCallHandler(Protocol):
+    """Host side of ``llm_query`` / ``llm_batch``; answers are JSON dicts for the guest."""
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        """Answer one prompt."""
+        ...
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        """Answer many prompts, or refuse the whole batch with an error dict."""
+        ...
+
+
+class NoSubCalls:
+    """Handler for a sandbox used outside a run (replay with complete journals)."""
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        """Refuse: no run is attached."""
+        return {"ok": False, "error": "sub-calls are not available here"}
+
+    def batch(self, prompts: list[str]) -> dict[str, Any]:
+        """Refuse: no run is attached."""
+        return {"ok": False, "error": "sub-calls are not available here"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The eryx limits of a session (the graph derives them from its settings)."""
+
+    cell_timeout: float
+    cpu_instructions: int
+    memory_mb: int
+
+    def resource_limits(self) -> eryx.ResourceLimits:
+        """Eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
+
+        A host callback that outlives the callback timeout hangs the process when the
+        session is dropped, so the host gives up first (see subcalls) and eryx later.
+        """
+        return eryx.ResourceLimits(
+            execution_timeout_ms=int(self.cell_timeout * 1000),
+            callback_timeout_ms=int((self.cell_timeout + 60) * 1000),
+            max_memory_bytes=self.memory_mb << 20,
+            max_callback_invocations=100_000,
+            max_fuel=self.cpu_instructions,
+        )
+
+
+@dataclass
+class CellOutcome:
+    """What running one cell produced."""
+
+    stdout: str
+    stderr: str
+    error: str
+    halted: bool
+    journal: list[Any]
+    final: dict[str, Any] | None
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        """Everything the model should see, in the order it matters."""
+        parts = [self.stdout]
+        if self.stderr:
+            parts.append(self.stderr)
+        if self.error and self.error not in self.stderr:  # eryx may print it there too
+            parts.append(self.error)
+        return "\n".join(p.rstrip("\n") for p in parts if p)
+
+
+class _Capture:
+    """Collects streamed output; keeps head and tail once past the limit."""
+
+    def __init__(self, limit: int = CAPTURE_LIMIT) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._head: list[bytes] = []
+        self._tail = bytearray()
+        self._size = 0
+        self._dropped = 0
+        self.written = 0
+
+    def write(self, chunk: bytes) -> None:
+        half = self._limit // 2
+        tail_room = self._limit - half
+        with self._lock:
+            self.written += len(chunk)
+            room = half - self._size
+            if room > 0:
+                self._head.append(chunk[:room])
+                self._size += min(room, len(chunk))
+                chunk = chunk[room:]
+            if len(chunk) > tail_room:  # one huge print: never hold more than the limit
+                self._dropped += len(self._tail) + len(chunk) - tail_room
+                self._tail = bytearray(chunk[len(chunk) - tail_room :])
+                return
+            self._tail += chunk
+            excess = len(self._tail) - tail_room
+            if excess > 0:
+                del self._tail[:excess]
+                self._dropped += excess
+
+    def take(self) -> str:
+        """Return the captured text and start over.
+
+        The cut is byte-wise and chunks may end inside a UTF-8 character, so the kept
+        head ends and the kept tail starts on whole characters: the bytes of a character
+        split by the cut count as dropped instead of showing up as U+FFFD.
+        """
+        with self._lock:
+            head, tail, dropped = b"".join(self._head), bytes(self._tail), self._dropped
+            self._head, self._tail, self._size, self._dropped = [], bytearray(), 0, 0
+            self.written = 0
+        if not dropped:
+            return (head + tail).decode("utf-8", errors="replace")
+        kept_head, kept_tail = _whole_prefix(head), _whole_suffix(tail)
+        dropped += len(head) - len(kept_head) + len(tail) - len(kept_tail)
+        return (
+            f"{kept_head.decode('utf-8', errors='replace')}\n"
+            f"[... {dropped:,} bytes of output dropped ...]\n"
+            f"{kept_tail.decode('utf-8', errors='replace')}"
+        )
+
+
+def _whole_prefix(data: bytes) -> bytes:
+    """``data`` without a UTF-8 character left incomplete at its end."""
+    for back in range(1, min(len(data), 4) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the start of the last character
+            needed = (
+                1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            )
+            return data if back >= needed else data[:-back]
+    return data
+
+
+def _whole_suffix(data: bytes) -> bytes:
+    """``data`` without the continuation bytes of a character that began before it."""
+    start = 0
+    while start < min(len(data), 3) and data[start] & 0xC0 == 0x80:
+        start += 1
+    return data[start:]
+
+
+def _factory_path() -> str:
+    digest = hashlib.sha256(PRELUDE.encode()).hexdigest()[:12]
+    return str(home() / f"eryx-factory-{version('pyeryx')}-{digest}.bin")
+
+
+def factory_ready() -> bool:
+    """Whether the runtime snapshot is on disk; if not, say that the first start builds it."""
+    if os.path.exists(_factory_path()):
+        return True
+    _log.warning("building the sandbox runtime in %s (once per machine, ~15 s)", _factory_path())
+    return False
+
+
+@cache
+def sandbox_factory() -> eryx.SandboxFactory:
+    """The factory every session comes from, built once per machine and kept on disk.
+
+    Building takes 10-30 s; loading the saved file takes milliseconds. A file lock keeps
+    parallel processes (server workers, test runs) from building it twice.
+    """
+    path = _factory_path()
+    home().mkdir(parents=True, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return eryx.SandboxFactory.load(path)
+        except (eryx.InitializationError, OSError, ValueError):
+            factory = eryx.SandboxFactory(setup_code=PRELUDE)
+            tmp = f"{path}.{threading.get_ident()}.tmp"
+            factory.save(tmp)
+            os.replace(tmp, path)
+            return factory
+
+
+def clean_error(error: Exception | None, limits: Limits, printed: int = 0) -> tuple[str, bool]:
+    """Turn an eryx error into (message for the model, whether the cell halted).
+
+    Python exceptions keep their traceback minus eryx's own frame; halts (timeout,
+    fuel, exit) get a sentence that says what happened and what survived. ``printed``
+    is how many bytes the cell wrote: eryx also keeps all of a cell's output inside the
+    sandbox, so printing a gigabyte breaks it with an opaque WebAssembly error.
+    """
+    if error is None:
+        return "", False
+    text = str(error)
+    if isinstance(error, eryx.ExecutionError) and text.startswith("Traceback"):
+        return _EXEC_FRAME.sub("", text).rstrip(), False
+    if isinstance(error, eryx.TimeoutError):
+        reason = (
+            f"TimeoutError: the cell ran longer than {limits.cell_timeout:g} s (cell_timeout) "
+            "and was stopped"
+        )
+    elif isinstance(error, eryx.ResourceLimitError):
+        reason = f"ResourceLimitError: {text} (cell_cpu_instructions / sandbox_memory_mb)"
+    elif "exit status" in text or "exit_exit" in text:
+        reason = "SystemExit: the cell exited the interpreter"
+    else:
+        reason = f"SandboxError: {text.splitlines()[0] if text else type(error).__name__}"
+        if printed > CAPTURE_LIMIT:
+            reason += f" after the cell printed {printed:,} bytes (print less)"
+    return reason + REBUILT, True
+
+
+class _Journal:
+    """Sub-call answers of one cell: recorded when live, served again on replay.
+
+    eryx's own ``execute_with_journal`` snapshots every global before each cell, which
+    took 12 s per cell once a model had split a 10 MB context into lines. Recording on
+    the host costs nothing per cell. Entries are matched by a hash of the call, not by
+    order, because concurrent sub-calls of one cell may arrive in any order.
+    """
+
+    def __init__(self, recorded: Sequence[Any] = ()) -> None:
+        self._lock = threading.Lock()
+        self.entries: list[dict[str, Any]] = []
+        self._replay: dict[str, deque[Any]] = {}
+        for entry in recorded:
+            self._replay.setdefault(entry["key"], deque()).append(entry["result"])
+
+    @staticmethod
+    def _key(call: str, args: Any) -> str:
+        payload = json.dumps([call, args], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+
+    def call(self, name: str, args: Any, live: Callable[[], Any]) -> Any:
+        key = self._key(name, args)
+        with self._lock:
+            queue = self._replay.get(key)
+            if queue:
+                result = queue.popleft()
+                self.entries.append({"call": name, "key": key, "result": result})
+                return result
+        result = live()
+        with self._lock:
+            self.entries.append({"call": name, "key": key, "result": result})
+        return result
+
+
+class SandboxBase(ABC):
+    """What the registry sees of any sandbox: its context, limits, handler and health."""
+
+    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        self.ref = ref
+        self.limits = limits
+        self.handler: SubCallHandler = NoSubCalls()
+        self.broken = False
+        self.cells_run = 0
+
+    @abstractmethod
+    def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """Run one cell (serving sub-calls recorded in ``journal``); collect any answer."""
+
+    def replay(self, cells: Sequence[Cell]) -> None:
+        """Re-apply recorded cells so the session holds what it held before."""
+        for cell in cells:
+            self.run(cell["code"], cell["journal"])
+
+    def close(self) -> None:  # noqa: B027 - in-process, dropping the object is enough
+        """Let the session go."""
+
+
+class Sandbox(SandboxBase):
+    """One eryx session with the context bound and the RLM helpers defined.
+
+    A halt (timeout, fuel, exit) leaves an eryx session unusable; the sandbox then marks
+    itself ``broken`` and the registry rebuilds it from state by replay.
+    """
+
+    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        super().__init__(ref, limits)
+        self._journal = _Journal()
+        self._stdout = _Capture()
+        self._stderr = _Capture()
+        self._session = sandbox_factory().create_session(
+            resource_limits=limits.resource_limits(),
+            volumes=[(str(blob_dir(ref)), CONTEXT_MOUNT, True)],
+            callbacks=[
+                {
+                    "name": "_rlm_query",
+                    "fn": _weakly(self._on_query),
+                    "description": "Ask the sub model one prompt.",
+                },
+                {
+                    "name": "_rlm_batch",
+                    "fn": _weakly(self._on_batch),
+                    "description": "Ask the sub model many prompts.",
+                },
+            ],
+            on_stdout=self._stdout.write,
+            on_stderr=self._stderr.write,
+            result_variable="_rlm_result",
+        )
+        path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
+        try:
+            self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r})")
+        except (eryx.EryxError, TimeoutError) as exc:
+            unit = "characters" if ref["kind"] == "text" else "items"
+            raise SandboxError(
+                f"the context ({ref['length']:,} {unit}) could not be loaded into the "
+                f"sandbox: {_last_line(exc)}; raise "
+                f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096)"
+            ) from exc
+
+    def _on_query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        prompt = kwargs.get("prompt")
+        if args or set(kwargs) != {"prompt"} or not isinstance(prompt, str):
+            return _refused("_rlm_query takes one keyword argument, prompt=str")
+        return guarded(
+            lambda: self._journal.call("query", prompt, lambda: self.handler.query(prompt))
+        )
+
+    def _on_batch(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        prompts = kwargs.get("prompts")
+        if (
+            args
+            or set(kwargs) != {"prompts"}
+            or not isinstance(prompts, list)
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            return _refused("_rlm_batch takes one keyword argument, prompts=[str, ...]")
+        return guarded(
+            lambda: self._journal.call("batch", prompts, lambda: self.handler.batch(prompts))
+        )
+
+    def _alive(self) -> bool:
+        """Whether the session still runs and still holds its state after an error."""
+        try:
+            self._session.execute("_rlm_alive and llm_query and FINAL")
+        except (eryx.EryxError, TimeoutError):
+            return False
+        return True
+
+    def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """Run one cell (serving sub-calls recorded in ``journal``); collect any answer."""
+        if self.broken:
+            raise SandboxBroken("the session halted earlier; rebuild it from state")
+        self._stdout.take()
+        self._stderr.take()
+        self._journal = _Journal(journal)
+        started = time.perf_counter()
+        failure: Exception | None = None
+        self.cells_run += 1
+        try:
+            self._session.execute(f"_rlm_random.seed({self.cells_run})")
+            self._session.execute(code)
+        except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
+            failure = exc
+        seconds = time.perf_counter() - started
+        error, halted = clean_error(failure, self.limits, self._stdout.written)
+        stdout, stderr = self._stdout.take(), _EXEC_FRAME.sub("", self._stderr.take())
+        entries = self._journal.entries
+        if failure is not None and (halted or not self._alive()):
+            self.broken = True
+            return CellOutcome(stdout, stderr, error, True, entries, None, seconds)
+        final, problem = self._collect()
+        if problem and not self._alive():
+            self.broken = True
+            return CellOutcome(stdout, stderr, problem + REBUILT, True, entries, None, seconds)
+        error = "\n".join(part for part in (error, problem) if part)
+        return CellOutcome(stdout, stderr, error, False, entries, final, seconds)
+
+    def _collect(self) -> tuple[dict[str, Any] | None, str]:
+        """The answer the cell gave, if any, or why it cannot be taken out of the sandbox.
+
+        The answer crosses as JSON: a huge one (measured: 200 MB) fails inside eryx, and
+        one that crosses would still land in every checkpoint of the thread.
+        """
+        try:
+            data = self._session.execute("_rlm_collect()").result_json
+        except (eryx.EryxError, TimeoutError) as exc:
+            return None, (
+                f"FinalError: the answer could not be taken out of the sandbox "
+                f"({_last_line(exc)}): answer with a smaller value"
+            )
+        if data and len(data) > MAX_ANSWER_BYTES:
+            return None, (
+                f"FinalError: the answer is {len(data):,} bytes as JSON, over the "
+                f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
+            )
+        return (json.loads(data) if data else None), ""
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A callback for eryx that does not keep its sandbox alive.
+
+    eryx holds callbacks in Rust, where Python's cycle collector cannot see them: a
+    bound method there closed the cycle sandbox -> session -> callback -> sandbox, and
+    every sandbox ever made stayed in memory (~10 MB each, measured).
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = ref()
+        return _refused("the sandbox was closed") if bound is None else bound(*args, **kwargs)
+
+    return call
+
+
+def _refused(reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": reason}
+
+
+def guarded[T](answer: Callable[[], T]) -> T | dict[str, Any]:
+    """Run a callback's host side; a host exception becomes a one-line error dict.
+
+    Left alone, eryx hands the guest the host's full traceback, with file paths of
+    the host's installation, as the text of a RuntimeError.
+    """
+    try:
+        return answer()
+    except Exception as exc:
+        _log.warning("sub-call handler failed", exc_info=True)
+        return _refused(f"the host could not answer this sub-call ({one_line(exc)})")
+
+
+class SandboxError(RuntimeError):
+    """A sandbox could not be set up; the message says what to change."""
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+class SandboxBroken(RuntimeError):
+    """The session halted and must be rebuilt from state before it runs again."""

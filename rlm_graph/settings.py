@@ -1,0 +1,275 @@
+"""Runtime settings of an RLM run: LangGraph's ``context_schema``.
+
+Everything a user may tune per run lives here, so Studio renders it as a form and the
+API, CLI and Python helpers share one definition of names, defaults and limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any
+
+from rlm_graph.models.pricing import PriceTable, check_prices, over_budget, unpriced_models
+from rlm_graph.models.usage import Usage
+
+# Known root → sub model pairings, following the paper (GPT-5 root, GPT-5-mini sub-calls).
+_SMALLER_MODEL = {
+    "gpt-5": "gpt-5-mini",
+    "gpt-5.1": "gpt-5-mini",
+    "gpt-4.1": "gpt-4.1-mini",
+    "gpt-4o": "gpt-4o-mini",
+    "o3": "o4-mini",
+}
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Per-run settings; every field has a description because Studio shows it."""
+
+    model: Annotated[str, {"__template_metadata__": {"kind": "llm"}}] = field(
+        default="openai:gpt-5",
+        metadata={
+            "description": "Root model, as 'provider:name' for init_chat_model "
+            "(openai:gpt-5, anthropic:claude-sonnet-4-5, ollama:qwen2.5-coder, ...). "
+            "With a base_url and no provider prefix, an OpenAI-compatible server is assumed."
+        },
+    )
+    sub_model: str = field(
+        default="",
+        metadata={
+            "description": "Model for llm_query/llm_batch sub-calls. Empty: the root "
+            "model's smaller sibling (gpt-5 -> gpt-5-mini), or the root model itself when "
+            "a base_url is set or no sibling is known."
+        },
+    )
+    base_url: str = field(
+        default="",
+        metadata={
+            "description": "OpenAI-compatible base URL for the root model (vLLM, "
+            "llama.cpp, a proxy). Empty: the provider's default endpoint."
+        },
+    )
+    sub_base_url: str = field(
+        default="",
+        metadata={"description": "Base URL for the sub model. Empty: same as base_url."},
+    )
+    max_iterations: int = field(
+        default=20,
+        metadata={
+            "description": "Root iterations (model reply + cell) before the run "
+            "stops and returns a best-effort answer marked budget_exhausted."
+        },
+    )
+    max_depth: int = field(
+        default=1,
+        metadata={
+            "description": "Recursion depth. 1 (the paper's set-up): sub-calls are "
+            "plain model calls. 2: sub-calls are sub-RLMs whose own sub-calls are plain."
+        },
+    )
+    max_output_chars: int = field(
+        default=20_000,
+        metadata={
+            "description": "REPL output shown to the model per cell; longer output "
+            "keeps its head and tail with a marker saying how much was cut."
+        },
+    )
+    max_concurrency: int = field(
+        default=16,
+        metadata={"description": "Sub-calls of one llm_batch running at the same time."},
+    )
+    max_sub_calls: int = field(
+        default=1_000,
+        metadata={
+            "description": "Sub-calls allowed in the whole run, sub-RLMs included "
+            "(shared by the recursion tree, so depth cannot multiply the spend)."
+        },
+    )
+    max_batch_size: int = field(
+        default=1_000,
+        metadata={
+            "description": "Prompts one llm_batch call may send; a larger batch is "
+            "refused as a whole, so the code sends it in parts."
+        },
+    )
+    max_prompt_chars: int = field(
+        default=10_000_000,
+        metadata={
+            "description": "Characters one sub-call prompt may hold, sub-RLMs included; "
+            "a larger prompt is refused so the code passes a slice."
+        },
+    )
+    sub_model_window_tokens: int = field(
+        default=128_000,
+        metadata={
+            "description": "Context window of the sub model. A sub-call prompt "
+            "estimated larger (3 characters per token) is refused so the code chunks."
+        },
+    )
+    cell_timeout: float = field(
+        default=600.0,
+        metadata={
+            "description": "Wall-clock seconds one cell may run, time spent waiting "
+            "on sub-calls included."
+        },
+    )
+    cell_cpu_instructions: int = field(
+        default=100_000_000_000,
+        metadata={
+            "description": "WebAssembly instructions (fuel) one cell may execute: the "
+            "CPU brake, about 50 s of busy Python on a typical core."
+        },
+    )
+    sandbox_memory_mb: int = field(
+        default=2_048,
+        metadata={"description": "Memory cap of the sandbox in MiB (wasm32 tops out at 4096)."},
+    )
+    model_timeout: float = field(
+        default=180.0,
+        metadata={"description": "Seconds one model request may take before it is retried."},
+    )
+    model_max_retries: int = field(
+        default=2,
+        metadata={"description": "Retries of a failed model request (429 and 5xx, with backoff)."},
+    )
+    tool_calling: bool = field(
+        default=True,
+        metadata={
+            "description": "Offer the root model an execute_python tool. Off: code "
+            "travels only in ```repl blocks, for servers without tool support."
+        },
+    )
+    approve_code: bool = field(
+        default=False,
+        metadata={
+            "description": "Pause before every cell until a person accepts, edits or "
+            "rejects the code (LangGraph interrupt; needs a checkpointer and a thread)."
+        },
+    )
+    max_tokens: int = field(
+        default=0,
+        metadata={
+            "description": "Token budget (prompt + completion, every model of the whole "
+            "recursion tree). Once reached, no further model call is made and the run "
+            "returns the best answer so far, marked budget_exhausted. 0: no limit."
+        },
+    )
+    max_dollars: float = field(
+        default=0.0,
+        metadata={
+            "description": "Dollar budget, priced with the prices table; reached, the "
+            "run stops like max_tokens. 0: no limit."
+        },
+    )
+    prices: PriceTable = field(
+        default_factory=dict,
+        metadata={
+            "description": "Per-model prices in dollars per million tokens, e.g. "
+            '{"my-model": {"input": 0.5, "output": 1.5, "cached_input": 0.05}}; '
+            "extends and overrides the built-in table (rlm_graph/models/pricing.py)."
+        },
+    )
+    trace_text_chars: int = field(
+        default=2_000,
+        metadata={
+            "description": "Characters of each sub-call prompt and answer kept in "
+            "progress events and trajectories (longer text is cut with an ellipsis)."
+        },
+    )
+    depth: int = field(
+        default=0,
+        metadata={
+            "description": "Depth of this run in the recursion tree; set by the "
+            "parent for sub-RLMs, leave at 0."
+        },
+    )
+
+    budget_key: str = field(
+        default="",
+        metadata={
+            "description": "Which recursion tree's sub-call budget this run draws "
+            "from; set by the parent for sub-RLMs, leave empty."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        """Reject impossible settings up front, with one line that says what to change."""
+        for name, low in (
+            ("max_iterations", 1),
+            ("max_depth", 1),
+            ("max_output_chars", 200),
+            ("max_concurrency", 1),
+            ("max_sub_calls", 0),
+            ("max_batch_size", 1),
+            ("max_prompt_chars", 1),
+            ("sub_model_window_tokens", 1),
+            ("sandbox_memory_mb", 64),
+            ("cell_cpu_instructions", 5_000_000_000),
+            ("model_max_retries", 0),
+            ("depth", 0),
+            ("max_tokens", 0),
+            ("trace_text_chars", 0),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(
+                    f"setting {name}={value!r} is out of range: use an integer >= {low}"
+                )
+        if self.sandbox_memory_mb > 4_096:
+            raise ValueError(
+                f"setting sandbox_memory_mb={self.sandbox_memory_mb} is out of range: "
+                "the wasm32 sandbox can address at most 4096"
+            )
+        for name in ("cell_timeout", "model_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"setting {name}={value!r} is out of range: use seconds > 0")
+        if not self.model.strip():
+            raise ValueError("setting model is empty: name a model, e.g. openai:gpt-5")
+        self._check_cost_settings()
+
+    def _check_cost_settings(self) -> None:
+        """A dollar budget needs a price for every model it is to watch."""
+        value = self.max_dollars
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"setting max_dollars={value!r} is out of range: use dollars >= 0")
+        check_prices(self.prices)
+        missing = unpriced_models([self.model, self.effective_sub_model], self.prices)
+        if self.max_dollars and missing:
+            raise ValueError(
+                f"setting max_dollars needs a price for {', '.join(missing)}: add it to "
+                'prices, e.g. {"' + missing[0] + '": {"input": 1.0, "output": 2.0}}'
+            )
+
+    def over_budget(self, spent: Usage) -> str:
+        """Why ``spent`` reaches this run's token or dollar limit, or "" while it does not."""
+        return over_budget(spent, self.max_tokens, self.max_dollars, self.prices)
+
+    @property
+    def effective_sub_model(self) -> str:
+        """The sub model actually used, resolving the empty default."""
+        if self.sub_model:
+            return self.sub_model
+        if self.base_url and not self.sub_base_url:
+            return self.model
+        provider, _, name = self.model.rpartition(":")
+        smaller = _SMALLER_MODEL.get(name)
+        if smaller is None:
+            return self.model
+        return f"{provider}:{smaller}" if provider else smaller
+
+    @property
+    def effective_sub_base_url(self) -> str:
+        """The sub model's base URL, defaulting to the root's."""
+        return self.sub_base_url or self.base_url
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
+        """Build settings from loose keyword arguments, naming any unknown key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
+            )
+        return cls(**values)

@@ -1,0 +1,8 @@
+"""Where things are kept: home, contexts, records beside the checkpoint, savers.
+
+The cache home, contexts by content hash, JSON records (cell records, sub-call answers)
+beside the checkpoint, and checkpoint files and databases.
+
+May import: ``text``, ``redact``. Nothing here knows about sandboxes, sub-calls or the
+graph.
+"""

@@ -1,0 +1,402 @@
+"""Putting a context where the sandbox can read it, by content hash.
+
+The context is written once to a blob directory and mounted read-only into the
+sandbox: a volume read of 100 MB takes 0.2 s where passing it as code takes seconds and
+gigabytes. State keeps only the :class:`~rlm_graph.graph.state.ContextRef`. When the run has
+a LangGraph store, the context is copied into it once as well (:func:`share`), so a
+worker on another machine that resumes the thread can rebuild the local file
+(:func:`materialize`).
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
+
+from rlm_graph.storage.home import home
+from rlm_graph.text import preview
+
+if TYPE_CHECKING:
+    from rlm_graph.storage.blobs import Blobs
+
+
+class ContextRef(TypedDict):
+    """Where the context is stored and what the model may know about it.
+
+    Graph state keeps this, never the context: it is small, and its hash names the
+    stored copy.
+    """
+
+    hash: str
+    kind: Literal["text", "json", "directory"]
+    length: int
+    type_name: str
+    preview: str
+
+
+PREVIEW_CHARS = 500
+_KINDS = ("text", "json", "directory")
+_CHUNK = 1 << 20
+# Bytes per store record: small enough for any store's value limits once base64'd.
+_SHARE_CHUNK = 4 << 20
+# The sandbox is wasm32: its largest string is about 2.1 GB (measured), so a larger
+# context could never be loaded. Refusing it up front saves copying it first.
+MAX_CONTEXT_BYTES = 2_000_000_000
+# Parsing or printing nesting deeper than ~2,000 levels inside the sandbox overflows
+# eryx's native stack and aborts the host process (measured, pyeryx 0.11): the host
+# refuses such JSON before the sandbox ever parses it.
+MAX_JSON_DEPTH = 500
+
+
+class ContextError(ValueError):
+    """The context given cannot be used; the message says why and what to do."""
+
+
+class ContextWarning(UserWarning):
+    """The context is used, but not exactly as given (bytes replaced, or it is empty)."""
+
+
+_decoding = threading.local()
+
+
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    """The ``replace`` error handler, counting what it replaced in this thread."""
+    assert isinstance(error, UnicodeDecodeError)
+    _decoding.replaced = getattr(_decoding, "replaced", 0) + 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("rlm-replace", _replace_and_count)
+
+
+class _Lenient:
+    """Decode UTF-8 with U+FFFD for bad bytes, then warn once with how many were bad."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> _Lenient:
+        _decoding.replaced = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and (count := getattr(_decoding, "replaced", 0)):
+            warnings.warn(
+                f"{self.what} is not valid UTF-8: replaced {count:,} invalid byte "
+                "sequence(s) with U+FFFD",
+                ContextWarning,
+                stacklevel=3,
+            )
+
+
+def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
+    """Accept a reference only if it names a stored context; fetch it from the store.
+
+    The hash becomes a path, so anything but 64 hex digits is refused outright.
+    """
+    digest = str(ref.get("hash", ""))
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or ref.get("kind") not in _KINDS:
+        raise ContextError(
+            "context_ref is malformed: pass a reference made by store_value/store_path"
+        )
+    if not (blob_dir(ref) / blob_name(ref)).exists() and not materialize(ref, blobs):
+        raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
+    return ref
+
+
+def _shared_namespace(ref: ContextRef) -> tuple[str, ...]:
+    return ("contexts", ref["hash"])
+
+
+def share(ref: ContextRef, blobs: Blobs) -> None:
+    """Copy a stored context into the run's LangGraph store, once per content hash."""
+    if blobs.store is None or blobs.get(_shared_namespace(ref), "meta") is not None:
+        return
+    chunks = 0
+    with (blob_dir(ref) / blob_name(ref)).open("rb") as reader:
+        while data := reader.read(_SHARE_CHUNK):
+            blobs.put(_shared_namespace(ref), str(chunks), {"b64": base64.b64encode(data).decode()})
+            chunks += 1
+    # Written last: a reader that finds "meta" finds every chunk.
+    blobs.put(_shared_namespace(ref), "meta", {"chunks": chunks})
+
+
+def materialize(ref: ContextRef, blobs: Blobs | None) -> bool:
+    """Rebuild the local file of a context from the store; False if the store lacks it."""
+    if blobs is None or blobs.store is None:
+        return False
+    meta = blobs.get(_shared_namespace(ref), "meta")
+    if meta is None:
+        return False
+    hasher = hashlib.sha256(("text" if ref["kind"] == "text" else "json").encode() + b"\0")
+    tmp = _temp_file()
+    with tmp.open("wb") as writer:
+        for index in range(int(meta["chunks"])):
+            chunk = blobs.get(_shared_namespace(ref), str(index))
+            if chunk is None:
+                tmp.unlink(missing_ok=True)
+                return False
+            data = base64.b64decode(chunk["b64"])
+            hasher.update(data)
+            writer.write(data)
+    if hasher.hexdigest() != ref["hash"]:
+        tmp.unlink(missing_ok=True)
+        raise ContextError(f"the stored context {ref['hash'][:12]}… is corrupt (hash mismatch)")
+    _publish(tmp, ref["hash"], blob_name(ref))
+    return True
+
+
+def blob_dir(ref: ContextRef) -> Path:
+    """The folder mounted as ``/ctx`` for this context (it holds one file)."""
+    return home() / "contexts" / ref["hash"]
+
+
+def blob_name(ref: ContextRef) -> str:
+    """The file name of the context inside its folder."""
+    return "context.txt" if ref["kind"] == "text" else "context.json"
+
+
+def _publish(tmp: Path, digest: str, name: str) -> Path:
+    """Move a finished temp file into place; content addressing makes races harmless."""
+    folder = home() / "contexts" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if target.exists():
+        tmp.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def _temp_file() -> Path:
+    staging = home() / "contexts"
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=staging, prefix=".incoming-")
+    os.close(fd)
+    return Path(name)
+
+
+def _warn_if_empty(ref: ContextRef) -> ContextRef:
+    """An empty context is allowed (a sub-call's prompt may be empty), but worth a word."""
+    if ref["length"] == 0:
+        warnings.warn(
+            "the context is empty: the model can only answer from the question",
+            ContextWarning,
+            stacklevel=3,
+        )
+    return ref
+
+
+def nesting_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and dicts nest in ``value``, counted without recursion.
+
+    Stops counting once past ``limit``: the answer is then only "too deep".
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _too_deep(what: str) -> ContextError:
+    return ContextError(
+        f"{what} nests lists/objects more than {MAX_JSON_DEPTH} levels deep, more than "
+        "the sandbox can parse safely: flatten it, or pass it as text"
+    )
+
+
+def store_value(value: Any) -> ContextRef:
+    """Store an in-memory context: text, bytes (decoded leniently), or JSON data."""
+    if isinstance(value, bytes | bytearray):
+        with _Lenient("the context's bytes"):
+            value = bytes(value).decode("utf-8", errors="rlm-replace")
+    kind: Literal["text", "json"]
+    if isinstance(value, str):
+        kind = "text"
+        data = value.encode("utf-8", errors="surrogatepass")
+        length = len(value)
+        shown = preview(value, PREVIEW_CHARS)
+    else:
+        if nesting_depth(value) > MAX_JSON_DEPTH:
+            raise _too_deep("the context")
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ContextError(
+                f"context of type {type(value).__name__} is not text or JSON data: {exc}"
+            ) from exc
+        kind = "json"
+        data = text.encode("utf-8", errors="surrogatepass")
+        length = len(value) if isinstance(value, dict | list) else 1
+        shown = preview(text, PREVIEW_CHARS)
+    digest = hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
+    ref = ContextRef(
+        hash=digest, kind=kind, length=length, type_name=type(value).__name__, preview=shown
+    )
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise _too_large("the context", len(data))
+    target = blob_dir(ref) / blob_name(ref)
+    if not target.exists():
+        tmp = _temp_file()
+        tmp.write_bytes(data)
+        _publish(tmp, digest, blob_name(ref))
+    return _warn_if_empty(ref)
+
+
+def _too_large(what: str, size: int) -> ContextError:
+    return ContextError(
+        f"{what} holds {size:,} bytes or more, over the sandbox's limit of "
+        f"{MAX_CONTEXT_BYTES:,} (wasm32 strings): split it and ask about the parts"
+    )
+
+
+def store_path(path: str | os.PathLike[str]) -> ContextRef:
+    """Store a file (streamed, so gigabytes do not pass through memory) or a directory.
+
+    A ``.json`` file is parsed; a directory becomes ``{relative path: text}``. Bytes that
+    are not UTF-8 are replaced with U+FFFD rather than refused: a log with one bad byte
+    is still worth reading.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise ContextError(f"context path {str(source)!r} does not exist")
+    if source.is_dir():
+        ref = store_value(read_directory(source))
+        ref["kind"] = "directory"
+        return ref
+    if not source.is_file():
+        raise ContextError(f"context path {str(source)!r} is not a regular file or a folder")
+    if (size := source.stat().st_size) > MAX_CONTEXT_BYTES:
+        raise _too_large(f"context file {str(source)!r}", size)
+    seen = _seen_path(source)
+    if seen.exists():
+        known: ContextRef = json.loads(seen.read_text())
+        if (blob_dir(known) / blob_name(known)).exists():
+            return known
+    if source.suffix.lower() == ".json":
+        ref = store_value(_parse_json_file(source))
+    else:
+        try:
+            with source.open("rb") as reader:
+                ref = store_stream(reader, f"context file {str(source)!r}")
+        except OSError as exc:
+            raise ContextError(f"cannot read context file {str(source)!r}: {exc}") from exc
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    tmp = seen.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ref))
+    os.replace(tmp, seen)
+    return ref
+
+
+def _seen_path(source: Path) -> Path:
+    """Where the reference of an unchanged file is remembered.
+
+    Asking several questions about one big log should not hash it every time: a file
+    with the same path, size, mtime and inode is taken to hold the same content.
+    """
+    info = source.stat()
+    key = f"{source.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}"
+    return home() / "paths" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
+def _parse_json_file(source: Path) -> Any:
+    what = f"context file {str(source)!r}"
+    try:
+        with _Lenient(what):
+            text = source.read_bytes().decode("utf-8", errors="rlm-replace")
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContextError(
+            f"{what} is not valid JSON ({exc}); rename it (e.g. .txt) to read it as text"
+        ) from exc
+    except RecursionError as exc:
+        raise _too_deep(what) from exc
+    except OSError as exc:
+        raise ContextError(f"cannot read {what}: {exc}") from exc
+
+
+def _decoded(reader: IO[bytes], what: str) -> Iterator[str]:
+    """The text of a byte stream, chunk by chunk, never more than the sandbox can hold."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="rlm-replace")
+    size = 0
+    with _Lenient(what):
+        while chunk := reader.read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_CONTEXT_BYTES:
+                raise _too_large(what, size)
+            yield decoder.decode(chunk)
+        yield decoder.decode(b"", final=True)
+
+
+def store_stream(reader: IO[bytes], what: str = "the context") -> ContextRef:
+    """Store text read from a byte stream (a file, stdin) without holding it in memory."""
+    hasher = hashlib.sha256(b"text\0")
+    length = 0
+    head = ""
+    tmp = _temp_file()
+    try:
+        with tmp.open("wb") as writer:
+            for text in _decoded(reader, what):
+                encoded = text.encode("utf-8", errors="surrogatepass")
+                hasher.update(encoded)
+                writer.write(encoded)
+                length += len(text)
+                if len(head) <= PREVIEW_CHARS:
+                    head += text[: PREVIEW_CHARS + 1]
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    ref = ContextRef(
+        hash=hasher.hexdigest(),
+        kind="text",
+        length=length,
+        type_name="str",
+        preview=preview(head, PREVIEW_CHARS),
+    )
+    _publish(tmp, ref["hash"], blob_name(ref))
+    return _warn_if_empty(ref)
+
+
+def read_directory(folder: Path) -> dict[str, str]:
+    """All files below ``folder`` as ``{relative posix path: text}``, hidden ones skipped.
+
+    Symbolic links are skipped too: a link must not pull in files from outside the folder.
+    """
+    files: dict[str, str] = {}
+    total = 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            file = Path(root) / name
+            if file.is_symlink() or not file.is_file():
+                continue
+            rel = file.relative_to(folder).as_posix()
+            total += file.stat().st_size
+            if total > MAX_CONTEXT_BYTES:
+                raise _too_large(f"context folder {str(folder)!r}", total)
+            with _Lenient(f"context file {rel!r} of the folder"):
+                files[rel] = file.read_bytes().decode("utf-8", errors="rlm-replace")
+    return files

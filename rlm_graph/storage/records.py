@@ -1,0 +1,128 @@
+"""What of a cell lives in state and what is stored beside it.
+
+A cell's code, the model's reply, its output and its sub-call journal can be tens of
+kilobytes; checkpointed at every step for every cell they made a 50-cell run write
+100 MB. State keeps a :class:`CellRef` (a few hundred bytes: the key
+of the full record and a short preview); the full :class:`Cell` is
+written once to :class:`~rlm_graph.storage.blobs.Blobs`, addressed by its content, so a fork
+or a resumed thread finds exactly the record its state names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
+from rlm_graph.storage.blobs import Blobs, content_key
+from rlm_graph.text import preview
+
+PREVIEW_CHARS = 240
+_CACHE_SIZE = 512
+
+
+class Cell(TypedDict):
+    """One executed (or refused) step of the REPL, enough to show it and replay it.
+
+    Stored beside the checkpoint (see ``records``); state keeps a :class:`CellRef`.
+    """
+
+    kind: Literal["model", "system", "note"]
+    turn: int
+    code: str
+    reply: str
+    tool_call_id: str
+    output: str
+    error: str
+    halted: bool
+    journal: list[Any]
+    final: NotRequired[Any]
+    sub_calls: int
+    seconds: float
+
+
+class CellRef(TypedDict):
+    """What state keeps of a cell: the key of its full record and what routing needs."""
+
+    kind: Literal["model", "system", "note"]
+    turn: int
+    record: str
+    halted: bool
+    error: str
+    preview: str
+    sub_calls: int
+    seconds: float
+    final: NotRequired[Any]
+
+
+class MissingRecord(RuntimeError):
+    """A cell named in state has no stored record (a local blob dir on another machine)."""
+
+
+class _RecordCache:
+    """Records already read or written in this process: content-addressed, never stale."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[str, Cell] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Cell | None:
+        with self._lock:
+            cell = self._items.get(key)
+            if cell is not None:
+                self._items.move_to_end(key)
+            return cell
+
+    def add(self, key: str, cell: Cell) -> None:
+        with self._lock:
+            self._items[key] = cell
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_CACHE = _RecordCache(_CACHE_SIZE)
+
+
+def save_cell(blobs: Blobs, sandbox_id: str, cell: Cell) -> CellRef:
+    """Store the full record and return what state keeps of it."""
+    key = content_key(cell)
+    if _CACHE.get(key) is None:
+        blobs.put(("cells", sandbox_id), key, dict(cell))
+        _CACHE.add(key, cell)
+    ref = CellRef(
+        kind=cell["kind"],
+        turn=cell["turn"],
+        record=key,
+        halted=cell["halted"],
+        error=preview(cell["error"], PREVIEW_CHARS),
+        preview=preview(cell["output"], PREVIEW_CHARS),
+        sub_calls=cell["sub_calls"],
+        seconds=cell["seconds"],
+    )
+    if "final" in cell:
+        ref["final"] = cell["final"]
+    return ref
+
+
+def load_cell(blobs: Blobs, sandbox_id: str, ref: CellRef) -> Cell:
+    """The full record a state's reference names."""
+    cached = _CACHE.get(ref["record"])
+    if cached is not None:
+        return cached
+    value: Any = blobs.get(("cells", sandbox_id), ref["record"])
+    if value is None:
+        raise MissingRecord(
+            f"cell record {ref['record'][:12]}… is missing from {blobs.describe()}: resume "
+            "the thread where it ran, or give every worker the same LangGraph store"
+        )
+    cell: Cell = value
+    _CACHE.add(ref["record"], cell)
+    return cell
+
+
+def load_cells(blobs: Blobs, sandbox_id: str, refs: Sequence[CellRef]) -> list[Cell]:
+    """The full records of several references, in order."""
+    return [load_cell(blobs, sandbox_id, ref) for ref in refs]

@@ -1,0 +1,50 @@
+"""Cutting long text down for the model without hiding that it was cut.
+
+Imports only ``redact``: every layer may use it.
+"""
+
+from __future__ import annotations
+
+from rlm_graph.redact import redact_secrets
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the head and tail of ``text`` within ``limit`` characters.
+
+    Both ends matter in REPL output (the head shows what started, the tail shows the
+    error or the final print), and the marker tells the model how much it did not see,
+    so it can narrow its next print instead of guessing.
+    """
+    if len(text) <= limit:
+        return text
+    # The marker counts what it replaces, and its own length changes what it replaces:
+    # shrink what is kept until the two agree (the count only grows, so this ends).
+    keep = limit
+    while True:
+        marker = _cut_marker(len(text) - keep)
+        fitted = max(limit - len(marker), 0)
+        if fitted == keep:
+            break
+        keep = fitted
+    head = keep * 2 // 3
+    tail = keep - head
+    return text[:head] + marker + (text[-tail:] if tail else "")
+
+
+def _cut_marker(cut: int) -> str:
+    return f"\n[... {cut:,} characters cut; print a narrower slice to see them ...]\n"
+
+
+def preview(text: str, limit: int) -> str:
+    """The first ``limit`` characters, with an ellipsis when there is more."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: the type says what failed, the first line says why.
+
+    Used wherever an error crosses to a model or a terminal: no traceback, no paths.
+    """
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+    return redact_secrets(text)
