@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 os.environ.setdefault("RLM_GRAPH_HOME", os.path.join(tempfile.gettempdir(), "rlm-graph-tests"))
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ["LANGSMITH_TEST_TRACKING"] = "false"
+
+from devserver import DevServer, prebuild_sandbox_factory, start_dev_server
 
 from rlm_graph.offline.stub_server import Responder, StubServer
 
@@ -30,4 +33,18 @@ def stub() -> Iterator[Callable[[Responder], StubServer]]:
 
     yield start
     for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DevServer]:
+    pytest.importorskip("langgraph_sdk")
+    pytest.importorskip("langgraph_api")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    home = tmp_path / "rlm-home"
+    prebuild_sandbox_factory(home, monkeypatch)
+    server = start_dev_server(tmp_path, home)
+    try:
+        yield server
+    finally:
         server.stop()

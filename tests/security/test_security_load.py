@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devserver import RUN_TIMEOUT, DevServer
 from support import Script, fast_settings, python_probe, tool
-from test_langgraph_dev import RUN_TIMEOUT, DevServer, dev_server  # noqa: F401 (a fixture)
 
 from rlm_graph import RLMResult, aanswer, answer
 from rlm_graph.offline.stub_server import Responder, StubServer
@@ -22,7 +22,7 @@ from rlm_graph.repl.process import sandbox_processes
 from rlm_graph.repl.registry import REGISTRY
 
 Start = Callable[[Responder], StubServer]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUNS = 32
 
 # Two cells, so each run's variables must survive between iterations of its own sandbox;
@@ -116,7 +116,7 @@ def test_runs_starting_at_once_share_one_sub_call_loop() -> None:
 MEMORY_PROBE = """
 import asyncio, ctypes, gc, json, os, sys
 from concurrent.futures import ThreadPoolExecutor
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {paths!r}
 import test_security_load as load
 from rlm_graph import aanswer, answer
 from rlm_graph.offline.stub_server import StubServer
@@ -152,7 +152,8 @@ def test_memory_returns_to_baseline_after_64_runs() -> None:
     Sandboxes live in child processes, whose memory the system takes back when they
     end (the load tests above check that they do); this checks the host itself.
     """
-    probe = MEMORY_PROBE.format(tests=str(PROJECT_ROOT / "tests"))
+    here = Path(__file__).parent
+    probe = MEMORY_PROBE.format(paths=[str(here), str(here.parent)])
     done = python_probe(probe, timeout=300)
     assert done.returncode == 0, done.stderr[-2_000:]
     memory = json.loads(done.stdout.strip().splitlines()[-1])
@@ -160,7 +161,7 @@ def test_memory_returns_to_baseline_after_64_runs() -> None:
 
 
 @pytest.mark.slow
-def test_8_concurrent_runs_through_langgraph_dev(dev_server: DevServer) -> None:  # noqa: F811
+def test_8_concurrent_runs_through_langgraph_dev(dev_server: DevServer) -> None:
     from langgraph_sdk import get_client
 
     count = 8

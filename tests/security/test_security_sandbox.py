@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandboxes import Echo, loader, run_cells
 from support import Script, fast_settings, python_probe, tool
-from test_sandbox import Echo, loader, run_cells
 
 from rlm_graph import answer
 from rlm_graph.offline.stub_server import StubReply
@@ -22,7 +22,7 @@ from rlm_graph.repl.registry import SandboxRegistry
 from rlm_graph.repl.session import CAPTURE_LIMIT, Limits, Sandbox
 from rlm_graph.storage.contexts import blob_dir, store_value
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LIMITS = Limits(cell_timeout=10.0, cpu_instructions=5_000_000_000, memory_mb=512)
 SECRET = "sk-host-secret-" + uuid.uuid4().hex
 # Each halt gets the other brake far out of reach, so a slow machine cannot swap them.

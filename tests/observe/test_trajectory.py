@@ -24,7 +24,7 @@ from rlm_graph.observe.trajectory import (
 )
 from rlm_graph.offline.stub_server import StubReply, StubServer
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "trajectory.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "trajectory.schema.json").read_text())
 LONG = 5_000
 ROOT = [
     tool(f"print('x' * {LONG})\ngot = await llm_query('child task')", "Looking first."),

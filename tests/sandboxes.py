@@ -1,0 +1,71 @@
+"""Sandbox helpers shared by tests: a sub-call handler that echoes, cells run as the graph does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlm_graph.repl.registry import LoadCells, SandboxRegistry
+from rlm_graph.repl.session import CellOutcome, Limits, Sandbox
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import ContextRef
+from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
+
+LIMITS = Limits(cell_timeout=5.0, cpu_instructions=5_000_000_000, memory_mb=512)
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        self.calls.append(prompt)
+        return {"ok": True, "value": f"<{prompt}>"}
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        return [self.query(p) for p in prompts]
+
+
+def cell(code: str, journal: list[Any], halted: bool = False) -> Cell:
+    return Cell(
+        kind="model",
+        turn=1,
+        code=code,
+        reply="",
+        tool_call_id="",
+        output="",
+        error="",
+        halted=halted,
+        journal=journal,
+        sub_calls=0,
+        seconds=0.0,
+    )
+
+
+BLOBS = Blobs(memory=True)
+
+
+def saved(sandbox_id: str, code: str, journal: list[Any], halted: bool = False) -> CellRef:
+    return save_cell(BLOBS, sandbox_id, cell(code, journal, halted))
+
+
+def loader(sandbox_id: str) -> LoadCells:
+    return lambda refs: load_cells(BLOBS, sandbox_id, refs)
+
+
+def run_cells(
+    registry: SandboxRegistry,
+    sandbox_id: str,
+    ref: ContextRef,
+    steps: list[str],
+    limits: Limits,
+    handler: Echo,
+) -> tuple[list[CellRef], CellOutcome, Sandbox]:
+    """Run ``steps`` as the consecutive cells of one thread, the way the graph does."""
+    cells: list[CellRef] = []
+    for step in steps:
+        with registry.checkout(sandbox_id, ref, cells, limits, handler, loader(sandbox_id)) as box:
+            out = box.run(step)
+            done = saved(sandbox_id, step, out.journal, halted=out.halted)
+            registry.record(sandbox_id, done)
+            cells.append(done)
+    return cells, out, box
