@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from rlm_graph.graph.nodes import graph as default_graph
+from rlm_graph.graph import graph as default_graph
 from rlm_graph.models.pricing import CostReport, cost_of
 from rlm_graph.observe.progress import Sink
 from rlm_graph.observe.trajectory import TraceWriter

@@ -1,7 +1,8 @@
 """Runtime settings of an RLM run: LangGraph's ``context_schema``.
 
 Everything a user may tune per run lives here, so Studio renders it as a form and the
-API, CLI and Python helpers share one definition of names, defaults and limits.
+API, CLI and Python helpers share one definition of names, defaults and limits. Nothing
+internal does: a run's place in its recursion tree is a ``subcalls.scope.Scope``.
 """
 
 from __future__ import annotations
@@ -176,21 +177,6 @@ class Settings:
             "progress events and trajectories (longer text is cut with an ellipsis)."
         },
     )
-    depth: int = field(
-        default=0,
-        metadata={
-            "description": "Depth of this run in the recursion tree; set by the "
-            "parent for sub-RLMs, leave at 0."
-        },
-    )
-
-    budget_key: str = field(
-        default="",
-        metadata={
-            "description": "Which recursion tree's sub-call budget this run draws "
-            "from; set by the parent for sub-RLMs, leave empty."
-        },
-    )
 
     def __post_init__(self) -> None:
         """Reject impossible settings up front, with one line that says what to change."""
@@ -206,7 +192,6 @@ class Settings:
             ("sandbox_memory_mb", 64),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
-            ("depth", 0),
             ("max_tokens", 0),
             ("trace_text_chars", 0),
         ):

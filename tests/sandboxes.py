@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm_graph.repl.cell import CellMeta, workbench
 from rlm_graph.repl.registry import LoadCells, SandboxRegistry
-from rlm_graph.repl.session import CellOutcome, Limits, Sandbox
+from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import ContextRef
 from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
@@ -59,13 +60,12 @@ def run_cells(
     steps: list[str],
     limits: Limits,
     handler: Echo,
-) -> tuple[list[CellRef], CellOutcome, Sandbox]:
+) -> tuple[list[CellRef], CellOutcome, SandboxBase]:
     """Run ``steps`` as the consecutive cells of one thread, the way the graph does."""
     cells: list[CellRef] = []
+    meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
     for step in steps:
-        with registry.checkout(sandbox_id, ref, cells, limits, handler, loader(sandbox_id)) as box:
-            out = box.run(step)
-            done = saved(sandbox_id, step, out.journal, halted=out.halted)
-            registry.record(sandbox_id, done)
-            cells.append(done)
-    return cells, out, box
+        with workbench(registry, sandbox_id, ref, cells, limits, handler, BLOBS) as bench:
+            out, record = bench.run(step, meta, output_limit=20_000)
+            cells.append(bench.record(record))
+    return cells, out, bench.box

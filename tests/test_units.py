@@ -11,8 +11,9 @@ from langchain_core.messages import AIMessage
 from langgraph.store.base import Op, Result
 from langgraph.store.memory import InMemoryStore
 
-from rlm_graph.graph.nodes import begin_turn, pending_from
+from rlm_graph.graph.plan import begin_turn
 from rlm_graph.graph.replies import parse_reply
+from rlm_graph.graph.steps import step_from
 from rlm_graph.models.loading import missing_credentials, split_model_name
 from rlm_graph.models.usage import add_usage
 from rlm_graph.settings import Settings
@@ -25,7 +26,7 @@ from rlm_graph.storage.contexts import (
     store_path,
     store_value,
 )
-from rlm_graph.subcalls.broker import SubCallMemo
+from rlm_graph.subcalls.memo import SubCallMemo
 from rlm_graph.text import truncate
 
 
@@ -52,7 +53,7 @@ def test_final_outside_code_and_inside_code() -> None:
 
 def test_final_var_text_runs_after_the_code() -> None:
     parsed = parse_reply(AIMessage(content="```repl\nres = 1\n```\nFINAL_VAR(res)"))
-    assert pending_from(parsed)["code"] == "res = 1\nFINAL_VAR('res')"
+    assert step_from(parsed)["code"] == "res = 1\nFINAL_VAR('res')"
 
 
 def test_nothing_actionable_is_a_problem() -> None:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from rlm_graph.eval import filler
-from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task
 
 # A relation's fact as the documents state it, and as a one-hop question asks it.
 FACTS: dict[str, str] = {
@@ -232,7 +232,7 @@ def corpus(world: World, target: int, rng: random.Random) -> str:
 def generate(size: int, seed: int) -> Task:
     """The multi-hop task of ``size`` tokens for ``seed``."""
     rng = random.Random(f"multihop:{size}:{seed}")
-    target = size * CHARS_PER_TOKEN
+    target = size * TASK_CHARS_PER_TOKEN
     world = make_world(max(8, target // DOC_CHARS), rng)
     text = corpus(world, target, rng)
     chain = rng.choice(tuple(CHAINS))

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from rlm_graph.eval import filler
-from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task
 
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 QUESTION = (
@@ -63,7 +63,7 @@ def generate(size: int, seed: int) -> Task:
     key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
     value = str(rng.randint(1_000_000, 9_999_999))
     needle = NEEDLE.format(key=key, value=value) + " "
-    sentences = filler.sentences(size * CHARS_PER_TOKEN - len(needle), rng)
+    sentences = filler.sentences(size * TASK_CHARS_PER_TOKEN - len(needle), rng)
     spot = round(DEPTHS[seed % len(DEPTHS)] * len(sentences))
     sentences.insert(spot, needle)
     return Task(

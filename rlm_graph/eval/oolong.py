@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_graph.eval import trec
-from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Kind, Task
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Kind, Task
 
 LINE = "Date: {date} || User: {user} || Instance: {question}"
 DATE_FORMAT = "%b %d, %Y"
@@ -136,7 +136,7 @@ def make_records(size: int, rng: random.Random) -> list[Record]:
     pools = trec.questions_by_label()
     labels = list(trec.LABEL_NAMES)
     label_weights = [rng.uniform(0.3, 1.0) for _ in labels]
-    target = size * CHARS_PER_TOKEN
+    target = size * TASK_CHARS_PER_TOKEN
     users = rng.sample(range(10_000, 100_000), max(8, int(2 * math.sqrt(target / 85))))
     user_weights = [rng.uniform(0.2, 1.0) for _ in users]
     records: list[Record] = []

@@ -26,7 +26,7 @@ from rlm_graph.api import RLMResult, reference, result_from, run_config
 from rlm_graph.eval import families, scoring
 from rlm_graph.eval.report import NOT_RUN, ProgressBar, Summary
 from rlm_graph.eval.results import ResultsFile, Row, RunKey
-from rlm_graph.eval.tasks import CHARS_PER_TOKEN, Task, format_size
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task, format_size
 from rlm_graph.graph import graph
 from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
@@ -78,7 +78,7 @@ def method_settings(method: str, settings: Settings) -> Settings:
 
 def prompt_tokens(task: Task) -> int:
     """The plain model's prompt size, at the tasks' own 4 characters per token."""
-    return math.ceil((len(task.context) + len(task.question)) / CHARS_PER_TOKEN)
+    return math.ceil((len(task.context) + len(task.question)) / TASK_CHARS_PER_TOKEN)
 
 
 def run_base(task: Task, settings: Settings, window: int) -> RLMResult:

@@ -13,7 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-CHARS_PER_TOKEN = 4
+# The size unit of generated tasks (a "131k" task holds 131k x 4 characters, OOLONG's
+# ratio), not a window estimate: that is models.usage.WINDOW_CHARS_PER_TOKEN, kept at a
+# conservative 3 because it decides what is refused.
+TASK_CHARS_PER_TOKEN = 4
 MIN_TOKENS = 8_000
 MAX_TOKENS = 10_000_000
 # How an answer is scored: see ``scoring``.
@@ -35,7 +38,7 @@ class Task:
     @property
     def target_chars(self) -> int:
         """How long the context was meant to be."""
-        return self.size * CHARS_PER_TOKEN
+        return self.size * TASK_CHARS_PER_TOKEN
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([km]?)\s*$", re.IGNORECASE)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rlm_graph.graph.state import Pending
+from rlm_graph.graph.state import Step
 
 _ACCEPT = {"accept", "approve", "yes", "y"}
 _REJECT = {"reject", "no", "n"}
@@ -50,15 +50,15 @@ def decision_of(value: Any) -> tuple[str, dict[str, Any]]:
     )
 
 
-def review(pending: Pending, value: Any) -> Pending:
-    """The work for execute after a person's decision on the proposed code."""
+def review(step: Step, value: Any) -> Step:
+    """The step after a person's decision on its code: as it was, edited, or a note."""
     action, details = decision_of(value)
     if action == "accept":
-        return pending
+        return step
     if action == "edit":
-        return Pending(**{**pending, "code": details["code"]})
+        return Step(**{**step, "code": details["code"]})
     reason = str(details.get("reason") or "no reason given")
-    reviewed = Pending(**{**pending, "code": ""})
+    reviewed = Step(**{**step, "kind": "note", "code": ""})
     reviewed.pop("final_text", None)
     reviewed["note"] = (
         f"The user rejected this code before it ran ({reason}). Nothing was executed; "

@@ -37,16 +37,23 @@ class InputState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-class Pending(TypedDict):
-    """The plan node's decision, carried to execute and inspect."""
+class Step(TypedDict):
+    """What plan decided; its ``kind`` picks the next node (see ``routing``).
 
-    code: str
+    - ``code``: run ``code`` (after ``setup``, if any); ``final_text`` is a FINAL the
+      reply also wrote outside its code, to be confirmed against the output.
+    - ``final``: the reply answered in text (``final_text``) without code.
+    - ``note``: the reply could not be acted on; ``note`` tells the model why.
+    - ``stop``: no model step may be made (failure, cost limit, tree budget).
+    """
+
+    kind: Literal["code", "final", "note", "stop"]
     reply: str
     tool_call_id: str
+    code: str
     final_text: NotRequired[str]
     setup: NotRequired[str]
     note: NotRequired[str]
-    stop: NotRequired[bool]
     generated: NotRequired[bool]
 
 
@@ -59,7 +66,7 @@ class State(InputState, total=False):
     turn: int
     iteration: int
     cells: list[CellRef]
-    pending: Pending | None
+    step: Step | None
     answer: Any
     status: Status
     usage: Annotated[dict[str, dict[str, int]], add_usage]

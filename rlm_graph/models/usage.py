@@ -7,6 +7,10 @@ The shape is ``{model: {"calls", "input_tokens", "output_tokens", "cached_tokens
 from __future__ import annotations
 
 Usage = dict[str, dict[str, int]]
+# Characters per token when checking whether a prompt fits a window: conservative, since
+# refusing a prompt that would fit costs a smaller chunk while sending one that does not
+# costs a failed request (English prose runs ~4 characters a token, code and JSON ~3).
+WINDOW_CHARS_PER_TOKEN = 3
 
 
 def add_usage(left: Usage, right: Usage) -> Usage:

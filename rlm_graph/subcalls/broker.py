@@ -1,28 +1,23 @@
 """``llm_query`` / ``llm_batch``: the host side of sub-calls made by sandboxed code.
 
-Sandbox callbacks run on eryx worker threads and must block until their answer is
-ready, while the model clients are asynchronous (hundreds of concurrent requests on
-one connection pool). So every sub-call runs on one background event loop owned by
-this module, and a callback waits on it with a deadline shorter than the sandbox's own
-callback timeout (a callback that outlives that timeout hangs the process in eryx).
+One broker answers the sub-calls of one cell: it refuses what the limits forbid, serves
+remembered answers (``memo``), joins identical calls in flight, and asks either the sub
+model or, when the run's :class:`~rlm_graph.subcalls.scope.Scope` says so, a whole
+sub-RLM (started through ``run_child``, which the graph injects). Calls run on the
+background loop (``loop``); the sandbox's callback threads wait on them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
-import json
 import math
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -31,17 +26,13 @@ from langsmith.run_trees import RunTree
 
 from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
-from rlm_graph.models.usage import Usage, add_usage
+from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
 from rlm_graph.observe.tracing import under
 from rlm_graph.settings import Settings
-from rlm_graph.storage.blobs import Blobs
+from rlm_graph.subcalls.loop import CALL_POOL, background_loop
+from rlm_graph.subcalls.memo import SubCallMemo
+from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line, preview
-
-CHARS_PER_TOKEN = 3
-# Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
-# each blocks one thread while its cell runs, so the pool must exceed the fan-out.
-_EXECUTOR_THREADS = 256
-_CALL_THREADS = 512
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -54,157 +45,9 @@ class ChildResult:
     usage: dict[str, dict[str, int]]
 
 
-RunChild = Callable[[str, Settings, Emit | None], Awaitable[ChildResult]]
-
-
-_LOOP_LOCK = threading.Lock()
-
-# Threads for plain sub-calls, which use the model's synchronous client. On a shared
-# 2-core machine the client's CPU per request, not the model's latency, paced a batch of
-# 128 concurrent calls, and the asynchronous stack (LangChain, openai, httpx, anyio on
-# one event loop) spends about twice the CPU per request of the synchronous one: 200
-# calls of 0.3 s at concurrency 128 took 1.4-1.9 s with ``ainvoke`` and 0.8-1.0 s on
-# threads (docs/benchmarks.md). The pool is apart from the loop's default executor, on
-# which sub-RLM graph nodes block, so neither can starve the other; beyond its size,
-# calls queue. Threads start only when needed. A sub-call cancelled by a cell timeout
-# leaves its thread to finish within ``model_timeout``.
-CALL_POOL = ThreadPoolExecutor(_CALL_THREADS, "rlm-call")
-
-
-def background_loop() -> asyncio.AbstractEventLoop:
-    """The process's sub-call loop, started on first use in a daemon thread.
-
-    Locked, because ``functools.cache`` is not: 32 runs starting at once each made a
-    loop of their own, and the model clients they share, bound to one loop, then
-    failed on the others ("Event ... is bound to a different event loop").
-    """
-    with _LOOP_LOCK:
-        return _start_loop()
-
-
-@cache
-def _start_loop() -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    loop.set_default_executor(ThreadPoolExecutor(_EXECUTOR_THREADS, "rlm-subcall"))
-    threading.Thread(target=loop.run_forever, name="rlm-subcalls", daemon=True).start()
-    return loop
-
-
-class Budget:
-    """Sub-calls left for a whole recursion tree, and its spend, shared by every run in it.
-
-    ``spent`` starts at what the root had spent before the cell and grows with every
-    model call anywhere in the tree as it happens, so a cost limit stops a fan-out
-    midway rather than after it.
-    """
-
-    def __init__(self, limit: int, spent: Usage | None = None) -> None:
-        self.limit = limit
-        self.used = 0
-        self.spent: Usage = dict(spent or {})
-        self._lock = threading.Lock()
-
-    def spend(self, usage: Usage) -> None:
-        """Add one model call's usage to the tree's spend."""
-        with self._lock:
-            self.spent = add_usage(self.spent, usage)
-
-    def take(self, count: int = 1) -> bool:
-        """Reserve ``count`` calls, all or nothing."""
-        with self._lock:
-            if self.used + count > self.limit:
-                return False
-            self.used += count
-            return True
-
-    @property
-    def left(self) -> int:
-        """Calls still allowed."""
-        with self._lock:
-            return self.limit - self.used
-
-
-_BUDGETS: weakref.WeakValueDictionary[str, Budget] = weakref.WeakValueDictionary()
-
-
-def open_budget(key: str, limit: int, spent: Usage | None = None) -> Budget:
-    """Start the budget of a root run's cell, findable by its sub-RLMs under ``key``."""
-    budget = Budget(limit, spent)
-    _BUDGETS[key] = budget
-    return budget
-
-
-def shared_budget(key: str, fallback_limit: int) -> Budget:
-    """The budget a sub-RLM draws from: its root's, or a fresh one if the root is gone."""
-    budget = _BUDGETS.get(key)
-    if budget is None:
-        budget = open_budget(key, fallback_limit)
-    return budget
-
-
-def memo_scope(settings: Settings) -> str:
-    """What answers this run's sub-calls: the same prompt to another model is another question.
-
-    A follow-up question on a thread may change the sub model (or the depth); answers
-    remembered for the old one must not be served for the new one.
-    """
-    answerer: list[Any] = [settings.effective_sub_model, settings.effective_sub_base_url]
-    if settings.depth + 1 < settings.max_depth:  # sub-RLMs: the root model answers too
-        answerer += [settings.model, settings.base_url, settings.max_depth - settings.depth]
-    payload = json.dumps(answerer).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
-
-
-class SubCallMemo:
-    """Answers to the sub-call prompts of one sandbox, written as each one arrives.
-
-    Identical prompts are answered once per sandbox. Because every answer is stored
-    the moment it arrives, a run killed in the middle of a 200-prompt batch pays on
-    resume only for the prompts that had not been answered yet. Without ``blobs`` the
-    memo lives in memory only (tests, one-off sandboxes).
-    """
-
-    def __init__(self, blobs: Blobs | None = None, sandbox_id: str = "", scope: str = "") -> None:
-        self._blobs = blobs
-        self._namespace = ("memo", sandbox_id, scope) if scope else ("memo", sandbox_id)
-        self._known: dict[str, str] = {}
-        # Prompts looked up and not found. A sandbox runs one cell at a time and this memo
-        # serves one cell, so only its own ``put`` can answer them later.
-        self._missing: set[str] = set()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(prompt: str) -> str:
-        return hashlib.sha256(prompt.encode("utf-8", errors="surrogatepass")).hexdigest()
-
-    def prefetch(self, prompts: set[str]) -> None:
-        """Look up many prompts in one round trip (a batch of 200 on a database store)."""
-        with self._lock:
-            unknown = [p for p in prompts if p not in self._known and p not in self._missing]
-        if self._blobs is None or not unknown:
-            return
-        keys = [self._key(p) for p in unknown]
-        found = self._blobs.get_many(self._namespace, keys)
-        with self._lock:
-            for prompt, key in zip(unknown, keys, strict=True):
-                if key in found:
-                    self._known[prompt] = str(found[key]["answer"])
-                else:
-                    self._missing.add(prompt)
-
-    def get(self, prompt: str) -> str | None:
-        """The stored answer to ``prompt``, if it was asked before."""
-        self.prefetch({prompt})
-        with self._lock:
-            return self._known.get(prompt)
-
-    def put(self, prompt: str, answer: str) -> None:
-        """Remember an answer, durably when the memo has a store."""
-        with self._lock:
-            self._known[prompt] = answer
-            self._missing.discard(prompt)
-        if self._blobs is not None:
-            self._blobs.put(self._namespace, self._key(prompt), {"answer": answer})
+# Runs ``prompt`` as a sub-RLM with the given settings and scope (one level deeper),
+# forwarding its progress events to the emitter.
+RunChild = Callable[[str, Settings, Scope, Emit | None], Awaitable[ChildResult]]
 
 
 class SubCallBroker:
@@ -213,7 +56,7 @@ class SubCallBroker:
     def __init__(
         self,
         settings: Settings,
-        budget: Budget,
+        scope: Scope,
         *,
         run_child: RunChild | None = None,
         emit: Emit | None = None,
@@ -224,7 +67,8 @@ class SubCallBroker:
         self.settings = settings
         self._trace_parent = trace_parent  # the cell's LangSmith run (see tracing.py)
         self._trace_metadata = trace_metadata or {}
-        self.budget = budget
+        self.scope = scope
+        self.budget = scope.budget
         self.memo = memo if memo is not None else SubCallMemo()
         self.usage: dict[str, dict[str, int]] = {}
         self.calls = 0
@@ -237,7 +81,7 @@ class SubCallBroker:
     @property
     def recursive(self) -> bool:
         """Whether a sub-call here is a full sub-RLM rather than a plain model call."""
-        return self._run_child is not None and self.settings.depth + 1 < self.settings.max_depth
+        return self._run_child is not None and self.scope.recursive
 
     # -- blocking entry points, called from sandbox callback threads ---------------------
 
@@ -307,13 +151,13 @@ class SubCallBroker:
         if self.recursive:
             return ""
         window = self.settings.sub_model_window_tokens
-        estimate = math.ceil(len(prompt) / CHARS_PER_TOKEN)
+        estimate = math.ceil(len(prompt) / WINDOW_CHARS_PER_TOKEN)
         if estimate <= window:
             return ""
         return (
             f"prompt of {len(prompt):,} characters (~{estimate:,} tokens) exceeds the sub "
             f"model's window of {window:,} tokens: split it into chunks of at most "
-            f"{window * CHARS_PER_TOKEN:,} characters"
+            f"{window * WINDOW_CHARS_PER_TOKEN:,} characters"
         )
 
     def _cost_stop(self) -> str:
@@ -365,7 +209,9 @@ class SubCallBroker:
         """The answer and what it cost (a sub-RLM's cost is its whole tree's)."""
         with under(self._trace_parent):
             if self.recursive and self._run_child is not None:
-                child = await self._run_child(prompt, self.settings, self._forward(call_id))
+                child = await self._run_child(
+                    prompt, self.settings, self.scope.child(), self._forward(call_id)
+                )
                 self._count(child.usage, spent_live=False)
                 return child.answer, child.usage
             model = load_chat_model(
@@ -374,7 +220,7 @@ class SubCallBroker:
                 self.settings.model_timeout,
                 self.settings.model_max_retries,
             )
-            metadata = {**self._trace_metadata, "rlm_depth": self.settings.depth + 1}
+            metadata = {**self._trace_metadata, "rlm_depth": self.scope.depth + 1}
             config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}
             context = contextvars.copy_context()  # tracing follows the call to its thread
             messages = [HumanMessage(prompt)]
@@ -450,7 +296,7 @@ class SubCallBroker:
             self._emit(
                 {
                     **event,
-                    "depth": self.settings.depth + 1,
+                    "depth": self.scope.depth + 1,
                     "in_flight": self._active,
                     "ts": time.time(),
                 }

@@ -254,7 +254,7 @@ def test_a_bad_context_path_sent_to_the_graph_ends_the_run_with_one_line(stub: S
         ({"max_sub_calls": -1}, "setting max_sub_calls=-1 is out of range: use an integer >= 0"),
         ({"max_depth": 0}, "setting max_depth=0 is out of range: use an integer >= 1"),
         ({"max_iterations": -5}, "setting max_iterations=-5 is out of range"),
-        ({"depth": -1}, "setting depth=-1 is out of range"),
+        ({"depth": 1}, "unknown setting(s) depth"),
         ({"max_batch_size": 0}, "setting max_batch_size=0 is out of range"),
         ({"max_prompt_chars": 0}, "setting max_prompt_chars=0 is out of range"),
         ({"cell_timeout": -1.0}, "setting cell_timeout=-1.0 is out of range: use seconds > 0"),

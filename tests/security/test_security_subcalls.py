@@ -17,7 +17,8 @@ from rlm_graph.offline.stub_server import StubServer, is_root_request
 from rlm_graph.repl.session import Limits, Sandbox
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import store_value
-from rlm_graph.subcalls.broker import Budget, SubCallBroker
+from rlm_graph.subcalls.broker import SubCallBroker
+from rlm_graph.subcalls.scope import LocalBudget, Scope
 
 LIMITS = Limits(cell_timeout=30.0, cpu_instructions=20_000_000_000, memory_mb=1024)
 
@@ -25,7 +26,7 @@ LIMITS = Limits(cell_timeout=30.0, cpu_instructions=20_000_000_000, memory_mb=10
 def broker_box(server: StubServer, budget: int = 1_000, **overrides: Any) -> Sandbox:
     settings = Settings(**fast_settings(server, **overrides))
     sandbox = Sandbox(store_value("ctx"), LIMITS)
-    sandbox.handler = SubCallBroker(settings, Budget(budget))
+    sandbox.handler = SubCallBroker(settings, Scope(0, settings.max_depth, LocalBudget(budget)))
     return sandbox
 
 
@@ -123,7 +124,7 @@ def test_a_loop_on_one_cached_prompt_is_stopped_by_the_cpu_brake(stub: Any) -> N
     server = stub(Script(["unused"], sub=lambda prompt: "same"))
     settings = Settings(**fast_settings(server, cell_cpu_instructions=5_000_000_000))
     sandbox = Sandbox(store_value("ctx"), Limits(120.0, 5_000_000_000, 512))
-    sandbox.handler = SubCallBroker(settings, Budget(1_000))
+    sandbox.handler = SubCallBroker(settings, Scope(0, settings.max_depth, LocalBudget(1_000)))
     out = sandbox.run("while True:\n    await llm_query('same prompt')")
     assert out.halted and out.error.startswith("ResourceLimitError")
     assert sub_requests(server) == 1

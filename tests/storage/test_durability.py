@@ -23,7 +23,7 @@ from support import Script, fast_settings, replies_so_far, tool
 
 from rlm_graph import build_graph
 from rlm_graph.graph.approval import ApprovalError, review
-from rlm_graph.graph.state import Pending
+from rlm_graph.graph.state import Step
 from rlm_graph.offline.stub_server import (
     Responder,
     StubReply,
@@ -316,15 +316,15 @@ def test_fork_from_an_earlier_checkpoint_rebuilds_that_sandbox(stub: Start, tmp_
 
 
 def test_review_reads_every_documented_form() -> None:
-    pending = Pending(code="x = 1", reply="", tool_call_id="t")
-    assert review(pending, True) == pending
-    assert review(pending, {"action": "accept"}) == pending
-    assert review(pending, {"action": "edit", "code": "x = 2"})["code"] == "x = 2"
-    rejected = review(pending, {"action": "reject", "reason": "too slow"})
-    assert rejected["code"] == "" and "too slow" in rejected["note"]
-    assert review(pending, "reject")["code"] == ""
+    step = Step(kind="code", code="x = 1", reply="", tool_call_id="t")
+    assert review(step, True) == step
+    assert review(step, {"action": "accept"}) == step
+    assert review(step, {"action": "edit", "code": "x = 2"})["code"] == "x = 2"
+    rejected = review(step, {"action": "reject", "reason": "too slow"})
+    assert rejected["kind"] == "note" and "too slow" in rejected["note"]
+    assert review(step, "reject")["kind"] == "note"
     with pytest.raises(ApprovalError, match="cannot read the approval"):
-        review(pending, 42)
+        review(step, 42)
 
 
 def test_approve_code_pauses_and_survives_a_restart(stub: Start, tmp_path: Path) -> None:

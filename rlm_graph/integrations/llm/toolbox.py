@@ -18,17 +18,19 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 import llm
 
-from rlm_graph.graph.nodes import run_child, sandbox_limits
 from rlm_graph.graph.prompts import describe_context
+from rlm_graph.graph.recursion import run_child
+from rlm_graph.graph.runtime import sandbox_limits
 from rlm_graph.models.llm_cli import default_model_id, keys_dir
 from rlm_graph.models.loading import LLM_PREFIX
+from rlm_graph.repl.cell import CellMeta, workbench
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.repl.session import CellOutcome, SandboxError
 from rlm_graph.settings import Settings
@@ -41,8 +43,10 @@ from rlm_graph.storage.contexts import (
     store_value,
 )
 from rlm_graph.storage.home import home
-from rlm_graph.storage.records import Cell, CellRef, MissingRecord, load_cells, save_cell
-from rlm_graph.subcalls.broker import SubCallBroker, SubCallMemo, memo_scope, open_budget
+from rlm_graph.storage.records import CellRef, MissingRecord
+from rlm_graph.subcalls.broker import SubCallBroker
+from rlm_graph.subcalls.memo import SubCallMemo, memo_scope
+from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import truncate
 
 
@@ -256,36 +260,23 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         """One cell, journaled and recorded like a graph cell."""
         space, settings, blobs = self._space, self._settings, self._blobs
         key = space.sandbox_id
-        budget = open_budget(key, settings.max_sub_calls - space.sub_calls)
+        scope = Scope.root(settings, space.sub_calls, {})
         broker = SubCallBroker(
-            replace(settings, budget_key=key),
-            budget,
+            settings,
+            scope,
             run_child=run_child,
-            memo=SubCallMemo(blobs, key, memo_scope(settings)),
+            memo=SubCallMemo(blobs, key, memo_scope(scope, settings)),
         )
-        limits = sandbox_limits(settings)
         check_ref(ref)  # a session may outlive its context's cached copy
-        with REGISTRY.checkout(
-            key, ref, space.cells, limits, broker, lambda refs: load_cells(blobs, key, refs)
-        ) as sandbox:
-            outcome = sandbox.run(code)
-            cell = Cell(
-                kind="model",
-                turn=1,
-                code=code,
-                reply="",
-                tool_call_id="",
-                output=outcome_text(outcome, settings.max_output_chars),
-                error=outcome.error,
-                halted=outcome.halted,
-                journal=outcome.journal,
-                sub_calls=broker.calls,
-                seconds=round(outcome.seconds, 4),
-            )
-            saved = save_cell(blobs, key, cell)
-            REGISTRY.record(key, saved)
-        space.cells.append(saved)
-        space.sub_calls += budget.used
+        meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
+        with workbench(
+            REGISTRY, key, ref, space.cells, sandbox_limits(settings), broker, blobs
+        ) as bench:
+            outcome, cell = bench.run(code, meta, settings.max_output_chars)
+            cell["sub_calls"] = broker.calls
+            cell["output"] = cell["output"] or "(no output)"
+            space.cells.append(bench.record(cell))
+        space.sub_calls += scope.counted(broker.calls)
         self._save()
         return outcome
 

@@ -1,0 +1,120 @@
+"""The finalize node: the answer, marked with how it was reached.
+
+A run that ran out of iterations asks the model once for its best answer; one stopped
+by a cost limit (or a sub-RLM whose tree has nothing left) may not ask again, so it
+returns the last output its code produced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.runtime import Runtime
+
+from rlm_graph.graph import prompts
+from rlm_graph.graph.plan import conversation, reply_event, root_model
+from rlm_graph.graph.runtime import (
+    blobs_of,
+    emit,
+    question_of,
+    scope_of,
+    settings_of,
+    thread_id,
+)
+from rlm_graph.graph.state import State, Status, TurnRecord
+from rlm_graph.models.messages import message_text
+from rlm_graph.models.pricing import cost_of
+from rlm_graph.models.usage import add_usage
+from rlm_graph.repl.registry import REGISTRY
+from rlm_graph.settings import Settings
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.records import load_cell
+from rlm_graph.subcalls.scope import Scope
+from rlm_graph.text import one_line
+
+
+def best_effort(
+    state: State, settings: Settings, scope: Scope, blobs: Blobs
+) -> tuple[str, dict[str, Any]]:
+    """One last model call, without tools, for the best answer the history supports."""
+    messages = conversation(state, settings, scope, blobs, tool_calling=False)
+    if len(messages) > 2:
+        messages.pop()  # the "continue" nudge; the best-effort request replaces it
+    messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
+    started = time.perf_counter()
+    reply = root_model(settings).invoke(messages)
+    assert isinstance(reply, AIMessage)
+    seconds = time.perf_counter() - started
+    event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds)
+    emit({**event, "best_effort": True})
+    scope.budget.spend(event["usage"])
+    return message_text(reply), {"usage": event["usage"]}
+
+
+def best_so_far(state: State, blobs: Blobs) -> str:
+    """The last output the run's code produced (no model may be asked for a summary)."""
+    turn = state.get("turn", 1)
+    for ref in reversed(state.get("cells") or []):
+        if ref["turn"] == turn and ref["kind"] == "model" and ref["preview"].strip():
+            return str(load_cell(blobs, state["sandbox_id"], ref)["output"])
+    return ""
+
+
+def release_run_sandbox(state: State) -> None:
+    """Close the sandbox of a run without a thread: nobody can come back to it."""
+    if not thread_id() and state.get("sandbox_id"):
+        REGISTRY.release(state["sandbox_id"])
+        Blobs.forget(state["sandbox_id"])
+
+
+def outcome(
+    state: State, settings: Settings, scope: Scope, blobs: Blobs
+) -> tuple[Status, Any, dict[str, Any]]:
+    """How the run ends: its status, its answer, and what else finalize records."""
+    if state.get("status") == "answered":
+        return "answered", state.get("answer"), {}
+    if reason := state.get("stop_reason") or scope.blocked(settings):
+        if scope.answers_partially:
+            return "budget_exhausted", best_so_far(state, blobs), {"stop_reason": reason}
+        return "budget_exhausted", "", {"error": f"{reason} before this sub-RLM answered"}
+    try:
+        answer, extra = best_effort(state, settings, scope, blobs)
+    except Exception as exc:  # the run's cells stay in state either way
+        return "failed", "", {"error": f"best-effort answer failed: {one_line(exc)}"}
+    return "budget_exhausted", answer, extra
+
+
+def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Return the answer, marking how it was reached; release a run-scoped sandbox."""
+    update: dict[str, Any] = {"step": None}
+    if state.get("status") == "failed":
+        update["messages"] = [AIMessage(content=f"The run failed: {state.get('error', '')}")]
+        release_run_sandbox(state)
+        return update
+    settings = settings_of(runtime)
+    scope = scope_of(settings, state)
+    status, answer, extra = outcome(state, settings, scope, blobs_of(runtime))
+    update.update(extra, answer=answer, status=status)
+    usage = add_usage(state.get("usage") or {}, update.get("usage") or {})
+    update["cost"] = cost_of(usage, settings.prices)
+    emit(
+        {
+            "event": "final",
+            "depth": scope.depth,
+            "status": status,
+            "answer": answer,
+            "stop_reason": update.get("stop_reason", ""),
+            "usage": usage,
+        }
+    )
+    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
+    update["messages"] = [AIMessage(content=text)]
+    update["history"] = [
+        *(state.get("history") or []),
+        TurnRecord(question=question_of(state), answer=answer, status=status),
+    ]
+    release_run_sandbox(state)
+    return update

@@ -1,0 +1,222 @@
+"""The plan node: the root model reads the question and the cells so far, and replies.
+
+Its reply becomes a tagged step (``steps``) that the routing sends on: code to execute,
+a final answer or a note to inspect, a stop to finalize.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langgraph.runtime import Runtime
+
+from rlm_graph.graph import prompts
+from rlm_graph.graph.replies import TOOL_NAME, parse_reply
+from rlm_graph.graph.runtime import (
+    blobs_of,
+    emit,
+    question_of,
+    sandbox_limits,
+    scope_of,
+    settings_of,
+)
+from rlm_graph.graph.state import State
+from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
+from rlm_graph.models.loading import load_chat_model
+from rlm_graph.models.messages import message_text, usage_of
+from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
+from rlm_graph.observe.tracing import run_metadata
+from rlm_graph.repl.registry import REGISTRY
+from rlm_graph.settings import Settings
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import ContextError, check_ref, share, store_path, store_value
+from rlm_graph.storage.records import MissingRecord, load_cells, save_cell
+from rlm_graph.subcalls.scope import Scope
+from rlm_graph.text import one_line
+
+EXECUTE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": "Run Python code in the persistent REPL that holds `context`. "
+        "Returns what the code printed.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python source to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+def begin_turn(state: State, question: str) -> dict[str, Any]:
+    """Reset the per-question counters when a new question starts on this thread.
+
+    A question continues (after a crash, an interrupt, or a root-model failure: asking
+    it again resumes it) while its status is running or failed; any other status means
+    the previous question ended and this one is new.
+    """
+    if state.get("active_question") == question:
+        if state.get("status") == "running":
+            return {}
+        if state.get("status") == "failed":
+            return {"status": "running", "error": ""}
+    return {
+        "active_question": question,
+        "turn": state.get("turn", 0) + 1,
+        "iteration": 0,
+        "status": "running",
+        "answer": None,
+        "error": "",
+        "stop_reason": "",
+        "turn_usage": state.get("usage") or {},
+        "step": None,
+    }
+
+
+def ingest_context(state: State, blobs: Blobs) -> dict[str, Any]:
+    """Move a context given in the input to the blob store, keeping only its reference.
+
+    A new context on a thread starts a new sandbox: its variables described the old one.
+    """
+    if state.get("context") is not None:
+        ref = store_value(state["context"])
+    elif state.get("context_path"):
+        ref = store_path(state["context_path"])
+    elif state.get("context_ref"):
+        ref = check_ref(state["context_ref"], blobs)
+    else:
+        raise ContextError(
+            "no context given: send `context` (text or JSON), `context_path` or `context_ref`"
+        )
+    update: dict[str, Any] = {"context": None, "context_path": "", "context_ref": ref}
+    if state.get("bound_hash") != ref["hash"] or not state.get("sandbox_id"):
+        share(ref, blobs)
+        update.update(sandbox_id=uuid.uuid4().hex, bound_hash=ref["hash"], cells=[])
+    return update
+
+
+def stopped(status: str, **fields: str) -> dict[str, Any]:
+    """The update of a plan step that may not go on; the routing sends it to finalize."""
+    return {"status": status, "step": stop_step(), **fields}
+
+
+def root_model(settings: Settings) -> BaseChatModel:
+    """The root model client for these settings."""
+    return load_chat_model(
+        settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
+    )
+
+
+def conversation(
+    state: State, settings: Settings, scope: Scope, blobs: Blobs, *, tool_calling: bool
+) -> list[AnyMessage]:
+    """What the root model reads: instructions, the question, this turn's cells."""
+    turn = state.get("turn", 1)
+    refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
+    system = prompts.system_prompt(
+        state["context_ref"],
+        max_output_chars=settings.max_output_chars,
+        max_iterations=settings.max_iterations,
+        max_sub_calls=settings.max_sub_calls,
+        sub_window_tokens=settings.sub_model_window_tokens,
+        chars_per_token=WINDOW_CHARS_PER_TOKEN,
+        recursive=scope.recursive,
+        tool_calling=tool_calling,
+        history=state.get("history") or [],
+    )
+    return prompts.build_messages(
+        system,
+        question_of(state),
+        load_cells(blobs, state["sandbox_id"], refs),
+        iteration=state.get("iteration", 0),
+        max_iterations=settings.max_iterations,
+        max_output_chars=settings.max_output_chars,
+    )
+
+
+def ask_root(
+    view: State, settings: Settings, scope: Scope, blobs: Blobs
+) -> tuple[AIMessage, float]:
+    """One root-model call on the conversation so far: the reply and its latency."""
+    iteration = view.get("iteration", 0) + 1
+    messages = conversation(view, settings, scope, blobs, tool_calling=settings.tool_calling)
+    emit(iteration_event(messages, iteration, scope.depth))
+    started = time.perf_counter()
+    model = root_model(settings)
+    reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
+        messages,
+        config={"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])},
+    )
+    assert isinstance(reply, AIMessage)
+    return reply, time.perf_counter() - started
+
+
+def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Ask the root model for the next step."""
+    settings = settings_of(runtime)
+    question = question_of(state)
+    if not question.strip():
+        raise ValueError("no question given: send `question` (or a human message)")
+    blobs = blobs_of(runtime)
+    update = begin_turn(state, question)
+    try:  # a missing path, bad JSON: the run ends saying which
+        update.update(ingest_context(state, blobs))
+    except ContextError as exc:
+        return {**update, **stopped("failed", error=str(exc))}
+    view: State = {**state, **update}  # type: ignore[typeddict-item]
+    scope = scope_of(settings, view)
+    if reason := scope.begin_step(settings):
+        return {**update, **stopped("budget_exhausted", stop_reason=reason)}
+    if view["sandbox_id"] not in REGISTRY:
+        REGISTRY.prepare(view["sandbox_id"], view["context_ref"], sandbox_limits(settings))
+    try:
+        reply, seconds = ask_root(view, settings, scope, blobs)
+    except MissingRecord as exc:
+        return {**update, **stopped("failed", error=str(exc))}
+    except Exception as exc:  # after the client's own retries: stop, keep every cell
+        return {**update, **stopped("failed", error=f"root model call failed: {one_line(exc)}")}
+    step = step_from(parse_reply(reply))
+    if update.get("turn") and view.get("history") and view.get("cells"):
+        step["setup"] = history_setup(view["history"])
+    if step["kind"] == "note":
+        note = note_cell(step, view.get("turn", 1), step.get("note", ""))
+        update["cells"] = [*(view.get("cells") or []), save_cell(blobs, view["sandbox_id"], note)]
+    event = reply_event(reply, settings, scope.depth, view.get("iteration", 0) + 1, seconds)
+    emit({**event, "code": step["code"]})
+    scope.budget.spend(event["usage"])  # a sub-RLM's call counts at once toward its tree
+    return {**update, "step": step, "usage": event["usage"]}
+
+
+def reply_event(
+    reply: AIMessage, settings: Settings, depth: int, iteration: int, seconds: float
+) -> dict[str, Any]:
+    """The root model replied: what it said, what the call cost (``code`` added by plan)."""
+    return {
+        "event": "reply",
+        "depth": depth,
+        "iteration": iteration,
+        "text": message_text(reply),
+        "code": "",
+        "model": settings.model,
+        "usage": usage_of(reply, settings.model),
+        "seconds": round(seconds, 4),
+    }
+
+
+def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> dict[str, Any]:
+    """An iteration starts: how big the prompt is; the first one also says what it was."""
+    event: dict[str, Any] = {
+        "event": "iteration",
+        "iteration": iteration,
+        "depth": depth,
+        "prompt_chars": sum(len(str(m.content)) for m in messages),
+        "prompt_messages": len(messages),
+    }
+    if iteration == 1:
+        event.update(system_prompt=str(messages[0].content), question=str(messages[1].content))
+    return event

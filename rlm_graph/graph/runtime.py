@@ -1,0 +1,115 @@
+"""What a node reads besides its state: settings, thread, store, stream, recursion scope.
+
+Every node gets these the same way, so each is written once here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from contextlib import suppress
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langgraph.config import get_config, get_stream_writer
+from langgraph.runtime import Runtime
+
+from rlm_graph.graph.state import State
+from rlm_graph.models.messages import message_text
+from rlm_graph.models.usage import Usage, usage_since
+from rlm_graph.repl.session import Limits
+from rlm_graph.settings import Settings
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.subcalls.broker import Emit
+from rlm_graph.subcalls.scope import Scope
+
+# The configurable key under which a parent hands its sub-RLM the recursion scope. A
+# scope holds the tree's live budget, so it travels in the config, never in state.
+SCOPE_KEY = "rlm_scope"
+
+
+def settings_of(runtime: Runtime[Settings]) -> Settings:
+    """The run's settings; a server may send none, or a plain dict."""
+    context: Any = runtime.context
+    if context is None:
+        return Settings()
+    if isinstance(context, dict):
+        return Settings.from_mapping(context)
+    return context  # type: ignore[no-any-return]
+
+
+def scope_of(settings: Settings, state: State) -> Scope:
+    """The run's place in its recursion tree: given by a parent, else the root's.
+
+    The root's scope is rebuilt at every step from what its state has counted, so a
+    resumed or forked thread starts from exactly what it had used.
+    """
+    with suppress(RuntimeError):  # outside a runnable context (direct node calls)
+        given = get_config().get("configurable", {}).get(SCOPE_KEY)
+        if isinstance(given, Scope):
+            return given
+    return Scope.root(settings, state.get("sub_calls", 0), turn_spend(state))
+
+
+def turn_spend(state: State) -> Usage:
+    """What the current question has used so far (a thread's usage spans questions)."""
+    return usage_since(state.get("usage") or {}, state.get("turn_usage") or {})
+
+
+def sandbox_limits(settings: Settings) -> Limits:
+    """The fields of the settings that shape a sandbox session."""
+    return Limits(settings.cell_timeout, settings.cell_cpu_instructions, settings.sandbox_memory_mb)
+
+
+def thread_id() -> str:
+    """The run's thread, or "" for a run that cannot be resumed."""
+    with suppress(RuntimeError):
+        return str(get_config().get("configurable", {}).get("thread_id") or "")
+    return ""
+
+
+def blobs_of(runtime: Runtime[Settings]) -> Blobs:
+    """Where this run keeps cell records and sub-call answers (see ``storage.blobs``)."""
+    return Blobs.for_run(runtime.store, resumable=bool(thread_id()))
+
+
+def question_of(state: State) -> str:
+    """The question: the ``question`` field, or the last human message (Studio chat)."""
+    if question := state.get("question"):
+        return question
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            return message_text(message)  # type: ignore[arg-type]
+    return ""
+
+
+def emit(event: dict[str, Any]) -> None:
+    """Send a progress event to ``stream_mode="custom"`` listeners, if any.
+
+    Events are the trajectory's raw material (docs/trajectory.md), so they carry what a
+    trace needs (full cell output, timings, tokens) rather than pointing into state.
+    """
+    with suppress(RuntimeError):  # outside a runnable context (direct node calls)
+        get_stream_writer()({**event, "ts": time.time()})
+
+
+def thread_safe_writer() -> Emit | None:
+    """The node's stream writer, callable from the sub-call thread.
+
+    The writer needs LangGraph's context variables, which the background sub-call loop
+    does not have; running it in a copy of this node's context (one thread at a time)
+    carries them over.
+    """
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return None
+    node_context = contextvars.copy_context()
+    lock = threading.Lock()
+
+    def write(event: dict[str, Any]) -> None:
+        with lock:
+            node_context.run(writer, event)
+
+    return write

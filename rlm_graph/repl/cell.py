@@ -1,0 +1,97 @@
+"""One cell: bring the sandbox to the state its cells describe, run code, record the cell.
+
+The graph's execute node, the ``llm`` toolbox and the tests run cells this way, so a
+cell is recorded for replay identically wherever it ran: its full record goes to the
+blob store (``storage.records``), the caller keeps the small :class:`CellRef`, and the
+registry notes that the live session now holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal, TypedDict
+
+from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase, SubCallHandler
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import ContextRef
+from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
+from rlm_graph.text import truncate
+
+
+class CellMeta(TypedDict):
+    """Who asked for a cell: what the caller records beside the code and its outcome."""
+
+    kind: Literal["model", "system"]
+    turn: int
+    reply: str
+    tool_call_id: str
+
+
+class Workbench:
+    """A sandbox checked out for one step: run cells on it, record each one."""
+
+    def __init__(
+        self, box: SandboxBase, registry: SandboxRegistry, sandbox_id: str, blobs: Blobs
+    ) -> None:
+        self.box = box
+        self._registry = registry
+        self._sandbox_id = sandbox_id
+        self._blobs = blobs
+
+    def run(self, code: str, meta: CellMeta, output_limit: int) -> tuple[CellOutcome, Cell]:
+        """Run ``code``; return its outcome and the cell to record.
+
+        The cell's output is what the model is shown (head and tail within
+        ``output_limit``); the outcome keeps all of it, for traces.
+        """
+        outcome = self.box.run(code)
+        cell = Cell(
+            kind=meta["kind"],
+            turn=meta["turn"],
+            code=code,
+            reply=meta["reply"],
+            tool_call_id=meta["tool_call_id"],
+            output=truncate(outcome.output, output_limit),
+            error=outcome.error,
+            halted=outcome.halted,
+            journal=outcome.journal,
+            sub_calls=0,
+            seconds=round(outcome.seconds, 4),
+        )
+        if outcome.final is not None:
+            cell["final"] = outcome.final["value"]
+        return outcome, cell
+
+    def record(self, cell: Cell) -> CellRef:
+        """Store the cell's full record; the live session now holds its effects."""
+        ref = save_cell(self._blobs, self._sandbox_id, cell)
+        self._registry.record(self._sandbox_id, ref)
+        return ref
+
+
+@contextmanager
+def workbench(
+    registry: SandboxRegistry,
+    sandbox_id: str,
+    context: ContextRef,
+    cells: Sequence[CellRef],
+    limits: Limits,
+    handler: SubCallHandler,
+    blobs: Blobs,
+) -> Iterator[Workbench]:
+    """Hold ``sandbox_id``'s session in the state ``cells`` describe.
+
+    A session that is missing, broken or elsewhere is rebuilt by replaying the records
+    in ``blobs``; ``handler`` answers its sub-calls while it is held.
+    """
+    with registry.checkout(
+        sandbox_id,
+        context,
+        cells,
+        limits,
+        handler,
+        lambda refs: load_cells(blobs, sandbox_id, refs),
+    ) as box:
+        yield Workbench(box, registry, sandbox_id, blobs)

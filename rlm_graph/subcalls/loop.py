@@ -1,0 +1,52 @@
+"""Where sub-calls run: one background event loop per process, and a pool for model calls.
+
+Sandbox callbacks run on eryx worker threads and must block until their answer is
+ready, while sub-RLMs and batches are asynchronous (hundreds of concurrent calls). So
+every sub-call runs on one background event loop, and a callback waits on it with a
+deadline shorter than the sandbox's own callback timeout (a callback that outlives that
+timeout hangs the process in eryx). These are process-wide on purpose: model clients
+and their connection pools are shared by every run of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+# Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
+# each blocks one thread while its cell runs, so the pool must exceed the fan-out.
+_EXECUTOR_THREADS = 256
+_CALL_THREADS = 512
+_LOOP_LOCK = threading.Lock()
+
+# Threads for plain sub-calls, which use the model's synchronous client. On a shared
+# 2-core machine the client's CPU per request, not the model's latency, paced a batch of
+# 128 concurrent calls, and the asynchronous stack (LangChain, openai, httpx, anyio on
+# one event loop) spends about twice the CPU per request of the synchronous one: 200
+# calls of 0.3 s at concurrency 128 took 1.4-1.9 s with ``ainvoke`` and 0.8-1.0 s on
+# threads (docs/benchmarks.md). The pool is apart from the loop's default executor, on
+# which sub-RLM graph nodes block, so neither can starve the other; beyond its size,
+# calls queue. Threads start only when needed. A sub-call cancelled by a cell timeout
+# leaves its thread to finish within ``model_timeout``.
+CALL_POOL = ThreadPoolExecutor(_CALL_THREADS, "rlm-call")
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's sub-call loop, started on first use in a daemon thread.
+
+    Locked, because ``functools.cache`` is not: 32 runs starting at once each made a
+    loop of their own, and the model clients they share, bound to one loop, then
+    failed on the others ("Event ... is bound to a different event loop").
+    """
+    with _LOOP_LOCK:
+        return _start_loop()
+
+
+@cache
+def _start_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(ThreadPoolExecutor(_EXECUTOR_THREADS, "rlm-subcall"))
+    threading.Thread(target=loop.run_forever, name="rlm-subcalls", daemon=True).start()
+    return loop
