@@ -18,7 +18,7 @@ os.environ["LANGSMITH_TEST_TRACKING"] = "false"
 
 from devserver import DevServer, prebuild_sandbox_factory, start_dev_server
 
-from rlm_graph.offline.stub_server import Responder, StubServer
+from rlm_graph.offline.stub_server import Responder, StubModel, StubServer
 
 
 @pytest.fixture
@@ -48,3 +48,19 @@ def dev_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DevS
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def in_process() -> Callable[[Responder], tuple[StubModel, dict[str, Any]]]:
+    """Scripted models answered in this process (no socket): the model and the run config.
+
+    The graph uses the clients the config supplies (``rlm_models``) for the names
+    ``stub-root`` and ``stub-sub``; pass ``IN_PROCESS_SETTINGS`` as the run's settings.
+    """
+
+    def make(responder: Responder) -> tuple[StubModel, dict[str, Any]]:
+        model = StubModel(responder)
+        clients = {name: model.chat_model(name) for name in ("stub-root", "stub-sub")}
+        return model, {"configurable": {"rlm_models": clients}}
+
+    return make

@@ -8,6 +8,7 @@ safely start over when the run resumes, in this process or another.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -18,6 +19,7 @@ from rlm_graph.graph.recursion import run_child
 from rlm_graph.graph.runtime import (
     blobs_of,
     emit,
+    given_models,
     sandbox_limits,
     scope_of,
     settings_of,
@@ -62,13 +64,15 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     iteration = state.get("iteration", 0) + 1
     metadata = run_metadata(scope.depth, iteration, state["sandbox_id"])
     emit(cell_event(step["code"], iteration, scope.depth))
+    models = given_models()
     with ExitStack() as stack:
         broker = SubCallBroker(
             settings,
             scope,
-            run_child=run_child,
+            run_child=partial(run_child, models=models),
             emit=thread_safe_writer(),
             memo=SubCallMemo(blobs, state["sandbox_id"], memo_scope(scope, settings)),
+            sub_model=models.get(settings.effective_sub_model),
             trace_parent=stack.enter_context(cell_span(step["code"], metadata)),
             trace_metadata=metadata,
         )

@@ -18,6 +18,7 @@ from rlm_graph.graph import prompts
 from rlm_graph.graph.replies import TOOL_NAME, parse_reply
 from rlm_graph.graph.runtime import (
     blobs_of,
+    chat_model,
     emit,
     question_of,
     sandbox_limits,
@@ -26,7 +27,6 @@ from rlm_graph.graph.runtime import (
 )
 from rlm_graph.graph.state import State
 from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
-from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.observe.tracing import run_metadata
@@ -107,9 +107,7 @@ def stopped(status: str, **fields: str) -> dict[str, Any]:
 
 def root_model(settings: Settings) -> BaseChatModel:
     """The root model client for these settings."""
-    return load_chat_model(
-        settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
-    )
+    return chat_model(settings.model, settings.base_url, settings)
 
 
 def conversation(

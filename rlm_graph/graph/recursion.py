@@ -12,10 +12,11 @@ from dataclasses import replace
 from functools import cache
 from typing import Any, cast
 
+from langchain_core.language_models import BaseChatModel
 from langgraph.graph.state import CompiledStateGraph
 
 from rlm_graph.graph import prompts
-from rlm_graph.graph.runtime import SCOPE_KEY
+from rlm_graph.graph.runtime import MODELS_KEY, SCOPE_KEY
 from rlm_graph.settings import Settings
 from rlm_graph.subcalls.broker import ChildResult, Emit
 from rlm_graph.subcalls.scope import Scope
@@ -30,13 +31,19 @@ def child_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
 
 
 async def run_child(
-    prompt: str, settings: Settings, scope: Scope, emit: Emit | None = None
+    prompt: str,
+    settings: Settings,
+    scope: Scope,
+    emit: Emit | None = None,
+    *,
+    models: dict[str, BaseChatModel] | None = None,
 ) -> ChildResult:
     """Answer ``prompt`` with a sub-RLM whose context is the prompt, in ``scope``.
 
     The child runs with its parent's settings (no person reviews its code: nobody is
     asked mid-sub-call) and the scope one level deeper, whose budget is its tree's. Its
-    progress events go to ``emit``, so the root's stream shows the whole tree.
+    progress events go to ``emit``, so the root's stream shows the whole tree; the
+    model clients its parent was given (``models``) serve it too.
     """
     child = replace(settings, approve_code=False)
     result: dict[str, Any] = {}
@@ -45,7 +52,7 @@ async def run_child(
         config={
             "recursion_limit": 4 * child.max_iterations + 10,
             "metadata": {"rlm_depth": scope.depth},
-            "configurable": {SCOPE_KEY: scope},
+            "configurable": {SCOPE_KEY: scope, MODELS_KEY: models or {}},
         },
         context=child,
         stream_mode=["custom", "values"],

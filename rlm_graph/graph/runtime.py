@@ -11,11 +11,13 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
 from rlm_graph.graph.state import State
+from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text
 from rlm_graph.models.usage import Usage, usage_since
 from rlm_graph.repl.session import Limits
@@ -27,6 +29,11 @@ from rlm_graph.subcalls.scope import Scope
 # The configurable key under which a parent hands its sub-RLM the recursion scope. A
 # scope holds the tree's live budget, so it travels in the config, never in state.
 SCOPE_KEY = "rlm_scope"
+# The configurable key of ready model clients by name ({"my-model": chat_model}): an
+# embedding application (or a test) supplies clients it built itself, in-process ones
+# included; names not there are built from the settings. Only live objects count, so a
+# caller of a server, who can send JSON only, cannot use it to reach anything.
+MODELS_KEY = "rlm_models"
 
 
 def settings_of(runtime: Runtime[Settings]) -> Settings:
@@ -39,16 +46,37 @@ def settings_of(runtime: Runtime[Settings]) -> Settings:
     return context  # type: ignore[no-any-return]
 
 
+def configurable(key: str) -> Any:
+    """A value the run's config carries under ``configurable`` (None outside a run)."""
+    with suppress(RuntimeError):  # outside a runnable context (direct node calls)
+        return get_config().get("configurable", {}).get(key)
+    return None
+
+
+def given_models() -> dict[str, BaseChatModel]:
+    """The ready model clients the run's config supplies, by model name."""
+    given = configurable(MODELS_KEY)
+    if not isinstance(given, dict):
+        return {}
+    return {name: m for name, m in given.items() if isinstance(m, BaseChatModel)}
+
+
+def chat_model(name: str, base_url: str, settings: Settings) -> BaseChatModel:
+    """The client for a model name: one the config supplies, else one built from settings."""
+    return given_models().get(name) or load_chat_model(
+        name, base_url, settings.model_timeout, settings.model_max_retries
+    )
+
+
 def scope_of(settings: Settings, state: State) -> Scope:
     """The run's place in its recursion tree: given by a parent, else the root's.
 
     The root's scope is rebuilt at every step from what its state has counted, so a
     resumed or forked thread starts from exactly what it had used.
     """
-    with suppress(RuntimeError):  # outside a runnable context (direct node calls)
-        given = get_config().get("configurable", {}).get(SCOPE_KEY)
-        if isinstance(given, Scope):
-            return given
+    given = configurable(SCOPE_KEY)
+    if isinstance(given, Scope):
+        return given
     return Scope.root(settings, state.get("sub_calls", 0), turn_spend(state))
 
 

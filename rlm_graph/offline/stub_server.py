@@ -28,13 +28,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "RecordedRequest",
     "Responder",
     "ScriptedResponder",
+    "StubModel",
     "StubReply",
     "StubServer",
     "all_text",
@@ -351,37 +355,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: " + event + b"\n\n")
 
 
-class StubServer:
-    """OpenAI-compatible HTTP server answering from a ``Responder``.
+class StubModel:
+    """Answers chat-completion requests from a ``Responder``, and records them.
 
-    The socket is bound at construction so ``base_url`` is known before
-    ``start()``; each connection gets a daemon thread so slow (delayed) replies
-    never block other requests.
+    The HTTP server (:class:`StubServer`) serves it on a socket; :meth:`chat_model`
+    answers in this process instead, through the real ``ChatOpenAI`` client on an
+    in-memory transport: the same requests, replies and parsing, no socket, no thread.
     """
 
-    def __init__(
-        self,
-        responder: Responder,
-        *,
-        delay: float = 0.0,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        model_name: str = "stub-model",
-    ) -> None:
+    def __init__(self, responder: Responder, *, model_name: str = "stub-model") -> None:
         self.responder = responder
-        self.delay = delay
         self.model_name = model_name
         self._log: list[RecordedRequest] = []
         self._log_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._httpd = _HTTPServer((host, port), self)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """Base URL to pass to ``ChatOpenAI(base_url=...)``, e.g. ``http://127.0.0.1:PORT/v1``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -394,44 +381,42 @@ class StubServer:
         with self._log_lock:
             self._log.clear()
 
-    def start(self) -> StubServer:
-        """Serve in a daemon thread (so a forgotten stop() never hangs interpreter exit)."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},  # bounds how long stop() waits for the loop
-            name=f"stub-server:{self._httpd.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def chat_model(self, model: str = "stub-model") -> Any:
+        """A ``ChatOpenAI`` client whose requests this object answers in-process.
 
-    def stop(self) -> None:
-        """Stop serving, wake delayed replies and cut open connections, then close the socket.
-
-        Keep-alive connections would otherwise keep being answered by their
-        handler threads after stop(); shutting them down makes stop() final.
+        Replies' ``delay`` and transport faults are HTTP matters and are ignored here;
+        status codes, tool calls, usage and SSE streams are served as by the server.
         """
-        self._httpd.stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        with self._httpd.connections_lock:
-            for conn in self._httpd.connections:
-                with contextlib.suppress(OSError):  # the peer may have closed it already
-                    conn.shutdown(socket.SHUT_RDWR)
-        self._httpd.server_close()
+        import httpx  # the OpenAI client's own transport library
+        from langchain_openai import ChatOpenAI
 
-    def __enter__(self) -> StubServer:
-        return self.start()
+        def handle(request: httpx.Request) -> httpx.Response:
+            return self._answer_in_process(request)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return ChatOpenAI(
+            model=model,
+            api_key="not-needed",  # type: ignore[arg-type]
+            base_url="http://stub.invalid/v1",
+            max_retries=0,
+            stream_usage=True,
+            http_client=httpx.Client(transport=httpx.MockTransport(handle)),
+        )
+
+    def _answer_in_process(self, request: httpx.Request) -> httpx.Response:
+        import httpx
+
+        body = json.loads(request.content or b"{}")
+        reply = self._reply_for(body)
+        arrived, size = time.monotonic(), len(request.content)
+        self._record(RecordedRequest(request.url.path, body, size, arrived, reply))
+        if reply.status != 200:
+            return httpx.Response(reply.status, json=_error_body(reply.status, reply.error))
+        if body.get("stream"):
+            events = [b"data: " + _dumps(c) + b"\n\n" for c in self._chunks(body, reply)]
+            stream = b"".join(events) + b"data: [DONE]\n\n"
+            headers = {"content-type": "text/event-stream"}
+            return httpx.Response(200, content=stream, headers=headers)
+        return httpx.Response(200, json=self._completion(body, reply))
 
     def _record(self, entry: RecordedRequest) -> None:
         with self._log_lock:
@@ -535,3 +520,71 @@ class StubServer:
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**envelope, "choices": [], "usage": self._usage(body, reply, calls)})
         return chunks
+
+
+class StubServer(StubModel):
+    """OpenAI-compatible HTTP server answering from a ``Responder``.
+
+    The socket is bound at construction so ``base_url`` is known before
+    ``start()``; each connection gets a daemon thread so slow (delayed) replies
+    never block other requests.
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model_name: str = "stub-model",
+    ) -> None:
+        super().__init__(responder, model_name=model_name)
+        self.delay = delay
+        self._httpd = _HTTPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Base URL to pass to ``ChatOpenAI(base_url=...)``, e.g. ``http://127.0.0.1:PORT/v1``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def start(self) -> StubServer:
+        """Serve in a daemon thread (so a forgotten stop() never hangs interpreter exit)."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # bounds how long stop() waits for the loop
+            name=f"stub-server:{self._httpd.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake delayed replies and cut open connections, then close the socket.
+
+        Keep-alive connections would otherwise keep being answered by their
+        handler threads after stop(); shutting them down makes stop() final.
+        """
+        self._httpd.stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        with self._httpd.connections_lock:
+            for conn in self._httpd.connections:
+                with contextlib.suppress(OSError):  # the peer may have closed it already
+                    conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -82,8 +82,19 @@ class _RecordCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
+
+# Records are content-addressed, so one cache serves every run of the process and is
+# never stale; forget_cached_records() empties it (a test playing a fresh process).
 _CACHE = _RecordCache(_CACHE_SIZE)
+
+
+def forget_cached_records() -> None:
+    """Drop every record this process cached, as a new process would start."""
+    _CACHE.clear()
 
 
 def save_cell(blobs: Blobs, sandbox_id: str, cell: Cell) -> CellRef:

@@ -20,7 +20,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
@@ -61,6 +62,7 @@ class SubCallBroker:
         run_child: RunChild | None = None,
         emit: Emit | None = None,
         memo: SubCallMemo | None = None,
+        sub_model: BaseChatModel | None = None,
         trace_parent: RunTree | None = None,
         trace_metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -73,6 +75,7 @@ class SubCallBroker:
         self.usage: dict[str, dict[str, int]] = {}
         self.calls = 0
         self._run_child = run_child
+        self._sub_model = sub_model  # else built from the settings when first needed
         self._emit = emit
         self._lock = threading.Lock()
         self._in_flight: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
@@ -206,7 +209,10 @@ class SubCallBroker:
         return answer
 
     async def _answer(self, prompt: str, call_id: str) -> tuple[str, Usage]:
-        """The answer and what it cost (a sub-RLM's cost is its whole tree's)."""
+        """The answer and what it cost: from a sub-RLM when the scope says so, else the model.
+
+        A sub-RLM's cost is its whole tree's, which it spent into the budget as it went.
+        """
         with under(self._trace_parent):
             if self.recursive and self._run_child is not None:
                 child = await self._run_child(
@@ -214,22 +220,26 @@ class SubCallBroker:
                 )
                 self._count(child.usage, spent_live=False)
                 return child.answer, child.usage
-            model = load_chat_model(
-                self.settings.effective_sub_model,
-                self.settings.effective_sub_base_url,
-                self.settings.model_timeout,
-                self.settings.model_max_retries,
-            )
-            metadata = {**self._trace_metadata, "rlm_depth": self.scope.depth + 1}
-            config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}
-            context = contextvars.copy_context()  # tracing follows the call to its thread
-            messages = [HumanMessage(prompt)]
-            reply = await asyncio.get_running_loop().run_in_executor(
-                CALL_POOL, lambda: context.run(model.invoke, messages, config)
-            )
+            reply = await self._ask_model(prompt)
         usage = usage_of(reply, self.settings.effective_sub_model)
         self._count(usage, spent_live=True)
         return message_text(reply) if isinstance(reply, AIMessage) else str(reply.content), usage
+
+    async def _ask_model(self, prompt: str) -> BaseMessage:
+        """One plain sub-model call, on the call pool (see ``loop``)."""
+        model = self._sub_model or load_chat_model(
+            self.settings.effective_sub_model,
+            self.settings.effective_sub_base_url,
+            self.settings.model_timeout,
+            self.settings.model_max_retries,
+        )
+        metadata = {**self._trace_metadata, "rlm_depth": self.scope.depth + 1}
+        config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}
+        context = contextvars.copy_context()  # tracing follows the call to its thread
+        messages = [HumanMessage(prompt)]
+        return await asyncio.get_running_loop().run_in_executor(
+            CALL_POOL, lambda: context.run(model.invoke, messages, config)
+        )
 
     def _count(self, usage: Usage, *, spent_live: bool) -> None:
         """Add a call's usage; a sub-RLM already reported its spend to the tree as it went."""

@@ -35,7 +35,7 @@ from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import blob_dir
 from rlm_graph.storage.persistence import open_persistence
-from rlm_graph.storage.records import _CACHE
+from rlm_graph.storage.records import forget_cached_records
 
 Start = Callable[..., StubServer]
 POSTGRES_URL = os.environ.get("RLM_TEST_POSTGRES_URL", "")
@@ -44,7 +44,7 @@ POSTGRES_URL = os.environ.get("RLM_TEST_POSTGRES_URL", "")
 def forget_process_state(sandbox_id: str) -> None:
     """What a new process would not have: the live session and the record cache."""
     REGISTRY.release(sandbox_id)
-    _CACHE._items.clear()
+    forget_cached_records()
 
 
 def config(thread: str, **configurable: Any) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Storing contexts by content hash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rlm_graph.storage.contexts import (
+    ContextError,
+    ContextWarning,
+    blob_dir,
+    check_ref,
+    store_path,
+    store_value,
+)
+
+
+def test_store_value_kinds_and_dedup() -> None:
+    text = store_value("hello")
+    assert (text["kind"], text["length"], text["preview"]) == ("text", 5, "hello")
+    assert store_value("hello")["hash"] == text["hash"]
+    data = store_value({"k": [1]})
+    assert data["kind"] == "json"
+    assert json.loads((blob_dir(data) / "context.json").read_text()) == {"k": [1]}
+    with pytest.warns(ContextWarning, match="replaced 1 invalid byte"):
+        lenient = store_value(b"ok \xff bad")
+    assert "\ufffd" in lenient["preview"]
+
+
+def test_store_path_file_json_dir_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"line\n" * 1000 + b"\xfe")
+    with pytest.warns(ContextWarning, match="not valid UTF-8"):
+        ref = store_path(tmp_path / "a.txt")
+    assert ref["kind"] == "text" and ref["length"] == 5001
+    (tmp_path / "d.json").write_text('{"x": 1}')
+    assert store_path(tmp_path / "d.json")["kind"] == "json"
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ContextError, match="not valid JSON"):
+        store_path(tmp_path / "bad.json")
+    with pytest.raises(ContextError, match="does not exist"):
+        store_path(tmp_path / "missing")
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f.txt").write_text("x")
+    (folder / ".hidden").write_text("secret")
+    assert store_path(folder)["kind"] == "directory"
+
+
+def test_context_refs_from_callers_are_checked() -> None:
+    ref = store_value("abc")
+    assert check_ref(ref) == ref
+    with pytest.raises(ContextError, match="malformed"):
+        check_ref({**ref, "hash": "../../etc"})
+    with pytest.raises(ContextError, match="not in the blob store"):
+        check_ref({**ref, "hash": "0" * 64})
+
+
+def test_an_unchanged_file_is_not_stored_twice(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text("first version")
+    first = store_path(log)
+    assert store_path(log) == first
+    log.write_text("second version, longer")
+    os.utime(log, ns=(1, 1))
+    second = store_path(log)
+    assert second["hash"] != first["hash"] and second["preview"] == "second version, longer"
