@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 import jsonschema
 import pytest
@@ -19,6 +19,7 @@ from rlm_graph.observe.schema import (
     main,
     trace_schema,
 )
+from rlm_graph.observe.trajectory import trajectory_from
 
 DOCS = Path(__file__).parents[2] / "docs"
 USAGE = {"m": {"calls": 1, "input_tokens": 3, "output_tokens": 2}}
@@ -167,6 +168,26 @@ def test_a_line_missing_fields_reads_with_empty_values() -> None:
     assert "final" not in old and "path" not in old
     assert event_from({"type": "event", "event": "from_the_future"}) is None
     assert event_from({"type": "event"}) is None
+
+
+def test_a_trace_of_sparse_lines_still_builds_its_tree() -> None:
+    records: list[dict[str, Any]] = [
+        {"type": "run"},
+        {"type": "event", "event": "reply", "iteration": 1, "text": "hm"},
+        {"type": "event", "event": "cell_end", "output": "out"},
+        {"type": "event", "event": "sub_call_start", "id": "s"},
+        {"type": "event", "event": "sub_call_end", "id": "s", "answer": "A", "ok": True},
+        {"type": "event", "event": "mystery"},
+        {"type": "event", "event": "final", "answer": "done"},
+    ]
+    trajectory = trajectory_from(records, "sparse.jsonl")
+    (iteration,) = trajectory["root"]["iterations"]
+    assert (iteration["number"], iteration["reply"]) == (1, "hm")
+    assert iteration["cells"][0]["output"] == "out"
+    assert iteration["sub_calls"][0]["answer"] == "A"
+    assert trajectory["root"]["final"] is not None
+    assert trajectory["root"]["final"]["answer"] == "done"
+    assert trajectory["events"] == 5  # the unknown kind is skipped
 
 
 def test_the_generator_prints_the_schema_or_the_table(capsys: pytest.CaptureFixture[str]) -> None:
