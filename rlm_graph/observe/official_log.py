@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 from rlm_graph.observe.trajectory import (
     CellRecord,
     Iteration,
+    RunEnd,
     RunTree,
     SubCall,
     TraceError,
@@ -133,8 +134,8 @@ def final_of(iteration: Iteration, run: RunTree, last: bool) -> str | None:
     for cell in iteration["cells"]:
         if "final" in cell:
             return _text(cell["final"])
-    if last and run["final"] is not None and run["final"].get("status") == "answered":
-        return _text(run["final"].get("answer"))
+    if last and run["final"] is not None and run["final"]["status"] == "answered":
+        return _text(run["final"]["answer"])
     return None
 
 
@@ -309,7 +310,7 @@ def to_trajectory(log: OfficialLog, run_index: int = -1) -> Trajectory:
     run["question"] = question
     answer = final_answer_text(records[-1].get("final_answer")) if records else None
     if answer is not None:
-        run["final"] = {"status": "answered", "answer": answer, "stop_reason": "", "usage": {}}
+        run["final"] = RunEnd(status="answered", answer=answer, stop_reason="", usage={})
     header = {
         "type": "run",
         "version": 0,

@@ -1,7 +1,7 @@
 """Showing a run while it happens: a live view on a terminal, plain lines in a log.
 
 Every display is a *sink* fed by the graph's stream: ``custom`` gets the progress events
-(docs/trajectory.md lists them), ``values`` the state after each step, ``close`` the end.
+(typed in ``observe/events.py``), ``values`` the state after each step, ``close`` the end.
 A trace file is a sink too (``trajectory.TraceWriter``), so ``Tee`` feeds several.
 """
 
@@ -17,13 +17,16 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from rlm_graph.models.usage import total_tokens
+from rlm_graph.observe.events import Event
+
 RECENT_LINES = 6
 
 
 class Sink(Protocol):
     """Where a run's progress goes."""
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Take one progress event from the graph."""
 
     def values(self, state: dict[str, Any]) -> None:
@@ -46,26 +49,24 @@ class Progress:
     tokens: int = 0
 
 
-def event_tokens(event: dict[str, Any]) -> int:
+def event_tokens(event: Event) -> int:
     """Tokens an event reports spending (a sub-RLM's sub-call reports none: its parts do)."""
-    if event.get("event") not in ("reply", "sub_call_end"):
-        return 0
-    usage = event.get("usage") or {}
-    return sum(c.get("input_tokens", 0) + c.get("output_tokens", 0) for c in usage.values())
+    if event["event"] in ("reply", "sub_call_end"):
+        return total_tokens(event["usage"])
+    return 0
 
 
-def advance(progress: Progress, event: dict[str, Any]) -> Progress:
+def advance(progress: Progress, event: Event) -> Progress:
     """Fold one custom stream event into the progress."""
-    kind = event.get("event")
-    depth = int(event.get("depth", progress.depth))
-    progress = replace(progress, depth=depth, tokens=progress.tokens + event_tokens(event))
-    if kind == "iteration" and depth == 0:
+    tokens = progress.tokens + event_tokens(event)
+    progress = replace(progress, depth=event["depth"], tokens=tokens)
+    if event["event"] == "iteration" and event["depth"] == 0:
         return replace(progress, iteration=event["iteration"], code_line="")
-    if kind == "cell":
+    if event["event"] == "cell":
         return replace(progress, code_line=event["code_line"])
-    if kind == "sub_call_start":
+    if event["event"] == "sub_call_start":
         return replace(progress, in_flight=progress.in_flight + 1)
-    if kind == "sub_call_end":
+    if event["event"] == "sub_call_end":
         in_flight = max(progress.in_flight - 1, 0)
         return replace(progress, in_flight=in_flight, finished=progress.finished + 1)
     return progress
@@ -80,16 +81,15 @@ def status_line(progress: Progress) -> str:
     )
 
 
-def log_line(event: dict[str, Any]) -> str | None:
+def log_line(event: Event) -> str | None:
     """A line for a log: iterations and cells (sub-RLMs' indented by depth), never sub-calls.
 
     Sub-call events can arrive hundreds per second; they are summed instead.
     """
-    kind = event.get("event")
-    indent = "  " * int(event.get("depth", 0))
-    if kind == "iteration":
+    indent = "  " * event["depth"]
+    if event["event"] == "iteration":
         return f"rlm: {indent}iteration {event['iteration']} (depth {event['depth']})"
-    if kind == "cell":
+    if event["event"] == "cell":
         return f"rlm: {indent}  > {event['code_line']}"
     return None
 
@@ -112,13 +112,13 @@ class LineReporter:
         self.progress = Progress()
         self._last_flight_line = time.monotonic()
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Print iterations and cells; an in-flight count now and then."""
         self.progress = advance(self.progress, event)
         if line := log_line(event):
             self._last_flight_line = time.monotonic()
             self._write(line)
-        elif event.get("event") == "sub_call_start" and self._flight_line_due():
+        elif event["event"] == "sub_call_start" and self._flight_line_due():
             self._write(f"rlm:   {count(self.progress.in_flight, 'sub-call')} in flight")
 
     def values(self, state: dict[str, Any]) -> None:
@@ -156,7 +156,7 @@ class LiveReporter:
         self.recent: deque[str] = deque(maxlen=RECENT_LINES)
         self._live = Live(console=console, transient=True, refresh_per_second=8)
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Fold the event in and redraw."""
         self.progress = advance(self.progress, event)
         if line := log_line(event):
@@ -193,7 +193,7 @@ class LiveReporter:
 class Silent:
     """The sink of ``--quiet``: nothing on stderr, for scripts that treat it as trouble."""
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Drop the event."""
 
     def values(self, state: dict[str, Any]) -> None:
@@ -209,7 +209,7 @@ class Tee:
     def __init__(self, *sinks: Sink) -> None:
         self.sinks = sinks
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Pass the event to every sink."""
         for sink in self.sinks:
             sink.custom(event)

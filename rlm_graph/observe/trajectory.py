@@ -16,16 +16,27 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, Any, Final, NotRequired, TypedDict
 
-from rlm_graph.models.usage import add_usage
+from rlm_graph.models.usage import Usage, add_usage
+from rlm_graph.observe.events import (
+    CellEndEvent,
+    Event,
+    FinalStatus,
+    ReplyEvent,
+    SubCallEndEvent,
+    SubCallStartEvent,
+    TraceContext,
+    TraceHeader,
+)
+from rlm_graph.observe.schema import event_from
 from rlm_graph.settings import Settings
 
-TRACE_VERSION = 1
-Usage = dict[str, dict[str, int]]
+TRACE_VERSION: Final = 1
 
 
 class TraceError(ValueError):
@@ -46,6 +57,15 @@ class CellRecord(TypedDict):
     seconds: float
     sub_calls: int
     final: NotRequired[Any]
+
+
+class RunEnd(TypedDict):
+    """How a run ended: its ``final`` event without the bookkeeping."""
+
+    status: FinalStatus
+    answer: Any
+    stop_reason: str
+    usage: Usage
 
 
 class SubCall(TypedDict):
@@ -93,11 +113,15 @@ class RunTree(TypedDict):
     question: str
     system_prompt: str
     iterations: list[Iteration]
-    final: dict[str, Any] | None
+    final: RunEnd | None
 
 
 class Trajectory(TypedDict):
-    """A whole trace: header, tree, result (``None`` when the run did not finish)."""
+    """A whole trace: header, tree, result (``None`` when the run did not finish).
+
+    Header and result stay the file's plain records: the viewer also shows official logs
+    and older traces, whose first and last lines hold fewer fields.
+    """
 
     header: dict[str, Any]
     root: RunTree
@@ -124,25 +148,29 @@ class TraceWriter:
 
     def header(self, question: str, settings: Settings, context: dict[str, Any]) -> None:
         """The first line: what was asked, of what, with which settings."""
-        self._write(
-            {
-                "type": "run",
-                "version": TRACE_VERSION,
-                "started": _now(),
-                "question": question,
-                "settings": asdict(settings),
-                "context": {k: context.get(k) for k in ("hash", "kind", "length", "type_name")},
-            }
+        line = TraceHeader(
+            type="run",
+            version=TRACE_VERSION,
+            started=_now(),
+            question=question,
+            settings=asdict(settings),
+            context=TraceContext(
+                hash=context.get("hash"),
+                kind=context.get("kind"),
+                length=context.get("length"),
+                type_name=context.get("type_name"),
+            ),
         )
+        self._write(line)
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """One progress event from the graph."""
         self._write({"type": "event", **event})
 
     def values(self, state: dict[str, Any]) -> None:
         """States are not traced: the events carry more, and state may hold references."""
 
-    def result(self, result: dict[str, Any]) -> None:
+    def result(self, result: Mapping[str, Any]) -> None:
         """The last line: how the run ended."""
         self._write({"type": "result", "ended": _now(), **result})
 
@@ -150,7 +178,7 @@ class TraceWriter:
         """Close the file; every line is already on disk."""
         self._file.close()
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._file.flush()
 
@@ -184,13 +212,14 @@ def new_run(depth: int) -> RunTree:
     return RunTree(depth=depth, question="", system_prompt="", iterations=[], final=None)
 
 
-def _iteration(event: dict[str, Any]) -> Iteration:
+def _opened(event: Event, number: int) -> Iteration:
+    """An iteration that ``event`` opens, before its reply and cells fill it."""
     return Iteration(
-        number=int(event.get("iteration", 0)),
-        depth=int(event.get("depth", 0)),
-        started=float(event.get("ts", 0.0)),
-        prompt_chars=int(event.get("prompt_chars", 0)),
-        prompt_messages=int(event.get("prompt_messages", 0)),
+        number=number,
+        depth=event["depth"],
+        started=event["ts"],
+        prompt_chars=0,
+        prompt_messages=0,
         model="",
         reply="",
         code="",
@@ -202,10 +231,11 @@ def _iteration(event: dict[str, Any]) -> Iteration:
     )
 
 
-def _current(run: RunTree, event: dict[str, Any]) -> Iteration:
+def _current(run: RunTree, event: ReplyEvent | CellEndEvent | SubCallStartEvent) -> Iteration:
     """The iteration an event belongs to (one is opened if events start mid-run)."""
     if not run["iterations"]:
-        run["iterations"].append(_iteration(event))
+        number = 0 if event["event"] == "sub_call_start" else event["iteration"]
+        run["iterations"].append(_opened(event, number))
     return run["iterations"][-1]
 
 
@@ -228,74 +258,81 @@ class _Builder:
             run = child
         return run
 
-    def add(self, event: dict[str, Any]) -> None:
-        run = self.run_at(list(event.get("path") or []))
-        kind = event.get("event")
-        if kind == "iteration":
-            run["iterations"].append(_iteration(event))
+    def add(self, event: Event) -> None:
+        run = self.run_at(event.get("path", []))
+        if event["event"] == "iteration":
+            iteration = _opened(event, event["iteration"])
+            iteration["prompt_chars"] = event["prompt_chars"]
+            iteration["prompt_messages"] = event["prompt_messages"]
+            run["iterations"].append(iteration)
             run["question"] = event.get("question") or run["question"]
             run["system_prompt"] = event.get("system_prompt") or run["system_prompt"]
-        elif kind == "reply":
+        elif event["event"] == "reply":
             self._reply(run, event)
-        elif kind == "cell_end":
+        elif event["event"] == "cell_end":
             _current(run, event)["cells"].append(_cell(event))
-        elif kind == "sub_call_start":
+        elif event["event"] == "sub_call_start":
             call = _sub_call(event)
             self.calls[call["id"]] = call
             _current(run, event)["sub_calls"].append(call)
-        elif kind == "sub_call_end" and event.get("id") in self.calls:
+        elif event["event"] == "sub_call_end" and event["id"] in self.calls:
             self._end_call(self.calls[event["id"]], event)
-        elif kind == "final":
-            run["final"] = {k: event.get(k) for k in ("status", "answer", "stop_reason", "usage")}
+        elif event["event"] == "final":
+            run["final"] = RunEnd(
+                status=event["status"],
+                answer=event["answer"],
+                stop_reason=event["stop_reason"],
+                usage=event["usage"],
+            )
 
     @staticmethod
-    def _reply(run: RunTree, event: dict[str, Any]) -> None:
+    def _reply(run: RunTree, event: ReplyEvent) -> None:
         iteration = _current(run, event)
         if event.get("best_effort"):
-            iteration = _iteration(event)
+            iteration = _opened(event, event["iteration"])
             iteration["best_effort"] = True
             run["iterations"].append(iteration)
-        iteration["model"] = str(event.get("model", ""))
-        iteration["reply"] = str(event.get("text", ""))
-        iteration["code"] = str(event.get("code", ""))
-        iteration["reply_seconds"] = float(event.get("seconds", 0.0))
-        iteration["usage"] = event.get("usage") or {}
+        iteration["model"] = event["model"]
+        iteration["reply"] = event["text"]
+        iteration["code"] = event["code"]
+        iteration["reply_seconds"] = event["seconds"]
+        iteration["usage"] = event["usage"]
 
     @staticmethod
-    def _end_call(call: SubCall, event: dict[str, Any]) -> None:
-        call["ended"] = float(event.get("ts", call["started"]))
-        call["seconds"] = float(event.get("seconds", 0.0))
-        call["ok"] = bool(event.get("ok"))
-        call["answer"] = str(event.get("answer", ""))
-        call["error"] = str(event.get("error", ""))
-        call["cached"] = bool(event.get("cached"))
-        call["usage"] = event.get("usage") or {}
+    def _end_call(call: SubCall, event: SubCallEndEvent) -> None:
+        call["ended"] = event["ts"]
+        call["seconds"] = event["seconds"]
+        call["ok"] = event["ok"]
+        call["answer"] = event["answer"]
+        call["error"] = event["error"]
+        call["cached"] = event["cached"]
+        call["usage"] = event["usage"]
 
 
-def _cell(event: dict[str, Any]) -> CellRecord:
+def _cell(event: CellEndEvent) -> CellRecord:
     cell = CellRecord(
-        kind=str(event.get("kind", "model")),
-        code=str(event.get("code", "")),
-        output=str(event.get("output", "")),
-        error=str(event.get("error", "")),
-        halted=bool(event.get("halted")),
-        seconds=float(event.get("seconds", 0.0)),
-        sub_calls=int(event.get("sub_calls", 0)),
+        kind=event["kind"],
+        code=event["code"],
+        output=event["output"],
+        error=event["error"],
+        halted=event["halted"],
+        seconds=event["seconds"],
+        sub_calls=event["sub_calls"],
     )
     if "final" in event:
         cell["final"] = event["final"]
     return cell
 
 
-def _sub_call(event: dict[str, Any]) -> SubCall:
+def _sub_call(event: SubCallStartEvent) -> SubCall:
     return SubCall(
-        id=str(event.get("id", "")),
-        depth=int(event.get("depth", 1)),
-        model=str(event.get("model", "")),
-        recursive=bool(event.get("recursive")),
-        prompt=str(event.get("prompt", "")),
-        prompt_chars=int(event.get("prompt_chars", 0)),
-        started=float(event.get("ts", 0.0)),
+        id=event["id"],
+        depth=event["depth"],
+        model=event["model"],
+        recursive=event["recursive"],
+        prompt=event["prompt"],
+        prompt_chars=event["prompt_chars"],
+        started=event["ts"],
         ended=None,
         seconds=0.0,
         ok=False,
@@ -320,8 +357,8 @@ def trajectory_from(records: list[dict[str, Any]], source: str) -> Trajectory:
     result = None
     events = 0
     for record in records[1:]:
-        if record.get("type") == "event":
-            builder.add(record)
+        if record.get("type") == "event" and (event := event_from(record)) is not None:
+            builder.add(event)
             events += 1
         elif record.get("type") == "result":
             result = record

@@ -118,6 +118,22 @@ def test_every_line_follows_the_documented_schema(traced: tuple[Path, Any, Traje
         jsonschema.validate({k: v for k, v in cell_end.items() if k != "output"}, SCHEMA)
 
 
+def test_a_best_effort_run_follows_the_schema_too(stub: Any, tmp_path: Path) -> None:
+    def root(body: dict[str, Any]) -> StubReply | str:
+        return tool("print('still looking')") if "tools" in body else "best guess: 7"
+
+    server = stub(root)
+    path = tmp_path / "run.jsonl"
+    result = answer("q", "ctx", trace=path, **fast_settings(server, max_iterations=1))
+    assert result.status == "budget_exhausted"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        jsonschema.validate(line, SCHEMA)
+    (reply,) = [line for line in lines if line.get("best_effort")]
+    assert reply["text"] == "best guess: 7"
+    assert read_trajectory(path)["root"]["iterations"][-1]["best_effort"]
+
+
 def test_a_trace_cut_off_mid_line_still_reads(traced: tuple[Path, Any, Trajectory]) -> None:
     path = traced[0]
     lines = path.read_text().splitlines()
