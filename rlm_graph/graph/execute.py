@@ -27,6 +27,8 @@ from rlm_graph.graph.runtime import (
 )
 from rlm_graph.graph.state import State, Step
 from rlm_graph.graph.steps import note_cell
+from rlm_graph.observe import events
+from rlm_graph.observe.events import CellEndEvent
 from rlm_graph.observe.tracing import cell_span, run_metadata
 from rlm_graph.repl.cell import CellMeta, Workbench, workbench
 from rlm_graph.repl.registry import REGISTRY
@@ -63,7 +65,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     scope = scope_of(settings, state)
     iteration = state.get("iteration", 0) + 1
     metadata = run_metadata(scope.depth, iteration, state["sandbox_id"])
-    emit(cell_event(step["code"], iteration, scope.depth))
+    emit(events.cell(depth=scope.depth, iteration=iteration, code=step["code"]))
     models = given_models()
     with ExitStack() as stack:
         broker = SubCallBroker(
@@ -133,32 +135,19 @@ def run_step(
     return recorded
 
 
-def cell_event(code: str, iteration: int, depth: int) -> dict[str, Any]:
-    """A cell is about to run."""
-    first_line = code.strip().splitlines()[0] if code.strip() else ""
-    return {
-        "event": "cell",
-        "depth": depth,
-        "iteration": iteration,
-        "code_line": first_line[:120],
-        "code": code,
-    }
-
-
-def cell_end_event(cell: Cell, full_output: str, iteration: int, depth: int) -> dict[str, Any]:
+def cell_end_event(cell: Cell, full_output: str, iteration: int, depth: int) -> CellEndEvent:
     """A cell finished: its whole output (the model saw a truncated view) and its outcome."""
-    event: dict[str, Any] = {
-        "event": "cell_end",
-        "depth": depth,
-        "iteration": iteration,
-        "kind": cell["kind"],
-        "code": cell["code"],
-        "output": full_output,
-        "error": cell["error"],
-        "halted": cell["halted"],
-        "seconds": cell["seconds"],
-        "sub_calls": cell["sub_calls"],
-    }
+    event = events.cell_end(
+        depth=depth,
+        iteration=iteration,
+        kind=cell["kind"],
+        code=cell["code"],
+        output=full_output,
+        error=cell["error"],
+        halted=cell["halted"],
+        seconds=cell["seconds"],
+        sub_calls=cell["sub_calls"],
+    )
     if "final" in cell:
         event["final"] = cell["final"]
     return event

@@ -24,10 +24,12 @@ from rlm_graph.graph.runtime import (
     settings_of,
     thread_id,
 )
-from rlm_graph.graph.state import State, Status, TurnRecord
+from rlm_graph.graph.state import State, TurnRecord
 from rlm_graph.models.messages import message_text
 from rlm_graph.models.pricing import cost_of
 from rlm_graph.models.usage import add_usage
+from rlm_graph.observe import events
+from rlm_graph.observe.events import FinalStatus
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
@@ -48,8 +50,9 @@ def best_effort(
     reply = root_model(settings).invoke(messages)
     assert isinstance(reply, AIMessage)
     seconds = time.perf_counter() - started
-    event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds)
-    emit({**event, "best_effort": True})
+    event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds, "")
+    event["best_effort"] = True
+    emit(event)
     scope.budget.spend(event["usage"])
     return message_text(reply), {"usage": event["usage"]}
 
@@ -72,7 +75,7 @@ def release_run_sandbox(state: State) -> None:
 
 def outcome(
     state: State, settings: Settings, scope: Scope, blobs: Blobs
-) -> tuple[Status, Any, dict[str, Any]]:
+) -> tuple[FinalStatus, Any, dict[str, Any]]:
     """How the run ends: its status, its answer, and what else finalize records."""
     if state.get("status") == "answered":
         return "answered", state.get("answer"), {}
@@ -101,14 +104,13 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     usage = add_usage(state.get("usage") or {}, update.get("usage") or {})
     update["cost"] = cost_of(usage, settings.prices)
     emit(
-        {
-            "event": "final",
-            "depth": scope.depth,
-            "status": status,
-            "answer": answer,
-            "stop_reason": update.get("stop_reason", ""),
-            "usage": usage,
-        }
+        events.final(
+            depth=scope.depth,
+            status=status,
+            answer=answer,
+            stop_reason=update.get("stop_reason", ""),
+            usage=usage,
+        )
     )
     text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
     update["messages"] = [AIMessage(content=text)]

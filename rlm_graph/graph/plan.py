@@ -29,6 +29,8 @@ from rlm_graph.graph.state import State
 from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
+from rlm_graph.observe import events
+from rlm_graph.observe.events import IterationEvent, ReplyEvent
 from rlm_graph.observe.tracing import run_metadata
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
@@ -184,37 +186,37 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     if step["kind"] == "note":
         note = note_cell(step, view.get("turn", 1), step.get("note", ""))
         update["cells"] = [*(view.get("cells") or []), save_cell(blobs, view["sandbox_id"], note)]
-    event = reply_event(reply, settings, scope.depth, view.get("iteration", 0) + 1, seconds)
-    emit({**event, "code": step["code"]})
+    iteration = view.get("iteration", 0) + 1
+    event = reply_event(reply, settings, scope.depth, iteration, seconds, step["code"])
+    emit(event)
     scope.budget.spend(event["usage"])  # a sub-RLM's call counts at once toward its tree
     return {**update, "step": step, "usage": event["usage"]}
 
 
 def reply_event(
-    reply: AIMessage, settings: Settings, depth: int, iteration: int, seconds: float
-) -> dict[str, Any]:
-    """The root model replied: what it said, what the call cost (``code`` added by plan)."""
-    return {
-        "event": "reply",
-        "depth": depth,
-        "iteration": iteration,
-        "text": message_text(reply),
-        "code": "",
-        "model": settings.model,
-        "usage": usage_of(reply, settings.model),
-        "seconds": round(seconds, 4),
-    }
+    reply: AIMessage, settings: Settings, depth: int, iteration: int, seconds: float, code: str
+) -> ReplyEvent:
+    """The root model replied: what it said, the code it gave, what the call cost."""
+    return events.reply(
+        depth=depth,
+        iteration=iteration,
+        text=message_text(reply),
+        code=code,
+        model=settings.model,
+        usage=usage_of(reply, settings.model),
+        seconds=round(seconds, 4),
+    )
 
 
-def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> dict[str, Any]:
+def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> IterationEvent:
     """An iteration starts: how big the prompt is; the first one also says what it was."""
-    event: dict[str, Any] = {
-        "event": "iteration",
-        "iteration": iteration,
-        "depth": depth,
-        "prompt_chars": sum(len(str(m.content)) for m in messages),
-        "prompt_messages": len(messages),
-    }
+    event = events.iteration(
+        depth=depth,
+        iteration=iteration,
+        prompt_chars=sum(len(str(m.content)) for m in messages),
+        prompt_messages=len(messages),
+    )
     if iteration == 1:
-        event.update(system_prompt=str(messages[0].content), question=str(messages[1].content))
+        event["system_prompt"] = str(messages[0].content)
+        event["question"] = str(messages[1].content)
     return event

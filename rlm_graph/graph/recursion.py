@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from rlm_graph.graph import prompts
 from rlm_graph.graph.runtime import MODELS_KEY, SCOPE_KEY
+from rlm_graph.observe.events import Event
 from rlm_graph.settings import Settings
 from rlm_graph.subcalls.broker import ChildResult, Emit
 from rlm_graph.subcalls.scope import Scope
@@ -60,7 +61,7 @@ async def run_child(
         if mode == "values":
             result = cast(dict[str, Any], chunk)
         elif emit is not None:
-            emit(cast(dict[str, Any], chunk))
+            emit(cast(Event, chunk))
     if result.get("status") == "failed":
         raise RuntimeError(result.get("error") or "sub-RLM failed")
     answer = result.get("answer")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from contextlib import suppress
 from typing import Any
 
@@ -20,6 +19,7 @@ from rlm_graph.graph.state import State
 from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text
 from rlm_graph.models.usage import Usage, usage_since
+from rlm_graph.observe.events import Event
 from rlm_graph.repl.session import Limits
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
@@ -112,14 +112,14 @@ def question_of(state: State) -> str:
     return ""
 
 
-def emit(event: dict[str, Any]) -> None:
+def emit(event: Event) -> None:
     """Send a progress event to ``stream_mode="custom"`` listeners, if any.
 
     Events are the trajectory's raw material (docs/trajectory.md), so they carry what a
     trace needs (full cell output, timings, tokens) rather than pointing into state.
     """
     with suppress(RuntimeError):  # outside a runnable context (direct node calls)
-        get_stream_writer()({**event, "ts": time.time()})
+        get_stream_writer()(event)
 
 
 def thread_safe_writer() -> Emit | None:
@@ -136,7 +136,7 @@ def thread_safe_writer() -> Emit | None:
     node_context = contextvars.copy_context()
     lock = threading.Lock()
 
-    def write(event: dict[str, Any]) -> None:
+    def write(event: Event) -> None:
         with lock:
             node_context.run(writer, event)
 

@@ -28,6 +28,8 @@ from langsmith.run_trees import RunTree
 from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
+from rlm_graph.observe import events
+from rlm_graph.observe.events import Event
 from rlm_graph.observe.tracing import under
 from rlm_graph.settings import Settings
 from rlm_graph.subcalls.loop import CALL_POOL, background_loop
@@ -35,7 +37,7 @@ from rlm_graph.subcalls.memo import SubCallMemo
 from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line, preview
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[Event], None]
 
 
 @dataclass(frozen=True)
@@ -253,16 +255,18 @@ class SubCallBroker:
 
     def _started(self, call_id: str, prompt: str) -> None:
         self._active += 1
-        self._notify(
-            {
-                "event": "sub_call_start",
-                "id": call_id,
-                "model": "rlm" if self.recursive else self.settings.effective_sub_model,
-                "recursive": self.recursive,
-                "prompt": preview(prompt, self.settings.trace_text_chars),
-                "prompt_chars": len(prompt),
-            }
-        )
+        if self._emit is not None:
+            self._notify(
+                events.sub_call_start(
+                    depth=self.scope.depth + 1,
+                    in_flight=self._active,
+                    id=call_id,
+                    model="rlm" if self.recursive else self.settings.effective_sub_model,
+                    recursive=self.recursive,
+                    prompt=preview(prompt, self.settings.trace_text_chars),
+                    prompt_chars=len(prompt),
+                )
+            )
 
     def _ended(
         self,
@@ -274,43 +278,32 @@ class SubCallBroker:
         usage: Usage | None = None,
     ) -> None:
         self._active -= 1
-        text = str(answer.get("value", ""))
-        self._notify(
-            {
-                "event": "sub_call_end",
-                "id": call_id,
-                "ok": answer["ok"],
-                "answer": preview(text, self.settings.trace_text_chars),
-                "error": answer.get("error", ""),
-                "seconds": round(time.perf_counter() - started, 4),
-                "cached": cached,
-                "usage": usage or {},
-            }
-        )
+        if self._emit is not None:
+            self._notify(
+                events.sub_call_end(
+                    depth=self.scope.depth + 1,
+                    in_flight=self._active,
+                    id=call_id,
+                    ok=answer["ok"],
+                    answer=preview(str(answer.get("value", "")), self.settings.trace_text_chars),
+                    error=answer.get("error", ""),
+                    seconds=round(time.perf_counter() - started, 4),
+                    cached=cached,
+                    usage=usage or {},
+                )
+            )
 
     def _forward(self, call_id: str) -> Emit | None:
         """An emitter for a sub-RLM's own events, tagged with the path down to it."""
         emit = self._emit
         if emit is None:
             return None
+        return lambda event: emit(events.nested(event, call_id))
 
-        def forward(event: dict[str, Any]) -> None:
-            emit({**event, "path": [call_id, *event.get("path", [])]})
-
-        return forward
-
-    def _notify(self, event: dict[str, Any]) -> None:
-        if self._emit is None:
-            return
+    def _notify(self, event: Event) -> None:
         try:
-            self._emit(
-                {
-                    **event,
-                    "depth": self.scope.depth + 1,
-                    "in_flight": self._active,
-                    "ts": time.time(),
-                }
-            )
+            if self._emit is not None:
+                self._emit(event)
         except Exception:  # progress display must never break a sub-call
             self._emit = None
 
