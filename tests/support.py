@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from rlm_graph.cli.main import main
 from rlm_graph.graph.prompts import CHILD_QUESTION
 from rlm_graph.offline.stub_server import (
     StubReply,
@@ -27,6 +30,8 @@ __all__ = [
     "is_child",
     "python_probe",
     "replies_so_far",
+    "rlm",
+    "stub_flags",
     "tool",
 ]
 
@@ -89,3 +94,15 @@ def python_probe(code: str, timeout: float, **env: str) -> subprocess.CompletedP
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": project, **env},
     )
+
+
+def rlm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the ``rlm`` command in this process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stub_flags(server: StubServer) -> list[str]:
+    """``rlm run`` flags pointing both models at the stub."""
+    return ["--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url]

@@ -1,11 +1,6 @@
 """Running tasks by the methods the paper compares, and recording each run.
 
-Methods (arXiv 2512.24601, section 4):
-- ``base``: the plain model with the whole context in its prompt; "not run" when the
-  context cannot fit the model's window (the paper's base model at 1M+ tokens);
-- ``rlm-no-sub``: the REPL without sub-calls (``max_sub_calls=0``), the paper's ablation;
-- ``rlm``: the RLM as the paper runs it, sub-calls are plain model calls (depth 1);
-- ``rlm-depth2``: sub-calls are sub-RLMs themselves (``max_depth=2``).
+The methods are listed in ``eval/plan.py``.
 
 Every run is scored and appended to the results file as it ends; runs already in the
 file are skipped, so an interrupted eval resumes where it stopped.
@@ -16,18 +11,20 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from rlm_graph.api import RLMResult, reference, result_from, run_config
+from rlm_graph.api import reference
 from rlm_graph.eval import families, scoring
+from rlm_graph.eval.plan import Plan
 from rlm_graph.eval.report import NOT_RUN, ProgressBar, Summary
 from rlm_graph.eval.results import ResultsFile, Row, RunKey
-from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task, format_size
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task
 from rlm_graph.graph import graph
+from rlm_graph.graph.runner import RLMResult, Run, run_graph
 from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.pricing import cost_of
@@ -36,35 +33,7 @@ from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import blob_dir
 from rlm_graph.text import one_line
 
-METHODS: tuple[str, ...] = ("base", "rlm-no-sub", "rlm", "rlm-depth2")
-OFFLINE_METHODS: tuple[str, ...] = ("rlm", "rlm-depth2")
 MAX_ANSWER_CHARS = 4_000  # of an answer kept in the results file
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which runs an eval makes: every task x size x seed x method."""
-
-    tasks: Sequence[str]
-    sizes: Sequence[int]
-    seeds: Sequence[int]
-    methods: Sequence[str]
-
-    def keys(self, task: str, size: int, seed: int) -> list[RunKey]:
-        """The runs of one generated task, one per method."""
-        return [RunKey(task, format_size(size), seed, m) for m in self.methods]
-
-    def instances(self) -> Iterator[tuple[str, int, int]]:
-        """Every (task, size, seed) to generate, in order."""
-        for task in self.tasks:
-            for size in self.sizes:
-                for seed in self.seeds:
-                    yield task, size, seed
-
-    @property
-    def total(self) -> int:
-        """How many runs in all."""
-        return len(self.tasks) * len(self.sizes) * len(self.seeds) * len(self.methods)
 
 
 def method_settings(method: str, settings: Settings) -> Settings:
@@ -104,16 +73,10 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
 
 def run_rlm(task: Task, settings: Settings) -> RLMResult:
     """The RLM graph on the task; a raised error is a failed run, not a crashed eval."""
-    started = time.perf_counter()
-    try:
-        state = graph.invoke(
-            {"question": task.question, "context_ref": reference(task.context)},
-            config=run_config(settings),
-            context=settings,
-        )
-    except Exception as exc:
-        return result_from({}, time.perf_counter() - started, settings, one_line(exc))
-    return result_from(state, time.perf_counter() - started, settings)
+    ref = reference(task.context)
+    return run_graph(
+        Run(question=task.question, settings=settings, graph=graph, context_ref=ref, catch=True)
+    )
 
 
 def dollars(result: RLMResult) -> float | None:

@@ -1,4 +1,4 @@
-"""The RLM as a LangGraph graph: state, prompts, replies, nodes, routing, approval.
+"""The RLM as a LangGraph graph: state, prompts, replies, nodes, routing, approval, runner.
 
 ``build`` assembles the nodes (``plan``, ``execute``, ``inspection``, ``finalize``) with
 the edges ``routing`` decides; ``recursion`` runs sub-RLMs; ``runtime`` is what every

@@ -22,8 +22,9 @@ from support import fast_settings
 from rlm_graph.cli.main import main
 from rlm_graph.eval import families, multihop, niah, oolong, oracle, policies, report, trec, windows
 from rlm_graph.eval.families import FAMILIES, generate
+from rlm_graph.eval.plan import OFFLINE_METHODS, Plan
 from rlm_graph.eval.results import ResultsFile, RunKey
-from rlm_graph.eval.runner import OFFLINE_METHODS, Eval, Plan, evaluate
+from rlm_graph.eval.runner import Eval, evaluate
 from rlm_graph.eval.scoring import score
 from rlm_graph.eval.tasks import Task, format_size, parse_size
 from rlm_graph.graph.prompts import CHILD_QUESTION

@@ -2,7 +2,7 @@
 
 It is ``rlm run`` under llm's roof: the same checks, progress, output, exit codes and
 budget flags (this module only translates llm's option names and model names, then
-hands over to :func:`rlm_graph.cli.main.run_command`). Models are llm model ids or aliases,
+hands over to :func:`rlm_graph.cli.run.run_command`). Models are llm model ids or aliases,
 run through the ``llm:`` adapter, so the user's llm keys and plugins are used.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from rlm_graph.cli.main import RUN_FLAGS, TRACE_HELP, UsageError, run_command, setting_help
+from rlm_graph.cli.common import RUN_FLAGS, TRACE_HELP, UsageError, setting_help
+from rlm_graph.cli.run import run_command
 from rlm_graph.models.llm_cli import default_model_id
 from rlm_graph.models.loading import LLM_PREFIX
 

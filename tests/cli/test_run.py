@@ -1,10 +1,9 @@
-"""The ``rlm`` command: in-process through ``main`` against the stub, plus one real subprocess."""
+"""``rlm run``: in-process through ``main`` against the stub, plus one real subprocess."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,53 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
-from support import Script, tool
+from support import Script, rlm, stub_flags, tool
 
-from rlm_graph.cli import main as cli
-from rlm_graph.cli.main import demo_settings, main, run_graph
-from rlm_graph.observe.progress import (
-    LineReporter,
-    LiveReporter,
-    Progress,
-    Silent,
-    advance,
-    reporter_for,
-    status_line,
-)
-from rlm_graph.offline import demo
+from rlm_graph.cli import run as cli_run
 from rlm_graph.offline.stub_server import Responder, StubReply, StubServer
-from rlm_graph.storage.contexts import store_value
 
 Start = Callable[[Responder], StubServer]
 JSON_KEYS = {"answer", "iterations", "sub_calls", "tokens", "seconds", "status"}
-
-
-def rlm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def stub_flags(server: StubServer) -> list[str]:
-    return ["--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url]
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    path = tmp_path / "notes.txt"
-    path.write_text("the quick brown fox\n" * 100)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may depend on (or leak) a real key or a model chosen by the environment."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("RLM_MODEL", raising=False)
-
-
-# -- rlm run ----------------------------------------------------------------------------
 
 
 def test_run_json_has_every_key_and_counts_sub_calls(
@@ -186,141 +145,7 @@ def test_usage_errors_exit_2_with_one_line(
     assert "error:" in line and expected in line
 
 
-def test_no_command_and_bad_demo_size_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert rlm(capsys)[0] == 2
-    status, _, err = rlm(capsys, "demo", "--size-mb", "0")
-    assert status == 2 and len(err.splitlines()) == 1
-
-
-# -- progress display -------------------------------------------------------------------
-
-
-def test_progress_folds_events_of_the_whole_tree() -> None:
-    usage = {"m": {"input_tokens": 10, "output_tokens": 5}}
-    progress = Progress()
-    for event in [
-        {"event": "iteration", "iteration": 3, "depth": 0},
-        {"event": "cell", "depth": 0, "code_line": "x = 1"},
-        {"event": "sub_call_start", "depth": 1},
-        {"event": "sub_call_start", "depth": 1},
-        {"event": "iteration", "iteration": 1, "depth": 1, "path": ["a"]},
-        {"event": "reply", "depth": 1, "usage": usage, "path": ["a"]},
-        {"event": "sub_call_end", "depth": 1, "usage": usage},
-    ]:
-        progress = advance(progress, event)
-    assert progress == Progress(3, 1, "x = 1", in_flight=1, finished=1, tokens=30)
-    assert status_line(progress) == (
-        "iteration 3 · depth 1 · sub-calls 1 in flight, 1 done · 30 tokens"
-    )
-
-
-def test_terminal_reporter_draws_a_live_view_and_removes_it() -> None:
-    screen = io.StringIO()
-    reporter = LiveReporter(Console(file=screen, force_terminal=True, width=100))
-    reporter.custom({"event": "iteration", "iteration": 1, "depth": 0})
-    reporter.custom({"event": "cell", "depth": 0, "code_line": "print(len(context))"})
-    reporter.custom({"event": "sub_call_start", "depth": 1})
-    reporter.values({"sub_calls": 5})
-    reporter.close()
-    text = screen.getvalue()
-    assert "iteration 1" in text and "> print(len(context))" in text
-    assert "sub-calls 0 in flight, 5 done" in text
-    assert text.endswith("\x1b[1A\x1b[2K")  # the view is erased when the run ends
-    idle = io.StringIO()
-    LiveReporter(Console(file=idle, force_terminal=True)).close()  # failed before any event
-    assert idle.getvalue() == ""
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.totals: list[int] = []
-
-    def custom(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def values(self, state: dict[str, Any]) -> None:
-        self.totals.append(state.get("sub_calls", 0))
-
-    def close(self) -> None:
-        self.events.append({"event": "closed"})
-
-
-def test_sub_call_events_from_the_background_thread_reach_the_display(stub: Start) -> None:
-    code = "answers = await llm_batch(['a', 'b', 'c'])\nFINAL(answers)"
-    server = stub(Script([tool(code)], sub=str.upper))
-    recorder = Recorder()
-    ref = store_value("some context")
-    result = run_graph("Upper?", ref, demo_settings(server.base_url), recorder)
-    assert result.answer == ["A", "B", "C"]
-    kinds = [event["event"] for event in recorder.events]
-    assert kinds[:3] == ["iteration", "reply", "cell"] and kinds[-2:] == ["final", "closed"]
-    assert kinds.count("sub_call_start") == kinds.count("sub_call_end") == 3
-    assert recorder.totals[-1] == 3
-
-
-def test_log_reporter_throttles_sub_call_lines() -> None:
-    log = io.StringIO()
-    reporter = LineReporter(log, interval=0.0)
-    reporter.custom({"event": "sub_call_start", "depth": 1, "in_flight": 1})
-    reporter.values({"sub_calls": 1})
-    quiet = LineReporter(log, interval=3600.0)
-    for n in range(50):
-        quiet.custom({"event": "sub_call_start", "depth": 1, "in_flight": n})
-    assert log.getvalue().splitlines() == [
-        "rlm:   1 sub-call in flight",
-        "rlm:   1 sub-call so far",
-    ]
-
-
-# -- rlm demo ---------------------------------------------------------------------------
-
-
-def test_demo_says_it_is_offline_and_gets_the_answer_right(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    status, out, err = rlm(capsys, "demo", "--size-mb", "0.3")
-    assert status == 0, out + err
-    assert out.startswith(
-        "Offline demo: root and sub model are a scripted stand-in at http://127.0"
-    )
-    expected = demo.make_context(0.3).expected()
-    answer = next(line for line in out.splitlines() if line.startswith("Answer: "))
-    assert json.loads(answer.removeprefix("Answer: ")) == expected
-    assert "Check: correct" in out
-    assert "rlm run --base-url" in out and "OPENAI_API_KEY" in out
-    assert "rlm: iteration 3 (depth 0)" in err
-
-
-def test_sub_model_stand_in_counts_what_the_generator_planted() -> None:
-    context = demo.make_context(0.2, seed=11)
-    prompt = f"{demo.CLASSIFY_INSTRUCTION}\n<<<\n{context.text}\n>>>"
-    reply = demo.respond(
-        {"model": demo.SUB_MODEL, "messages": [{"role": "user", "content": prompt}]}
-    )
-    assert json.loads(str(reply)) == context.errors_by_cause
-    assert str(context.magic_number) in context.text
-
-
-def test_console_script_runs_the_demo_as_json() -> None:
-    script = Path(sys.executable).with_name("rlm")
-    done = subprocess.run(
-        [str(script), "demo", "--size-mb", "0.3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OPENAI_API_KEY": ""},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert set(result) >= JSON_KEYS
-    assert (result["status"], result["correct"], result["offline"]) == ("answered", True, True)
-    assert result["sub_calls"] >= 2
-    assert "Offline demo" in done.stderr
-
-
-# -- rlm run --checkpoint / rlm threads ------------------------------------------------------
+# -- rlm run --checkpoint ----------------------------------------------------------------
 
 
 def test_thread_needs_a_checkpoint(capsys: pytest.CaptureFixture[str], notes: Path) -> None:
@@ -329,13 +154,6 @@ def test_thread_needs_a_checkpoint(capsys: pytest.CaptureFixture[str], notes: Pa
     assert err.strip() == (
         "rlm: error: --thread needs --checkpoint FILE: a thread lives in a checkpoint file"
     )
-
-
-def test_threads_of_a_missing_file_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    status, _, err = rlm(capsys, "threads", "--checkpoint", str(tmp_path / "none.sqlite"))
-    assert status == 2 and "no checkpoint file at" in err
 
 
 def test_follow_up_on_a_thread_keeps_the_sandbox(
@@ -357,7 +175,7 @@ def test_follow_up_on_a_thread_keeps_the_sandbox(
     assert out.split() == [thread, "answered", "1", "it", "Still", "there?"]
 
 
-def test_trace_and_view_mistakes_are_one_line_errors(
+def test_trace_and_prices_mistakes_are_one_line_errors(
     capsys: pytest.CaptureFixture[str], stub: Start, notes: Path, tmp_path: Path
 ) -> None:
     server = stub(Script(["FINAL(1)"]))
@@ -366,23 +184,10 @@ def test_trace_and_view_mistakes_are_one_line_errors(
     status, out, err = rlm(capsys, *argv)
     assert (status, out) == (2, "")
     assert err.startswith("rlm: error: cannot write the trace") and len(err.splitlines()) == 1
-    status, _, err = rlm(capsys, "view", str(tmp_path / "missing.jsonl"))
-    assert status == 2 and err.startswith("rlm: error: cannot read the trace")
     (tmp_path / "prices.json").write_text("{nope")
     argv = ["run", *stub_flags(server), "--prices", str(tmp_path / "prices.json")]
     status, _, err = rlm(capsys, *argv, "--context", str(notes), "q")
     assert status == 2 and "is not JSON" in err and len(err.splitlines()) == 1
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_is_live_on_a_terminal_plain_in_a_log_and_silent_when_quiet() -> None:
-    assert isinstance(reporter_for(quiet=False, stream=Terminal()), LiveReporter)
-    assert isinstance(reporter_for(quiet=False, stream=io.StringIO()), LineReporter)
-    assert isinstance(reporter_for(quiet=True, stream=Terminal()), Silent)
 
 
 def test_ctrl_c_on_a_durable_run_says_how_to_resume(
@@ -395,7 +200,7 @@ def test_ctrl_c_on_a_durable_run_says_how_to_resume(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_graph", interrupted)
+    monkeypatch.setattr(cli_run, "run_graph", interrupted)
     server = stub(Script(["FINAL(1)"]))
     db = str(tmp_path / "c.sqlite")
     flags = [*stub_flags(server), "--checkpoint", db, "--thread", "t9", "--context", str(notes)]
@@ -415,7 +220,7 @@ def test_approve_code_asks_at_the_terminal_and_the_model_hears_a_refusal(
 ) -> None:
     shown = io.StringIO()
     answers = io.StringIO("n\ntoo broad\ny\n")
-    monkeypatch.setattr(cli, "open_terminal", lambda: (answers, shown))
+    monkeypatch.setattr(cli_run, "open_terminal", lambda: (answers, shown))
     script = Script([tool("import os\nos.listdir('/')"), tool("n = len(context)"), "FINAL_VAR(n)"])
     server = stub(script)
     status, out, _ = rlm(
@@ -433,7 +238,7 @@ def test_approve_code_edits_with_the_editor(
     notes: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "open_terminal", lambda: (io.StringIO("e\n"), io.StringIO()))
+    monkeypatch.setattr(cli_run, "open_terminal", lambda: (io.StringIO("e\n"), io.StringIO()))
     monkeypatch.setenv("EDITOR", 'sh -c \'printf "n = 7" > "$0"\'')
     server = stub(Script([tool("n = len(context)"), "FINAL_VAR(n)"]))
     status, out, _ = rlm(

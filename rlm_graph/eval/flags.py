@@ -1,38 +1,23 @@
-"""``rlm eval``: flags, checks and the run, for the CLI to register.
+"""``rlm eval``'s flags and their checks, for the CLI to register (it runs them in cli/eval.py).
 
 Everything a user can get wrong (a size, a task name, a method, a price, a results file
 of other models) is checked before the first task is generated, and reported as a
-ValueError that the CLI prints in one line with exit code 2.
+ValueError that the CLI prints in one line with exit code 2. Light (no LangChain, no
+graph), so ``rlm --help`` builds these flags without importing the graph.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from dataclasses import replace
-from pathlib import Path
 
-from rlm_graph.eval import policies, report, windows
+from rlm_graph.eval import windows
 from rlm_graph.eval.families import FAMILIES
-from rlm_graph.eval.oracle import ORACLE_MODEL
-from rlm_graph.eval.results import ResultsFile
-from rlm_graph.eval.runner import (
-    METHODS,
-    OFFLINE_METHODS,
-    Eval,
-    Plan,
-    evaluate,
-    summary_json,
-    usage_models,
-)
+from rlm_graph.eval.plan import METHODS, OFFLINE_METHODS, Plan
 from rlm_graph.eval.tasks import parse_size
-from rlm_graph.offline.stub_server import StubServer
 from rlm_graph.settings import Settings
 
 DEFAULT_OUT = "rlm-eval.jsonl"
 DEFAULT_OFFLINE_OUT = "rlm-eval-offline.jsonl"
-FREE = {"input": 0.0, "output": 0.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,55 +104,3 @@ def window_from(args: argparse.Namespace, settings: Settings) -> int:
     if args.window is not None and args.window < 1:
         raise ValueError(f"--window {args.window} is out of range: use tokens >= 1")
     return int(args.window or windows.window_of(settings.model))
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the eval the flags describe; offline, exit 1 unless every run scored 100%."""
-    plan = plan_from(args)
-    window = window_from(args, settings)
-    out = Path(args.out or (DEFAULT_OFFLINE_OUT if args.offline else DEFAULT_OUT))
-    if not args.offline:
-        results = ResultsFile(out, usage_models(settings))
-        return finish(args, plan, Eval(settings, window), results)
-    stand_ins = replace(  # they cost nothing, and the table should say so
-        settings,
-        model=policies.POLICY_MODEL,
-        sub_model=ORACLE_MODEL,
-        sub_base_url="",
-        prices={**settings.prices, policies.POLICY_MODEL: FREE, ORACLE_MODEL: FREE},
-    )
-    results = ResultsFile(out, usage_models(stand_ins))
-    with StubServer(policies.respond) as server:
-        if not args.quiet:
-            print(
-                f"rlm eval: offline, the root model is a scripted policy and the sub model "
-                f"an oracle at {server.base_url}; graph, sandbox and client are real",
-                file=sys.stderr,
-            )
-        offline = replace(stand_ins, base_url=server.base_url)
-        return finish(args, plan, Eval(offline, window), results)
-
-
-def finish(args: argparse.Namespace, plan: Plan, config: Eval, results: ResultsFile) -> int:
-    """Run the plan, then print the table (or JSON) on stdout."""
-    progress = report.ProgressBar(
-        plan.total, sys.stderr, live=sys.stderr.isatty(), quiet=args.quiet
-    )
-    try:
-        rows = evaluate(plan, config, results, progress)
-    except KeyboardInterrupt:
-        progress.close()
-        print(f"rlm eval: stopped; the same command resumes from {results.path}", file=sys.stderr)
-        raise
-    progress.close()
-    summaries = report.summarize(rows)
-    if args.json:
-        print(json.dumps(summary_json(rows, summaries), ensure_ascii=False, default=str))
-    else:
-        print(report.table(summaries))
-        if not args.quiet:
-            print(
-                f"rlm eval: {len(rows)} runs in {results.path} (rerun to resume)", file=sys.stderr
-            )
-    missed = [r for r in rows if r["status"] != report.NOT_RUN and r["score"] < 1]
-    return 1 if args.offline and missed else 0
