@@ -14,6 +14,7 @@ import pytest
 from support import Script, rlm, stub_flags, tool
 
 from rlm_graph.cli import run as cli_run
+from rlm_graph.cli.run import RunRequest, run_request
 from rlm_graph.offline.stub_server import Responder, StubReply, StubServer
 
 Start = Callable[[Responder], StubServer]
@@ -110,6 +111,21 @@ def test_progress_goes_to_stderr_unless_quiet(
 
     status, out, err = rlm(capsys, *argv, "--quiet")
     assert (status, out, err) == (0, "2000\n", "")
+
+
+def test_a_typed_request_runs_as_the_flags_do(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path
+) -> None:
+    # What `llm rlm` hands over: unset flags are None and keep the settings' defaults.
+    server = stub(Script([tool("print(len(context))"), "FINAL(2000)"]))
+    flags = {"sub_model": "stub-sub", "base_url": server.base_url, "max_depth": None}
+    request = RunRequest(
+        question="How long?", context=str(notes), model="stub-root", settings=flags, as_json=True
+    )
+    assert run_request(request) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["answer"] == "2000"  # FINAL written in text is text
+    assert "rlm: iteration 2 (depth 0)" in err  # progress, since the request is not quiet
 
 
 # -- usage errors: before any work, one line, exit 2 ------------------------------------

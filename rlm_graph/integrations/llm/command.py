@@ -1,21 +1,21 @@
 """``llm rlm "question" -f big.txt``: the whole rlm-graph loop with ``llm``'s models.
 
 It is ``rlm run`` under llm's roof: the same checks, progress, output, exit codes and
-budget flags (this module only translates llm's option names and model names, then
-hands over to :func:`rlm_graph.cli.run.run_command`). Models are llm model ids or aliases,
-run through the ``llm:`` adapter, so the user's llm keys and plugins are used.
+budget flags (this module only translates llm's option names and model names into a
+:class:`rlm_graph.cli.run.RunRequest` and hands it to ``run_request``, as ``rlm run``
+does). Models are llm model ids or aliases, run through the ``llm:`` adapter, so the
+user's llm keys and plugins are used.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from rlm_graph.cli.common import RUN_FLAGS, TRACE_HELP, UsageError, setting_help
-from rlm_graph.cli.run import run_command
+from rlm_graph.cli.run import RunRequest, run_request
 from rlm_graph.models.llm_cli import default_model_id
 from rlm_graph.models.loading import LLM_PREFIX
 
@@ -77,24 +77,18 @@ def rlm_command(
     3 iteration budget exhausted (best-effort answer printed).
     """
     root = model or default_model_id()
-    args = argparse.Namespace(
+    request = RunRequest(
         question=question,
         context=context,
         model=LLM_PREFIX + root,
-        sub_model=LLM_PREFIX + (sub_model or root),
-        base_url=None,
-        sub_base_url=None,
-        checkpoint=None,  # durable threads stay with `rlm run --checkpoint`
-        thread=None,
-        approve_code=False,  # llm users review tool calls with llm's own --ta
+        settings={"sub_model": LLM_PREFIX + (sub_model or root), **budgets},
         prices=prices,
         trace=trace,
-        json=as_json,
+        as_json=as_json,
         quiet=quiet,
-        **budgets,
-    )
+    )  # durable threads stay with `rlm run --checkpoint`; llm reviews tools with its --ta
     try:
-        status = run_command(args)
+        status = run_request(request)
     except UsageError as exc:
         raise _UsageProblem(str(exc)) from exc
     click.get_current_context().exit(status)
