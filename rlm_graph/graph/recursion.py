@@ -7,17 +7,16 @@ broker then calls :func:`run_child`, which the execute node hands it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph.state import CompiledStateGraph
 
 from rlm_graph.graph import prompts
+from rlm_graph.graph.runner import GraphStream, answer_text, run_config
 from rlm_graph.graph.runtime import MODELS_KEY, SCOPE_KEY
-from rlm_graph.observe.events import Event
 from rlm_graph.settings import Settings
 from rlm_graph.subcalls.broker import ChildResult, Emit
 from rlm_graph.subcalls.scope import Scope
@@ -47,23 +46,16 @@ async def run_child(
     model clients its parent was given (``models``) serve it too.
     """
     child = replace(settings, approve_code=False)
-    result: dict[str, Any] = {}
-    async for mode, chunk in child_graph().astream(
-        {"question": prompts.CHILD_QUESTION, "context": prompt},
-        config={
-            "recursion_limit": 4 * child.max_iterations + 10,
+    config = run_config(
+        child,
+        {
             "metadata": {"rlm_depth": scope.depth},
             "configurable": {SCOPE_KEY: scope, MODELS_KEY: models or {}},
         },
-        context=child,
-        stream_mode=["custom", "values"],
-    ):
-        if mode == "values":
-            result = cast(dict[str, Any], chunk)
-        elif emit is not None:
-            emit(cast(Event, chunk))
-    if result.get("status") == "failed":
-        raise RuntimeError(result.get("error") or "sub-RLM failed")
-    answer = result.get("answer")
-    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
-    return ChildResult(answer=text, usage=result.get("usage") or {})
+    )
+    state = await GraphStream(child_graph(), child, config, on_event=emit).arun(
+        {"question": prompts.CHILD_QUESTION, "context": prompt}
+    )
+    if state.get("status") == "failed":
+        raise RuntimeError(state.get("error") or "sub-RLM failed")
+    return ChildResult(answer=answer_text(state.get("answer")), usage=state.get("usage") or {})
