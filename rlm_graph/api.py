@@ -22,7 +22,7 @@ from langgraph.types import StreamMode
 
 from rlm_graph.graph import graph as default_graph
 from rlm_graph.models.pricing import CostReport, cost_of
-from rlm_graph.observe.progress import Sink
+from rlm_graph.observe.progress import Sink, Tee
 from rlm_graph.observe.trajectory import TraceWriter
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextRef, store_path, store_value
@@ -173,13 +173,16 @@ def answer(
     graph: Graph | None = None,
     config: RunnableConfig | None = None,
     trace: str | os.PathLike[str] | None = None,
+    progress: Sink | None = None,
     **settings: Any,
 ) -> RLMResult:
     """Answer ``question`` over ``context`` (text, JSON data, or a path to a file/folder).
 
     ``context`` may be omitted on a follow-up question of a thread (``config`` with a
     ``thread_id`` and a checkpointer-compiled ``graph``): the thread's sandbox is reused.
-    ``trace`` names a file to write the run's trajectory to (docs/trajectory.md).
+    ``trace`` names a file to write the run's trajectory to (docs/trajectory.md);
+    ``progress``, with ``trace``, gets the same events as they happen (e.g. to pass them
+    on to a calling agent's stream).
     """
     run_settings = Settings.from_mapping(settings)
     started = time.perf_counter()
@@ -190,7 +193,8 @@ def answer(
         return result_from(state, time.perf_counter() - started, run_settings)
     with traced(trace, question, run_settings, inputs) as writer:
         chunks = run.stream(inputs, run_cfg, context=run_settings, stream_mode=STREAM_MODES)
-        state = stream_into(cast(Iterator[Any], chunks), writer)
+        sink = Tee(writer, progress) if progress else writer
+        state = stream_into(cast(Iterator[Any], chunks), sink)
         return traced_result(writer, state, started, run_settings)
 
 
@@ -201,6 +205,7 @@ async def aanswer(
     graph: Graph | None = None,
     config: RunnableConfig | None = None,
     trace: str | os.PathLike[str] | None = None,
+    progress: Sink | None = None,
     **settings: Any,
 ) -> RLMResult:
     """Async :func:`answer`."""
@@ -213,5 +218,6 @@ async def aanswer(
         return result_from(state, time.perf_counter() - started, run_settings)
     with traced(trace, question, run_settings, inputs) as writer:
         chunks = run.astream(inputs, run_cfg, context=run_settings, stream_mode=STREAM_MODES)
-        state = await astream_into(cast(AsyncIterator[Any], chunks), writer)
+        sink = Tee(writer, progress) if progress else writer
+        state = await astream_into(cast(AsyncIterator[Any], chunks), sink)
         return traced_result(writer, state, started, run_settings)
