@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 
 from rlm_graph.api import Graph, RLMResult, aanswer, answer, result_from
 from rlm_graph.cli.main import summary
@@ -92,6 +93,16 @@ class Forward:
         """Nothing to close."""
 
 
+def forward_progress(source: str) -> Forward | None:
+    """Progress to the calling graph's custom stream, when the call runs inside a graph."""
+    try:
+        return Forward(get_stream_writer(), source)
+    # Outside any runnable LangGraph raises RuntimeError; inside a plain runnable (a
+    # tool invoked directly) the config has no graph runtime: KeyError.
+    except (RuntimeError, KeyError):
+        return None
+
+
 class FixedRLM:
     """RLM calls with settings, allowed folders and a trace folder fixed at creation."""
 
@@ -126,7 +137,7 @@ class FixedRLM:
     def run(
         self,
         question: str,
-        context: Path | str | None,
+        context: Any,
         *,
         graph: Graph | None = None,
         config: RunnableConfig | None = None,
@@ -160,9 +171,7 @@ class FixedRLM:
             result = result_from({}, 0.0, self.settings, one_line(exc))
         return Outcome(result, trace)
 
-    async def arun(
-        self, question: str, context: Path | str | None, *, progress: Sink | None = None
-    ) -> Outcome:
+    async def arun(self, question: str, context: Any, *, progress: Sink | None = None) -> Outcome:
         """Async :meth:`run` (on the default graph: no thread)."""
         trace = self._trace_file()
         run = aanswer(question, context, trace=trace, progress=progress, **asdict(self.settings))

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
-from langgraph.config import get_stream_writer
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlm_graph.integrations.calls import FixedRLM, Forward
+from rlm_graph.integrations.calls import FixedRLM, forward_progress
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.roots import PathLike
@@ -74,11 +73,13 @@ def rlm_tool(
     )
 
     def run(question: str, **reference: str | None) -> tuple[str, dict[str, Any]]:
-        outcome = fixed.run(question, _context(fixed, reference), progress=_forward(name))
+        outcome = fixed.run(question, _context(fixed, reference), progress=forward_progress(name))
         return outcome.message(), outcome.artifact()
 
     async def arun(question: str, **reference: str | None) -> tuple[str, dict[str, Any]]:
-        outcome = await fixed.arun(question, _context(fixed, reference), progress=_forward(name))
+        outcome = await fixed.arun(
+            question, _context(fixed, reference), progress=forward_progress(name)
+        )
         return outcome.message(), outcome.artifact()
 
     where = f" under {', '.join(str(root) for root in fixed.roots)}" if fixed.roots else ""
@@ -99,13 +100,3 @@ def _context(fixed: FixedRLM, reference: dict[str, str | None]) -> Path | str:
         return fixed.context(**reference)
     except ContextError as exc:
         raise ToolException(str(exc)) from exc
-
-
-def _forward(source: str) -> Forward | None:
-    """Progress to the calling graph's custom stream, when the tool runs inside one."""
-    try:
-        return Forward(get_stream_writer(), source)
-    # Outside any runnable LangGraph raises RuntimeError; inside a plain runnable (a
-    # tool invoked directly) the config has no graph runtime: KeyError.
-    except (RuntimeError, KeyError):
-        return None
