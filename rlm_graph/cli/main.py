@@ -674,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_arguments(eval_parser)
     add_model_flags(eval_parser, skip=("max_depth",))
     eval_parser.set_defaults(handler=eval_command)
+    from rlm_graph.cli import mcp  # here: it imports this module's helpers
+
+    mcp.add_command(commands)
 
     trace_command(
         commands,

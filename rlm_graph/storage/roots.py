@@ -53,7 +53,7 @@ def confine(path: PathLike, roots: Sequence[PathLike]) -> Path:
         real = (given if given.is_absolute() else allowed[0] / given).resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
         raise ContextError(f"path {str(path)!r} cannot be resolved: {exc}") from exc
-    if _in_system_folder(real) or not any(real.is_relative_to(root) for root in allowed):
+    if not within(real, allowed):
         where = ", ".join(str(root) for root in allowed)
         raise ContextError(f"path {str(path)!r} is outside the allowed folders ({where})")
     try:
@@ -63,6 +63,11 @@ def confine(path: PathLike, roots: Sequence[PathLike]) -> Path:
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ContextError(f"path {str(path)!r} is not a regular file or a folder")
     return real
+
+
+def within(real: Path, roots: Sequence[Path]) -> bool:
+    """Whether a resolved path lies under one of resolved ``roots``, outside system folders."""
+    return not _in_system_folder(real) and any(real.is_relative_to(root) for root in roots)
 
 
 def _in_system_folder(path: Path) -> bool:
