@@ -48,11 +48,8 @@ class Outcome:
         return context_id(ref) if ref else ""
 
     def provenance(self, *more: str) -> str:
-        """One line on what the call cost and what can be asked again."""
-        parts = [summary(self.result)]
-        if self.context:
-            parts.append(f"context {self.context}")
-        return f"[rlm: {'; '.join([*parts, *more])}]"
+        """One line on what the call cost, and ``more`` (how to ask again)."""
+        return f"[rlm: {'; '.join([summary(self.result), *more])}]"
 
     def message(self, *more: str) -> str:
         """What the calling model reads: the answer (or the error) and the provenance line."""
@@ -91,6 +88,11 @@ class Forward:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def fixed_settings(settings: Settings | None, fields: dict[str, Any]) -> Settings:
+    """``settings`` with ``fields`` (Settings field names) over them, checked now."""
+    return Settings.from_mapping({**(asdict(settings) if settings else {}), **fields})
 
 
 def forward_progress(source: str) -> Forward | None:

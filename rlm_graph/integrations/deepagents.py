@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, NotRequired, TypedDict
 
@@ -28,7 +27,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 
-from rlm_graph.integrations.calls import FixedRLM, forward_progress
+from rlm_graph.integrations.calls import FixedRLM, fixed_settings, forward_progress
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.roots import PathLike, confine
@@ -68,11 +67,7 @@ def rlm_subagent(
     backend = backend or StateBackend()
     if isinstance(backend, FilesystemBackend) and not roots:
         roots = [backend.cwd]
-    fixed = FixedRLM(
-        Settings.from_mapping({**(asdict(settings) if settings else {}), **fields}),
-        roots,
-        trace_dir,
-    )
+    fixed = FixedRLM(fixed_settings(settings, fields), roots, trace_dir)
 
     def rlm(state: SubagentState) -> dict[str, Any]:
         task = next(m for m in reversed(state["messages"]) if isinstance(m, HumanMessage))

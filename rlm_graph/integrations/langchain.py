@@ -15,14 +15,13 @@ May import anything below ``integrations`` (it goes through ``integrations.calls
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlm_graph.integrations.calls import FixedRLM, forward_progress
+from rlm_graph.integrations.calls import FixedRLM, Outcome, fixed_settings, forward_progress
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.roots import PathLike
@@ -66,21 +65,17 @@ def rlm_tool(
     lie under (none: no files, only ids and text). Each call writes its trajectory to
     ``trace_dir`` (default: ``$RLM_GRAPH_HOME/traces``).
     """
-    fixed = FixedRLM(
-        Settings.from_mapping({**(asdict(settings) if settings else {}), **fields}),
-        roots,
-        trace_dir,
-    )
+    fixed = FixedRLM(fixed_settings(settings, fields), roots, trace_dir)
 
     def run(question: str, **reference: str | None) -> tuple[str, dict[str, Any]]:
         outcome = fixed.run(question, _context(fixed, reference), progress=forward_progress(name))
-        return outcome.message(), outcome.artifact()
+        return _reply(outcome)
 
     async def arun(question: str, **reference: str | None) -> tuple[str, dict[str, Any]]:
         outcome = await fixed.arun(
             question, _context(fixed, reference), progress=forward_progress(name)
         )
-        return outcome.message(), outcome.artifact()
+        return _reply(outcome)
 
     where = f" under {', '.join(str(root) for root in fixed.roots)}" if fixed.roots else ""
     return StructuredTool.from_function(
@@ -92,6 +87,12 @@ def rlm_tool(
         response_format="content_and_artifact",
         handle_tool_error=True,
     )
+
+
+def _reply(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+    """The message (naming the context's id, to ask again) and the artifact for the app."""
+    more = [f"context {outcome.context}"] if outcome.context else []
+    return outcome.message(*more), outcome.artifact()
 
 
 def _context(fixed: FixedRLM, reference: dict[str, str | None]) -> Path | str:

@@ -115,11 +115,16 @@ class RLMServer:
 
 def build_server(server: RLMServer) -> MCPServer:
     """The MCP server offering ``rlm_answer`` and ``rlm_followup``."""
-    mcp = MCPServer("rlm-graph", instructions=INSTRUCTIONS)
+    # WARNING: at INFO the SDK logs every model request of the run on stderr.
+    mcp = MCPServer("rlm-graph", instructions=INSTRUCTIONS, log_level="WARNING")
     where = ", ".join(str(root) for root in server.fixed.roots)
 
+    # Unstructured: a structured copy of the answer would reach the model twice.
     @mcp.tool(
-        description=f"Start a thread answering a question about a file or folder under {where}."
+        description="Answer a question about a file or folder too large to read (a log, a "
+        f"repository, reports) under {where}: code in a sandbox reads it, never you. Starts "
+        "a thread that rlm_followup can ask again.",
+        structured_output=False,
     )
     def rlm_answer(
         question: Question,
@@ -128,7 +133,11 @@ def build_server(server: RLMServer) -> MCPServer:
     ) -> str:
         return server.answer(question, path, ctx)
 
-    @mcp.tool(description="Ask another question on a thread: its variables are kept.")
+    @mcp.tool(
+        description="Ask another question on a thread rlm_answer started: the sandbox keeps "
+        "its variables and the earlier answers.",
+        structured_output=False,
+    )
     def rlm_followup(
         thread: ThreadId,
         question: Question,

@@ -93,6 +93,7 @@ def test_rlm_mcp_answers_follows_up_and_refuses_paths_outside_its_folders(
     tools, first, again, outside, unknown = asyncio.run(asyncio.wait_for(session(), 120))
     assert {t.name for t in tools.tools} == {"rlm_answer", "rlm_followup"}
     assert text_of(first).startswith("E17\n[rlm: answered in 2 iterations")
+    assert first.structured_content is None  # the answer reaches the model once
     assert progress == [(1, 5), (2, 5)]
     assert text_of(again).startswith("3\n[rlm: answered in 1 iteration")
     assert outside.is_error and "outside the allowed folders" in text_of(outside)
