@@ -56,17 +56,17 @@ def add_command(commands: Any) -> None:
 def mcp_command(args: argparse.Namespace) -> int:
     """``rlm mcp``: every check first, then serve until the client hangs up."""
     try:
-        settings = settings_from(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    check_models(settings)
-    try:
         from rlm_graph.integrations.calls import FixedRLM
         from rlm_graph.integrations.mcp import serve
     except ImportError as exc:
         raise UsageError(
             f"rlm mcp needs the mcp extra: pip install 'rlm-graph[mcp]' ({exc})"
         ) from exc
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    check_models(settings)
     try:
         fixed = FixedRLM(settings, args.roots, args.trace_dir)
         serve(fixed, args.checkpoint or str(default_checkpoint()), args.http)
