@@ -27,7 +27,7 @@ from rlm_graph.api import Graph, RLMResult, aanswer, answer, result_from
 from rlm_graph.cli.main import summary
 from rlm_graph.observe.progress import Sink
 from rlm_graph.settings import Settings
-from rlm_graph.storage.context_ids import context_id, find_context
+from rlm_graph.storage import context_ids
 from rlm_graph.storage.contexts import ContextError, blob_dir, blob_name
 from rlm_graph.storage.home import home
 from rlm_graph.storage.roots import PathLike, check_roots, confine
@@ -45,7 +45,7 @@ class Outcome:
     def context(self) -> str:
         """The ``ctx-...`` id of the context the run read ("" if none is known)."""
         ref = self.result.state.get("context_ref")
-        return context_id(ref) if ref else ""
+        return context_ids.context_id(ref) if ref else ""
 
     def provenance(self, *more: str) -> str:
         """One line on what the call cost, and ``more`` (how to ask again)."""
@@ -132,7 +132,7 @@ class FixedRLM:
         if path is not None:
             return confine(path, self.roots)
         if context_id is not None:
-            ref = find_context(context_id)
+            ref = context_ids.find_context(context_id)
             return blob_dir(ref) / blob_name(ref)
         return str(text)
 

@@ -77,7 +77,8 @@ def rlm_tool(
         )
         return _reply(outcome)
 
-    where = f" under {', '.join(str(root) for root in fixed.roots)}" if fixed.roots else ""
+    folders = ", ".join(str(root) for root in fixed.roots)
+    where = f" under {folders}" if folders else ": none may be read here"
     return StructuredTool.from_function(
         func=run,
         coroutine=arun,

@@ -40,7 +40,7 @@ def responder(body: dict[str, Any]) -> StubReply | str:
     return (AGAIN if "How many" in asked else FIRST)(body)
 
 
-def server_command(server: StubServer, root: Path, home: Path) -> Any:
+def server_command(server: StubServer, root: Path) -> Any:
     flags = ["--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url]
     return mcp.StdioServerParameters(
         command=sys.executable,
@@ -73,7 +73,7 @@ def test_rlm_mcp_answers_follows_up_and_refuses_paths_outside_its_folders(
         progress.append((step, total))
 
     async def session() -> list[Any]:
-        async with mcp.Client(server_command(server, root, tmp_path)) as client:
+        async with mcp.Client(server_command(server, root)) as client:
             tools = await client.list_tools()
             first = await client.call_tool(
                 "rlm_answer",
@@ -130,7 +130,12 @@ def test_a_thread_is_followed_up_only_by_a_server_whose_folders_hold_its_path(
             async with mcp.Client(build_server(rlm)) as client:
                 return await client.call_tool(name, arguments)
 
-    started = asyncio.run(ask(first, "rlm_answer", {"question": "q", "path": "codes.txt"}))
+    # Settings are the operator's: a client's extra arguments change nothing.
+    override = {"max_iterations": 99, "model": "gpt-evil", "base_url": "http://elsewhere/v1"}
+    call = {"question": "q", "path": "codes.txt", **override}
+    started = asyncio.run(ask(first, "rlm_answer", call))
+    assert not started.is_error
+    assert {r.body.get("model") for r in server.requests} == {"stub-root"}
     thread = text_of(started).rsplit("thread ", 1)[1].rstrip("]")
     followup = {"thread": thread, "question": "How many?"}
     refused = asyncio.run(ask(second, "rlm_followup", followup))
