@@ -25,6 +25,7 @@ from langgraph.config import get_stream_writer
 
 from rlm_graph.api import Graph, RLMResult, aanswer, answer, result_from
 from rlm_graph.cli.main import summary
+from rlm_graph.observe.events import Event
 from rlm_graph.observe.progress import Sink
 from rlm_graph.settings import Settings
 from rlm_graph.storage import context_ids
@@ -79,7 +80,7 @@ class Forward:
         self.source = source
         self.caller = contextvars.copy_context()
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Pass the event on, saying which tool it came from."""
         self.caller.run(self.write, {**event, "source": self.source})
 

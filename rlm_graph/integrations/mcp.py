@@ -32,6 +32,7 @@ from pydantic import Field
 
 from rlm_graph.graph import build_graph
 from rlm_graph.integrations.calls import FixedRLM, Outcome
+from rlm_graph.observe.events import Event
 from rlm_graph.repl.process import warm_up
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.persistence import Persistence, open_persistence
@@ -60,10 +61,10 @@ class ProgressNotes:
         self.ctx = ctx
         self.total = total
 
-    def custom(self, event: dict[str, Any]) -> None:
+    def custom(self, event: Event) -> None:
         """Report a root iteration (progress must only grow, so nothing deeper)."""
-        if event.get("event") == "iteration" and event.get("depth") == 0:
-            step = int(event["iteration"])
+        if event["event"] == "iteration" and event["depth"] == 0:
+            step = event["iteration"]
             note = f"iteration {step} of at most {self.total}"
             anyio.from_thread.run(self.ctx.report_progress, step, self.total, note)
 
