@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig
 
 from rlm_graph.graph import graph as default_graph
 from rlm_graph.graph.runner import Graph, RLMResult, Run, arun_graph, run_graph
+from rlm_graph.observe.progress import Sink
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextRef, store_path, store_value
 
@@ -34,6 +35,7 @@ def run_of(
     graph: Graph | None,
     config: RunnableConfig | None,
     trace: str | os.PathLike[str] | None,
+    progress: Sink | None,
     settings: dict[str, Any],
 ) -> Run:
     """What :func:`answer` and :func:`aanswer` run; a graph exception is raised to the caller."""
@@ -44,6 +46,7 @@ def run_of(
         context_ref=None if context is None else reference(context),
         config=config,
         trace=trace,
+        sink=progress,
     )
 
 
@@ -54,6 +57,7 @@ def answer(
     graph: Graph | None = None,
     config: RunnableConfig | None = None,
     trace: str | os.PathLike[str] | None = None,
+    progress: Sink | None = None,
     **settings: Any,
 ) -> RLMResult:
     """Answer ``question`` over ``context`` (text, JSON data, or a path to a file/folder).
@@ -61,9 +65,11 @@ def answer(
     ``context`` may be omitted on a follow-up question of a thread (``config`` with a
     ``thread_id`` and a checkpointer-compiled ``graph``): the thread's sandbox is reused,
     and a run of the same question that was cut off continues from its last step.
-    ``trace`` names a file to write the run's trajectory to (docs/trajectory.md).
+    ``trace`` names a file to write the run's trajectory to (docs/trajectory.md);
+    ``progress`` gets the run's events as they happen (e.g. to pass them on to a calling
+    agent's stream) and is closed when the run ends.
     """
-    return run_graph(run_of(question, context, graph, config, trace, settings))
+    return run_graph(run_of(question, context, graph, config, trace, progress, settings))
 
 
 async def aanswer(
@@ -73,7 +79,8 @@ async def aanswer(
     graph: Graph | None = None,
     config: RunnableConfig | None = None,
     trace: str | os.PathLike[str] | None = None,
+    progress: Sink | None = None,
     **settings: Any,
 ) -> RLMResult:
     """Async :func:`answer`."""
-    return await arun_graph(run_of(question, context, graph, config, trace, settings))
+    return await arun_graph(run_of(question, context, graph, config, trace, progress, settings))

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from rlm_graph.cli.main import main
 from rlm_graph.graph.prompts import CHILD_QUESTION
 from rlm_graph.offline.stub_server import (
+    Responder,
     StubReply,
     StubServer,
     is_root_request,
@@ -24,6 +27,8 @@ from rlm_graph.offline.stub_server import fenced_reply as fenced
 from rlm_graph.offline.stub_server import tool_reply as tool
 
 __all__ = [
+    "AGENT_MODEL",
+    "Agent",
     "Script",
     "fast_settings",
     "fenced",
@@ -64,6 +69,49 @@ class Script:
         if is_root_request(body):
             return self.root[min(replies_so_far(body), len(self.root) - 1)]
         return self.sub(last_user_text(body))
+
+
+AGENT_MODEL = "agent-model"
+AgentStep = StubReply | str | Callable[[dict[str, Any]], StubReply | str]
+
+
+class Agent:
+    """A calling agent's model (requests naming ``AGENT_MODEL``) scripted by step.
+
+    A step is a reply, or a function of the request (e.g. one that repeats the last tool
+    result); every request for another model (the RLM's) goes to ``rlm``.
+    """
+
+    def __init__(self, steps: Sequence[AgentStep], rlm: Responder) -> None:
+        self.steps = list(steps)
+        self.rlm = rlm
+
+    def __call__(self, body: dict[str, Any]) -> StubReply | str:
+        if body.get("model") != AGENT_MODEL:
+            return self.rlm(body)
+        step = self.steps[min(replies_so_far(body), len(self.steps) - 1)]
+        return step(body) if callable(step) else step
+
+    @staticmethod
+    def call(tool_name: str, **arguments: Any) -> StubReply:
+        """A step calling one tool."""
+        return StubReply(content=None, tool_calls=[{"name": tool_name, "arguments": arguments}])
+
+    @staticmethod
+    def model(server: StubServer) -> ChatOpenAI:
+        """The agent's chat model, served by the stub."""
+        return ChatOpenAI(
+            model=AGENT_MODEL,
+            base_url=server.base_url,
+            api_key=SecretStr("stub-key"),
+            max_retries=0,
+            timeout=10,
+        )
+
+    @staticmethod
+    def requests(server: StubServer) -> list[dict[str, Any]]:
+        """The request bodies the agent's own model was sent."""
+        return [r.body for r in server.requests if r.body.get("model") == AGENT_MODEL]
 
 
 def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
         "api",
         "eval",
         "graph",
+        "integrations",  # `rlm mcp` serves integrations.mcp
         "models",
         "settings",
         "storage",

@@ -122,6 +122,36 @@ def add_eval(commands: Any) -> None:
     handled_by(evaluation, "eval", "eval_command")
 
 
+def add_mcp(commands: Any) -> None:
+    """``rlm mcp FOLDER...``."""
+    parser = commands.add_parser(
+        "mcp",
+        help="serve the RLM to MCP hosts (Claude Desktop, Claude Code, Cursor, ...)",
+        description="Serve the tools rlm_answer(question, path) and rlm_followup(thread, "
+        "question) over MCP: stdio by default, or streamable HTTP on 127.0.0.1 with "
+        "--http PORT. Paths outside FOLDER... are refused. See docs/integrations.md.",
+    )
+    parser.add_argument(
+        "roots", nargs="+", metavar="FOLDER", help="a folder the server may read (and below)"
+    )
+    add_model_flags(parser)
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE|URL",
+        help="where threads live: a SQLite file or a postgresql:// URL "
+        "(default: $RLM_GRAPH_HOME/threads.sqlite)",
+    )
+    parser.add_argument(
+        "--trace-dir",
+        metavar="DIR",
+        help="write each call's trajectory to a file here (default: $RLM_GRAPH_HOME/traces)",
+    )
+    parser.add_argument(
+        "--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT"
+    )
+    handled_by(parser, "mcp", "mcp_command")
+
+
 def add_trace_command(
     commands: Any, name: str, *, help: str, description: str, output: tuple[str, str]
 ) -> None:
@@ -144,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(commands)
     add_demo(commands)
     add_eval(commands)
+    add_mcp(commands)
     add_trace_command(
         commands,
         "view",

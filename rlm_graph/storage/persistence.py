@@ -19,7 +19,15 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
 from langgraph.store.sqlite import SqliteStore
 
+from rlm_graph.storage.home import home
+
 _POSTGRES = ("postgres://", "postgresql://")
+
+
+def default_checkpoint() -> Path:
+    """The SQLite file durable threads live in when none is named (``rlm mcp``)."""
+    home().mkdir(parents=True, exist_ok=True)
+    return home() / "threads.sqlite"
 
 
 class PersistenceError(ValueError):
