@@ -125,7 +125,9 @@ class SubCallBroker:
     async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Concurrent sub-calls, at most ``max_concurrency`` at once, answers in order.
 
-        Only distinct prompts not answered before count against the budget.
+        Only distinct prompts not answered before count against the budget. A cost
+        limit reached while the batch runs refuses the calls not yet sent, each with its
+        own error, and gives their reservations back to the budget.
         """
         if len(prompts) > self.settings.max_batch_size:
             return {"ok": False, "error": self._batch_message(len(prompts))}
@@ -137,14 +139,20 @@ class SubCallBroker:
         if not self.budget.take(fresh):
             return {"ok": False, "error": self._budget_message(fresh)}
         gate = asyncio.Semaphore(self.settings.max_concurrency)
+        refused: set[str] = set()
 
         async def one(prompt: str) -> dict[str, Any]:
             if refusal := self._refusal(prompt):
                 return {"ok": False, "error": refusal}
             async with gate:
+                if stop := self._unsent_cost_stop(prompt):
+                    refused.add(prompt)
+                    return {"ok": False, "error": stop}
                 return await self._answer_cached(prompt)
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        answers = list(await asyncio.gather(*(one(p) for p in prompts)))
+        self.budget.give_back(len(refused))
+        return answers
 
     def _refusal(self, prompt: str) -> str:
         """Why a prompt cannot be sent, or "" when it can."""
@@ -169,6 +177,16 @@ class SubCallBroker:
         """The message for a sub-call refused because a cost limit is reached, or ""."""
         reason = self.settings.over_budget(self.budget.spent)
         return f"{reason}; no more sub-calls: answer from what you have" if reason else ""
+
+    def _unsent_cost_stop(self, prompt: str) -> str:
+        """The cost stop for a batch's prompt that would need a new call, or "".
+
+        The tree's spend only grows, so once a limit is reached every later call of the
+        batch is refused; answers remembered or already in flight cost nothing more.
+        """
+        if self.memo.get(prompt) is not None or prompt in self._in_flight:
+            return ""
+        return self._cost_stop()
 
     def _batch_message(self, size: int) -> str:
         limit = self.settings.max_batch_size

@@ -50,6 +50,10 @@ class Budget(Protocol):
         """Reserve ``count`` calls, all or nothing."""
         ...
 
+    def give_back(self, count: int) -> None:
+        """Return ``count`` reserved calls that were never made (refused at a cost limit)."""
+        ...
+
     def spend(self, usage: Usage) -> None:
         """Add one model call's usage to the tree's spend, as it happens."""
         ...
@@ -99,6 +103,11 @@ class LocalBudget:
                 return False
             self._used += count
             return True
+
+    def give_back(self, count: int) -> None:
+        """Return ``count`` reserved calls that were never made."""
+        with self._lock:
+            self._used -= count
 
     def spend(self, usage: Usage) -> None:
         """Add one model call's usage to the tree's spend."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -166,6 +167,21 @@ def test_dollar_budget_refuses_sub_calls_mid_cell(stub: Any) -> None:
     assert result.status == "budget_exhausted"
     assert str(result.answer).startswith("refused:")
     assert "dollar budget reached" in result.answer and "no more sub-calls" in result.answer
+
+
+def test_a_cost_limit_reached_inside_a_batch_refuses_the_calls_not_yet_sent(stub: Any) -> None:
+    code = "r = await llm_batch([f'item {i}' for i in range(5)])\nprint(r)"
+    server = stub(Script([costed(tool(code), ROOT)], sub=sub_answer))
+    settings = fast_settings(server, max_tokens=130, max_concurrency=1)
+    result = answer("q", "ctx", **settings)
+    # root 110, item 0 120, item 1 130: the limit is reached, items 2-4 are never sent
+    assert requests_for(server, "stub-sub") == 2
+    assert result.stop_reason == "token budget reached: 130 of max_tokens=130 used"
+    answers = ast.literal_eval(str(result.answer))
+    assert answers[:2] == ["ITEM 0", "ITEM 1"]
+    refusal = f"Error: {result.stop_reason}; no more sub-calls: answer from what you have"
+    assert answers[2:] == [refusal] * 3
+    assert result.sub_calls == 2  # the refused calls' reservations went back to the budget
 
 
 def test_cli_marks_a_cost_stopped_answer(
