@@ -203,6 +203,87 @@ def test_sigkill_mid_batch_then_resume_postgres(
     kill_and_resume(stub, tmp_path, postgres_url)
 
 
+# -- a thread handed over between two server workers ---------------------------------------
+
+HANDOVER_SCRIPT = [
+    tool("x = await llm_query('fast one')\nprint(x)"),
+    tool("y = await llm_query('slow one')\nprint(y)"),
+    tool("total = f'{x}+{y}'\nprint(total)"),
+    "FINAL_VAR(total)",
+]
+
+
+class HandoverModel:
+    """Root replies by iteration; the 'slow one' sub-call hangs until released."""
+
+    def __init__(self) -> None:
+        self.root_turns: list[int] = []
+        self.sub_prompts: list[str] = []
+        self.release = threading.Event()
+
+    def __call__(self, body: dict[str, Any]) -> StubReply | str:
+        if is_root_request(body):
+            turn = replies_so_far(body)
+            self.root_turns.append(turn)
+            return HANDOVER_SCRIPT[min(turn, len(HANDOVER_SCRIPT) - 1)]
+        prompt = last_user_text(body)
+        self.sub_prompts.append(prompt)
+        if prompt == "slow one":
+            self.release.wait(60)
+        return prompt.split()[0]
+
+
+def worker_env(home: Path) -> dict[str, str]:
+    """A server worker of its own: its own cache home, holding only the sandbox runtime.
+
+    The runtime snapshot is an install-time cache (like a wheel), not thread state: it
+    is copied so the test does not spend 15 s rebuilding it.
+    """
+    home.mkdir()
+    for runtime in Path(os.environ["RLM_GRAPH_HOME"]).glob("eryx-factory-*.bin"):
+        shutil.copy(runtime, home / runtime.name)
+    return {**os.environ, "LANGSMITH_TRACING": "false", "RLM_GRAPH_HOME": str(home)}
+
+
+@pytest.mark.slow
+def test_a_thread_moves_to_another_worker_when_its_worker_dies(
+    stub: Start, tmp_path: Path, postgres_url: str
+) -> None:
+    """What the LangGraph server does when a worker dies, on one PostgreSQL saver + store.
+
+    Worker A is SIGKILLed during a slow sub-call and its home is deleted; worker B, with
+    a home of its own, resumes the same run and thread: it rebuilds the sandbox by replay
+    and asks only the prompt that was in flight again.
+    """
+    model = HandoverModel()
+    server = stub(model)
+    context = tmp_path / "context.txt"
+    context.write_text("some context\n" * 20)
+    argv = rlm_process(server, postgres_url, context, "handover")
+    home_a, home_b = tmp_path / "worker-a", tmp_path / "worker-b"
+    worker_a = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(home_a)
+    )
+    try:
+        wait_for(lambda: "slow one" in model.sub_prompts, "the slow sub-call to be in flight")
+        worker_a.send_signal(signal.SIGKILL)
+        worker_a.wait(30)
+    finally:
+        if worker_a.poll() is None:
+            worker_a.kill()
+        model.release.set()
+    shutil.rmtree(home_a)  # nothing on A's disk may be needed
+
+    worker_b = subprocess.run(
+        argv, capture_output=True, text=True, env=worker_env(home_b), timeout=180
+    )
+    assert worker_b.returncode == 0, worker_b.stderr
+    assert worker_b.stdout.strip() == "fast+slow"
+    assert "resuming thread handover after iteration 1" in worker_b.stderr
+    assert model.root_turns == [0, 1, 2, 3]  # no root step was asked twice
+    assert Counter(model.sub_prompts) == {"fast one": 1, "slow one": 2}
+
+
 # -- a new process rebuilds the sandbox from the checkpoint --------------------------------
 
 DEFINE = (
