@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,12 +43,27 @@ def demo_banner(base_url: str, context: demo.DemoContext) -> str:
     )
 
 
+def rlm_command() -> str:
+    """How to type ``rlm`` from here: bare when the shell finds this same script.
+
+    ``make demo`` runs ``.venv/bin/rlm`` without activating the venv, so the bare name
+    would not be found by a shell that types the hint as shown.
+    """
+    script = Path(sys.executable).with_name("rlm")
+    found = shutil.which("rlm")
+    if found and Path(found).resolve() == script.resolve():
+        return "rlm"
+    shown = os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+    return shlex.quote(shown)
+
+
 def demo_report(
     result: RLMResult, context: demo.DemoContext, correct: bool, saved: Path
 ) -> list[str]:
     """What the demo tells a human: the answer, whether it is right, the cost, what next."""
     root_tokens = result.tokens.get(demo.ROOT_MODEL, {}).get("input_tokens", 0)
     verdict = "correct" if correct else f"WRONG, expected {json.dumps(context.expected())}"
+    rlm = rlm_command()
     return [
         f"Answer: {result.answer_text()}",
         f"Check: {verdict} (the generator knows the true answer)",
@@ -58,9 +75,9 @@ def demo_report(
         "",
         "Next, ask a real model about the same log:",
         f"  CTX={shlex.quote(str(saved))}",
-        f'  OPENAI_API_KEY=sk-... rlm run --context "$CTX" {shlex.quote(demo.QUESTION)}',
+        f'  OPENAI_API_KEY=sk-... {rlm} run --context "$CTX" {shlex.quote(demo.QUESTION)}',
         "or any OpenAI-compatible server (vLLM, llama.cpp, Ollama):",
-        '  rlm run --base-url http://localhost:8000/v1 --model MODEL --context "$CTX" "..."',
+        f'  {rlm} run --base-url http://localhost:8000/v1 --model MODEL --context "$CTX" "..."',
     ]
 
 

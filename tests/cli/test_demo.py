@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from support import rlm
 
+from rlm_graph.cli.demo import rlm_command
 from rlm_graph.offline import demo
 
 JSON_KEYS = {"answer", "iterations", "sub_calls", "tokens", "seconds", "status"}
@@ -30,6 +31,17 @@ def test_demo_says_it_is_offline_and_gets_the_answer_right(
     assert "Check: correct" in out
     assert "rlm run --base-url" in out and "OPENAI_API_KEY" in out
     assert "rlm: iteration 3 (depth 0)" in err
+
+
+def test_the_next_step_names_rlm_as_the_shell_will_find_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).with_name("rlm")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert rlm_command() == "rlm"
+    monkeypatch.setenv("PATH", str(tmp_path))  # `make demo`: the venv is not activated
+    assert rlm_command() == str(script)
 
 
 def test_sub_model_stand_in_counts_what_the_generator_planted() -> None:
