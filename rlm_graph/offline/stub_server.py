@@ -31,10 +31,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from rlm_graph.offline.local_server import STUB_CHARS_PER_TOKEN, LocalServer
+
 if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "LocalServer",
     "RecordedRequest",
     "Responder",
     "ScriptedResponder",
@@ -240,6 +243,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], stub: StubServer) -> None:
         self.stub = stub
+        slots = stub.local.slots
+        self.slots: contextlib.AbstractContextManager[Any] = (
+            threading.Semaphore(slots) if slots else contextlib.nullcontext()
+        )
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -294,15 +301,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._server.stub._record(RecordedRequest(self.path, body, raw_size, arrived, reply))
 
     def do_GET(self) -> None:
-        """Serve the model list, which some clients and health checks probe."""
+        """Serve the model list and a local server's /props, which clients probe."""
         arrived = time.monotonic()
         self._record({}, 0, arrived, None)
+        stub = self._server.stub
         if self._route in ("/v1/models", "/models"):
-            name = self._server.stub.model_name
-            model = {"id": name, "object": "model", "created": 0, "owned_by": "stub"}
+            model = {"id": stub.model_name, "object": "model", "created": 0, "owned_by": "stub"}
+            model.update(stub.local.model_fields())
             self._send(200, _dumps({"object": "list", "data": [model]}))
         else:
+            self._send_probe(stub.local.probe(self._route))
+
+    def _send_probe(self, answer: dict[str, Any] | None) -> None:
+        if answer is None:
             self._send(404, _dumps(_error_body(404, f"unknown path {self.path}")))
+        else:
+            self._send(200, _dumps(answer))
 
     def do_POST(self) -> None:
         """Serve chat completions: parse, ask the responder, wait, then answer."""
@@ -310,8 +324,12 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self._route not in ("/v1/chat/completions", "/chat/completions"):
             self._record({}, len(raw), arrived, None)
-            self._send(404, _dumps(_error_body(404, f"unknown path {self.path}")))
+            self._send_probe(self._server.stub.local.probe(self._route))
             return
+        with self._server.slots:  # a local server computes one request per slot
+            self._complete(raw, arrived)
+
+    def _complete(self, raw: bytes, arrived: float) -> None:
         try:
             parsed = json.loads(raw)
         except ValueError as exc:
@@ -363,9 +381,16 @@ class StubModel:
     in-memory transport: the same requests, replies and parsing, no socket, no thread.
     """
 
-    def __init__(self, responder: Responder, *, model_name: str = "stub-model") -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        model_name: str = "stub-model",
+        local: LocalServer | None = None,
+    ) -> None:
         self.responder = responder
         self.model_name = model_name
+        self.local = local or LocalServer()
         self._log: list[RecordedRequest] = []
         self._log_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -423,12 +448,20 @@ class StubModel:
             self._log.append(entry)
 
     def _reply_for(self, body: dict[str, Any]) -> StubReply:
-        """Ask the responder; a raising responder becomes a 500 so the test sees the message."""
+        """Ask the responder; a raising responder becomes a 500 so the test sees the message.
+
+        A request past a local server's window is refused before the responder sees it.
+        """
+        prompt_chars = sum(len(text) for text in _message_texts(body))
+        if refused := self.local.refusal(body, prompt_chars):
+            return StubReply(status=400, error=refused)
         try:
             reply = self.responder(body)
         except Exception as exc:
             return StubReply(status=500, error=f"stub responder raised {type(exc).__name__}: {exc}")
-        return StubReply(content=reply) if isinstance(reply, str) else reply
+        return self.local.reshape(
+            body, StubReply(content=reply) if isinstance(reply, str) else reply
+        )
 
     def _tool_calls(self, reply: StubReply) -> list[dict[str, Any]]:
         """Normalise scripted tool calls to the OpenAI wire shape (ids unique per server)."""
@@ -453,11 +486,13 @@ class StubModel:
     ) -> dict[str, Any]:
         prompt = reply.prompt_tokens
         if prompt is None:
-            prompt = math.ceil(sum(len(text) for text in _message_texts(body)) / 4)
+            prompt = math.ceil(
+                sum(len(text) for text in _message_texts(body)) / STUB_CHARS_PER_TOKEN
+            )
         completion = reply.completion_tokens
         if completion is None:
             out = (reply.content or "") + "".join(c["function"]["arguments"] for c in calls)
-            completion = max(1, math.ceil(len(out) / 4))
+            completion = max(1, math.ceil(len(out) / STUB_CHARS_PER_TOKEN))
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -538,8 +573,9 @@ class StubServer(StubModel):
         host: str = "127.0.0.1",
         port: int = 0,
         model_name: str = "stub-model",
+        local: LocalServer | None = None,
     ) -> None:
-        super().__init__(responder, model_name=model_name)
+        super().__init__(responder, model_name=model_name, local=local)
         self.delay = delay
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
