@@ -126,6 +126,7 @@ def run_step(
         outcome, cell = bench.run(code, meta, settings.max_output_chars)
         if kind == "model":
             cell["sub_calls"] = broker.calls
+            cell["output"] += broker.failure_note()
             if "final_text" in step and outcome.final is None:
                 cell["output"] += UNCONFIRMED_FINAL
         emit(cell_end_event(cell, outcome.output, *where))

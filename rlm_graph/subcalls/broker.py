@@ -82,6 +82,8 @@ class SubCallBroker:
         self._lock = threading.Lock()
         self._in_flight: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
         self._active = 0
+        self._asked = 0
+        self._failures: list[str] = []
 
     @property
     def recursive(self) -> bool:
@@ -93,12 +95,38 @@ class SubCallBroker:
     def query(self, prompt: str) -> dict[str, Any]:
         """Answer one prompt for ``llm_query``."""
         answer: dict[str, Any] = self._wait(self.aquery(prompt))
+        self._tally([answer])
         return answer
 
     def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Answer prompts for ``llm_batch``, or refuse the batch as a whole."""
         answers: list[dict[str, Any]] | dict[str, Any] = self._wait(self.abatch(prompts))
+        self._tally([answers] if isinstance(answers, dict) else answers)
         return answers
+
+    def _tally(self, answers: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._asked += len(answers)
+            self._failures += [a["error"] for a in answers if not a["ok"]]
+
+    def failure_note(self) -> str:
+        """A line on this cell's failed sub-calls for the model, or "" when none failed.
+
+        A failed llm_batch item is a string starting "Error:", which a model's own code
+        easily filters out: a 1.5B model dropped nine context-length failures this way
+        and saw `[]` for nine iterations (issue 18). This line reaches it whatever the
+        code printed.
+        """
+        with self._lock:
+            failed, asked = len(self._failures), self._asked
+            first = self._failures[0] if failed else ""
+        if not failed:
+            return ""
+        return (
+            f"\n[{failed} of {asked} sub-calls in this cell failed (their results are strings "
+            'starting "Error:"): send smaller chunks if a prompt was too long, otherwise '
+            f"retry them. The first error: {preview(first, 300)}]"
+        )
 
     def _wait(self, coro: Awaitable[Any]) -> Any:
         future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), background_loop())

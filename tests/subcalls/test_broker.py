@@ -8,6 +8,7 @@ from typing import Any
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
+from rlm_graph.offline.stub_server import LocalServer, all_text
 
 
 def test_a_batch_has_max_concurrency_calls_in_flight_at_once(stub: Any) -> None:
@@ -24,3 +25,19 @@ def test_a_batch_has_max_concurrency_calls_in_flight_at_once(stub: Any) -> None:
     result = answer("q", "ctx", **fast_settings(server, max_concurrency=8))
     assert result.answer == [f"P{i}" for i in range(16)]
     assert result.tokens["stub-sub"]["calls"] == 16
+
+
+def test_failed_sub_calls_are_summed_up_whatever_the_code_printed(stub: Any) -> None:
+    # The code drops the failures, as a small model's filter did (issue 18); the line
+    # after the output still tells the model that two of three calls hit the window.
+    code = (
+        "r = await llm_batch(['short', 'x' * 8000, 'y' * 8000])\n"
+        "print([a for a in r if not a.startswith('Error')])"
+    )
+    server = stub(Script([tool(code), "FINAL(done)"]), local=LocalServer(window_tokens=1500))
+    answer("q", "ctx", **fast_settings(server))
+
+    seen = all_text(server.requests[-1].body)
+    assert "['echo:short']" in seen
+    assert "[2 of 3 sub-calls in this cell failed" in seen
+    assert "maximum context length is 1500 tokens" in seen
