@@ -7,7 +7,8 @@ safely start over when the run resumes, in this process or another.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import asyncio
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,7 @@ from rlm_graph.graph.steps import note_cell
 from rlm_graph.observe import events
 from rlm_graph.observe.events import CellEndEvent
 from rlm_graph.observe.tracing import cell_span, run_metadata
-from rlm_graph.repl.cell import CellMeta, Workbench, workbench
+from rlm_graph.repl.cell import CellMeta, Workbench, aworkbench
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.repl.session import SandboxError
 from rlm_graph.settings import Settings
@@ -52,48 +53,48 @@ def reviewed(step: Step, settings: Settings) -> Step:
     return step
 
 
-def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Run the step's code in the sandbox (set-up code first) and record the cells."""
+async def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Run the step's code in the sandbox (set-up code first) and record the cells.
+
+    A coroutine: while a cell runs and waits on its sub-calls, no thread is held (the
+    sandbox's process answers on its socket); records are written on a thread.
+    """
     settings = settings_of(runtime)
     step = reviewed(
         state["step"] or Step(kind="note", reply="", tool_call_id="", code=""), settings
     )
     cells, blobs, turn = list(state.get("cells") or []), blobs_of(runtime), state.get("turn", 1)
+    sandbox_id = state["sandbox_id"]
     if step["kind"] == "note":  # rejected by the person: the model is told why
-        note = save_cell(blobs, state["sandbox_id"], note_cell(step, turn, step.get("note", "")))
+        rejected = note_cell(step, turn, step.get("note", ""))
+        note = await asyncio.to_thread(save_cell, blobs, sandbox_id, rejected)
         return {"cells": [*cells, note], "step": step}
     scope = scope_of(settings, state)
     iteration = state.get("iteration", 0) + 1
-    metadata = run_metadata(scope.depth, iteration, state["sandbox_id"])
+    metadata = run_metadata(scope.depth, iteration, sandbox_id)
     emit(events.cell(depth=scope.depth, iteration=iteration, code=step["code"]))
     models = given_models()
-    with ExitStack() as stack:
+    async with AsyncExitStack() as stack:
         broker = SubCallBroker(
             settings,
             scope,
             run_child=partial(run_child, models=models),
             emit=thread_safe_writer(),
-            memo=SubCallMemo(blobs, state["sandbox_id"], memo_scope(scope, settings)),
+            memo=SubCallMemo(blobs, sandbox_id, memo_scope(scope, settings)),
             sub_model=models.get(settings.effective_sub_model),
             trace_parent=stack.enter_context(cell_span(step["code"], metadata)),
             trace_metadata=metadata,
         )
         try:
-            context = check_ref(state["context_ref"], blobs)  # another worker may lack the file
-            bench = stack.enter_context(
-                workbench(
-                    REGISTRY,
-                    state["sandbox_id"],
-                    context,
-                    cells,
-                    sandbox_limits(settings),
-                    broker,
-                    blobs,
+            context = await asyncio.to_thread(check_ref, state["context_ref"], blobs)
+            bench = await stack.enter_async_context(
+                aworkbench(
+                    REGISTRY, sandbox_id, context, cells, sandbox_limits(settings), broker, blobs
                 )
             )
         except (SandboxError, MissingRecord, ContextError) as exc:  # stop, keep every cell
             return {"status": "failed", "error": str(exc)}
-        new_cells = run_step(bench, step, turn, settings, broker, (iteration, scope.depth))
+        new_cells = await run_step(bench, step, turn, settings, broker, (iteration, scope.depth))
     return {
         "cells": [*cells, *new_cells],
         "step": step,
@@ -102,7 +103,7 @@ def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     }
 
 
-def run_step(
+async def run_step(
     bench: Workbench,
     step: Step,
     turn: int,
@@ -123,14 +124,14 @@ def run_step(
             reply=step["reply"],
             tool_call_id=step["tool_call_id"],
         )
-        outcome, cell = bench.run(code, meta, settings.max_output_chars)
+        outcome, cell = await bench.arun(code, meta, settings.max_output_chars)
         if kind == "model":
             cell["sub_calls"] = broker.calls
             cell["output"] += broker.failure_note()
             if "final_text" in step and outcome.final is None:
                 cell["output"] += UNCONFIRMED_FINAL
         emit(cell_end_event(cell, outcome.output, *where))
-        recorded.append(bench.record(cell))
+        recorded.append(await bench.arecord(cell))
         if outcome.halted:
             break
     return recorded

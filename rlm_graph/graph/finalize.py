@@ -7,15 +7,16 @@ returns the last output its code produced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from rlm_graph.graph import prompts
-from rlm_graph.graph.plan import conversation, reply_event, root_model
+from rlm_graph.graph.plan import call_root, conversation, reply_event
 from rlm_graph.graph.runtime import (
     blobs_of,
     emit,
@@ -34,21 +35,29 @@ from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.records import load_cell
+from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line
 
 
-def best_effort(
+def best_effort_request(
     state: State, settings: Settings, scope: Scope, blobs: Blobs
-) -> tuple[str, dict[str, Any]]:
-    """One last model call, without tools, for the best answer the history supports."""
+) -> list[AnyMessage]:
+    """The conversation so far, ending in the request for the best answer it supports."""
     messages = conversation(state, settings, scope, blobs, tool_calling=False)
     if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
+    return messages
+
+
+async def best_effort(
+    state: State, settings: Settings, scope: Scope, blobs: Blobs
+) -> tuple[str, dict[str, Any]]:
+    """One last model call, without tools, for the best answer the history supports."""
+    messages = await asyncio.to_thread(best_effort_request, state, settings, scope, blobs)
     started = time.perf_counter()
-    reply = root_model(settings).invoke(messages)
-    assert isinstance(reply, AIMessage)
+    reply = await in_call_pool(lambda: call_root(messages, settings, tools=False))
     seconds = time.perf_counter() - started
     event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds, "")
     event["best_effort"] = True
@@ -66,14 +75,14 @@ def best_so_far(state: State, blobs: Blobs) -> str:
     return ""
 
 
-def release_run_sandbox(state: State) -> None:
+def release_run_sandbox(state: State, thread: str) -> None:
     """Close the sandbox of a run without a thread: nobody can come back to it."""
-    if not thread_id() and state.get("sandbox_id"):
+    if not thread and state.get("sandbox_id"):
         REGISTRY.release(state["sandbox_id"])
         Blobs.forget(state["sandbox_id"])
 
 
-def outcome(
+async def outcome(
     state: State, settings: Settings, scope: Scope, blobs: Blobs
 ) -> tuple[FinalStatus, Any, dict[str, Any]]:
     """How the run ends: its status, its answer, and what else finalize records."""
@@ -81,25 +90,26 @@ def outcome(
         return "answered", state.get("answer"), {}
     if reason := state.get("stop_reason") or scope.blocked(settings):
         if scope.answers_partially:
-            return "budget_exhausted", best_so_far(state, blobs), {"stop_reason": reason}
+            last = await asyncio.to_thread(best_so_far, state, blobs)
+            return "budget_exhausted", last, {"stop_reason": reason}
         return "budget_exhausted", "", {"error": f"{reason} before this sub-RLM answered"}
     try:
-        answer, extra = best_effort(state, settings, scope, blobs)
+        answer, extra = await best_effort(state, settings, scope, blobs)
     except Exception as exc:  # the run's cells stay in state either way
         return "failed", "", {"error": f"best-effort answer failed: {one_line(exc)}"}
     return "budget_exhausted", answer, extra
 
 
-def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+async def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Return the answer, marking how it was reached; release a run-scoped sandbox."""
     update: dict[str, Any] = {"step": None}
     if state.get("status") == "failed":
         update["messages"] = [AIMessage(content=f"The run failed: {state.get('error', '')}")]
-        release_run_sandbox(state)
+        await asyncio.to_thread(release_run_sandbox, state, thread_id())
         return update
     settings = settings_of(runtime)
     scope = scope_of(settings, state)
-    status, answer, extra = outcome(state, settings, scope, blobs_of(runtime))
+    status, answer, extra = await outcome(state, settings, scope, blobs_of(runtime))
     update.update(extra, answer=answer, status=status)
     usage = add_usage(state.get("usage") or {}, update.get("usage") or {})
     update["cost"] = cost_of(usage, settings.prices)
@@ -118,5 +128,5 @@ def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         *(state.get("history") or []),
         TurnRecord(question=question_of(state), answer=answer, status=status),
     ]
-    release_run_sandbox(state)
+    await asyncio.to_thread(release_run_sandbox, state, thread_id())
     return update

@@ -14,8 +14,8 @@ from rlm_graph.graph.state import State
 from rlm_graph.settings import Settings
 
 
-def inspect_output(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Count the iteration, look for a final answer, stop at a cost limit."""
+async def inspect_output(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Count the iteration, look for a final answer, stop at a cost limit (nothing blocks)."""
     step = state.get("step")
     update: dict[str, Any] = {"iteration": state.get("iteration", 0) + 1, "step": None}
     cells = state.get("cells") or []

@@ -6,12 +6,14 @@ a final answer or a note to inspect, a stop to finalize.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from rlm_graph.graph import prompts
@@ -37,6 +39,7 @@ from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import ContextError, check_ref, share, store_path, store_value
 from rlm_graph.storage.records import MissingRecord, load_cells, save_cell
+from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line
 
@@ -139,43 +142,72 @@ def conversation(
     )
 
 
-def ask_root(
+async def ask_root(
     view: State, settings: Settings, scope: Scope, blobs: Blobs
 ) -> tuple[AIMessage, float]:
     """One root-model call on the conversation so far: the reply and its latency."""
     iteration = view.get("iteration", 0) + 1
-    messages = conversation(view, settings, scope, blobs, tool_calling=settings.tool_calling)
-    emit(iteration_event(messages, iteration, scope.depth))
-    started = time.perf_counter()
-    model = root_model(settings)
-    reply = (model.bind_tools([EXECUTE_TOOL]) if settings.tool_calling else model).invoke(
-        messages,
-        config={"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])},
+    messages = await asyncio.to_thread(
+        conversation, view, settings, scope, blobs, tool_calling=settings.tool_calling
     )
-    assert isinstance(reply, AIMessage)
+    emit(iteration_event(messages, iteration, scope.depth))
+    config: RunnableConfig = {
+        "metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])
+    }
+    started = time.perf_counter()
+    tools = settings.tool_calling
+    reply = await in_call_pool(lambda: call_root(messages, settings, tools=tools, config=config))
     return reply, time.perf_counter() - started
 
 
-def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Ask the root model for the next step."""
-    settings = settings_of(runtime)
+def call_root(
+    messages: list[AnyMessage],
+    settings: Settings,
+    *,
+    tools: bool,
+    config: RunnableConfig | None = None,
+) -> AIMessage:
+    """The root model's reply to ``messages``, offered the code tool when ``tools``."""
+    model = root_model(settings)
+    reply = (model.bind_tools([EXECUTE_TOOL]) if tools else model).invoke(
+        messages, config=config
+    )
+    assert isinstance(reply, AIMessage)
+    return reply
+
+
+def start_step(state: State, blobs: Blobs) -> tuple[dict[str, Any], State | None]:
+    """The turn's update and the state the model is asked from (None: the run stops)."""
     question = question_of(state)
     if not question.strip():
         raise ValueError("no question given: send `question` (or a human message)")
-    blobs = blobs_of(runtime)
     update = begin_turn(state, question)
     try:  # a missing path, bad JSON: the run ends saying which
         update.update(ingest_context(state, blobs))
     except ContextError as exc:
-        return {**update, **stopped("failed", error=str(exc))}
+        return {**update, **stopped("failed", error=str(exc))}, None
     view: State = {**state, **update}  # type: ignore[typeddict-item]
+    return update, view
+
+
+async def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+    """Ask the root model for the next step.
+
+    A coroutine, so that a server holds no thread for it: records are read and written
+    on a thread, the model is asked on the call pool (``subcalls.loop``).
+    """
+    settings = settings_of(runtime)
+    blobs = blobs_of(runtime)
+    update, view = await asyncio.to_thread(start_step, state, blobs)
+    if view is None:
+        return update
     scope = scope_of(settings, view)
     if reason := scope.begin_step(settings):
         return {**update, **stopped("budget_exhausted", stop_reason=reason)}
     if view["sandbox_id"] not in REGISTRY:
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], sandbox_limits(settings))
     try:
-        reply, seconds = ask_root(view, settings, scope, blobs)
+        reply, seconds = await ask_root(view, settings, scope, blobs)
     except MissingRecord as exc:
         return {**update, **stopped("failed", error=str(exc))}
     except Exception as exc:  # after the client's own retries: stop, keep every cell
@@ -185,7 +217,8 @@ def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         step["setup"] = history_setup(view["history"])
     if step["kind"] == "note":
         note = note_cell(step, view.get("turn", 1), step.get("note", ""))
-        update["cells"] = [*(view.get("cells") or []), save_cell(blobs, view["sandbox_id"], note)]
+        saved = await asyncio.to_thread(save_cell, blobs, view["sandbox_id"], note)
+        update["cells"] = [*(view.get("cells") or []), saved]
     iteration = view.get("iteration", 0) + 1
     event = reply_event(reply, settings, scope.depth, iteration, seconds, step["code"])
     emit(event)

@@ -8,11 +8,12 @@ registry notes that the live session now holds it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Literal, TypedDict
 
-from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.registry import LoadCells, SandboxRegistry
 from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase, SubCallHandler
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import ContextRef
@@ -47,28 +48,44 @@ class Workbench:
         ``output_limit``); the outcome keeps all of it, for traces.
         """
         outcome = self.box.run(code)
-        cell = Cell(
-            kind=meta["kind"],
-            turn=meta["turn"],
-            code=code,
-            reply=meta["reply"],
-            tool_call_id=meta["tool_call_id"],
-            output=truncate(outcome.output, output_limit),
-            error=outcome.error,
-            halted=outcome.halted,
-            journal=outcome.journal,
-            sub_calls=0,
-            seconds=round(outcome.seconds, 4),
-        )
-        if outcome.final is not None:
-            cell["final"] = outcome.final["value"]
-        return outcome, cell
+        return outcome, _cell(code, meta, outcome, output_limit)
+
+    async def arun(
+        self, code: str, meta: CellMeta, output_limit: int
+    ) -> tuple[CellOutcome, Cell]:
+        """:meth:`run` for a coroutine: the cell runs without holding a thread."""
+        outcome = await self.box.arun(code)
+        return outcome, _cell(code, meta, outcome, output_limit)
 
     def record(self, cell: Cell) -> CellRef:
         """Store the cell's full record; the live session now holds its effects."""
         ref = save_cell(self._blobs, self._sandbox_id, cell)
         self._registry.record(self._sandbox_id, ref)
         return ref
+
+    async def arecord(self, cell: Cell) -> CellRef:
+        """:meth:`record` for a coroutine (the write happens on a thread)."""
+        return await asyncio.to_thread(self.record, cell)
+
+
+def _cell(code: str, meta: CellMeta, outcome: CellOutcome, output_limit: int) -> Cell:
+    """The record of a cell that ran: its output cut to what the model is shown."""
+    cell = Cell(
+        kind=meta["kind"],
+        turn=meta["turn"],
+        code=code,
+        reply=meta["reply"],
+        tool_call_id=meta["tool_call_id"],
+        output=truncate(outcome.output, output_limit),
+        error=outcome.error,
+        halted=outcome.halted,
+        journal=outcome.journal,
+        sub_calls=0,
+        seconds=round(outcome.seconds, 4),
+    )
+    if outcome.final is not None:
+        cell["final"] = outcome.final["value"]
+    return cell
 
 
 @contextmanager
@@ -86,12 +103,26 @@ def workbench(
     A session that is missing, broken or elsewhere is rebuilt by replaying the records
     in ``blobs``; ``handler`` answers its sub-calls while it is held.
     """
-    with registry.checkout(
-        sandbox_id,
-        context,
-        cells,
-        limits,
-        handler,
-        lambda refs: load_cells(blobs, sandbox_id, refs),
-    ) as box:
+    load = _loader(blobs, sandbox_id)
+    with registry.checkout(sandbox_id, context, cells, limits, handler, load) as box:
         yield Workbench(box, registry, sandbox_id, blobs)
+
+
+@asynccontextmanager
+async def aworkbench(
+    registry: SandboxRegistry,
+    sandbox_id: str,
+    context: ContextRef,
+    cells: Sequence[CellRef],
+    limits: Limits,
+    handler: SubCallHandler,
+    blobs: Blobs,
+) -> AsyncIterator[Workbench]:
+    """:func:`workbench` for a coroutine (the graph's execute node)."""
+    load = _loader(blobs, sandbox_id)
+    async with registry.acheckout(sandbox_id, context, cells, limits, handler, load) as box:
+        yield Workbench(box, registry, sandbox_id, blobs)
+
+
+def _loader(blobs: Blobs, sandbox_id: str) -> LoadCells:
+    return lambda refs: load_cells(blobs, sandbox_id, refs)

@@ -8,11 +8,12 @@ evicted one, a crashed child), a broken one (after a halt) or one that ran other
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 
 from rlm_graph.repl.process import IsolatedSandbox
@@ -119,10 +120,55 @@ class SandboxRegistry:
         is rebuilt by replay; one that is merely behind gets only the missing cells.
         Full records are loaded (``load``) only for the cells that must be replayed.
         """
+        entry, box = self._hold(sandbox_id, ref, cells, limits, handler, load)
+        try:
+            yield box
+        finally:
+            _give_back(entry, box)
+
+    @asynccontextmanager
+    async def acheckout(
+        self,
+        sandbox_id: str,
+        ref: ContextRef,
+        cells: Sequence[CellRef],
+        limits: Limits,
+        handler: SubCallHandler,
+        load: LoadCells,
+    ) -> AsyncIterator[SandboxBase]:
+        """:meth:`checkout` for a coroutine: waiting, building and replaying on a thread.
+
+        Cancelled while the thread still works, the session is given back when it is done,
+        so the next run on this sandbox never waits for a lock nobody holds.
+        """
+        holding = asyncio.ensure_future(
+            asyncio.to_thread(self._hold, sandbox_id, ref, cells, limits, handler, load)
+        )
+        try:
+            entry, box = await asyncio.shield(holding)
+        except asyncio.CancelledError:
+            holding.add_done_callback(_give_back_when_held)
+            raise
+        try:
+            yield box
+        finally:
+            _give_back(entry, box)
+
+    def _hold(
+        self,
+        sandbox_id: str,
+        ref: ContextRef,
+        cells: Sequence[CellRef],
+        limits: Limits,
+        handler: SubCallHandler,
+        load: LoadCells,
+    ) -> tuple[_Entry, SandboxBase]:
+        """Lock ``sandbox_id``'s entry and bring its session to ``cells`` (see checkout)."""
         wanted = replayable(cells)
         prints = [c["record"] for c in wanted]
         entry = self._entry_for(sandbox_id)
-        with entry.lock:
+        entry.lock.acquire()
+        try:
             box = entry.sandbox
             if (
                 box is None
@@ -139,11 +185,10 @@ class SandboxRegistry:
             if len(entry.applied) < len(prints):
                 box.replay(load(wanted[len(entry.applied) :]))
                 entry.applied = prints
-            try:
-                yield box
-            finally:
-                box.handler = NoSubCalls()
-                entry.last_used = time.monotonic()
+        except BaseException:
+            entry.lock.release()
+            raise
+        return entry, box
 
     def record(self, sandbox_id: str, cell: CellRef) -> None:
         """Note that ``cell`` is now applied in the live session."""
@@ -183,6 +228,18 @@ class SandboxRegistry:
             )
             for _, key in idle[: len(self._entries) - self._max_live + 1]:
                 _close(self._entries.pop(key))
+
+
+def _give_back(entry: _Entry, box: SandboxBase) -> None:
+    """A held session is free again, answering no sub-calls until the next checkout."""
+    box.handler = NoSubCalls()
+    entry.last_used = time.monotonic()
+    entry.lock.release()
+
+
+def _give_back_when_held(holding: asyncio.Future[tuple[_Entry, SandboxBase]]) -> None:
+    if not holding.cancelled() and holding.exception() is None:
+        _give_back(*holding.result())
 
 
 def _close(entry: _Entry) -> None:

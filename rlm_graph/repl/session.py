@@ -12,6 +12,7 @@ Each cell starts with ``random`` seeded by its position, so random draws replay.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -24,6 +25,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -49,6 +51,12 @@ CAPTURE_LIMIT = 4_000_000
 REBUILT = "; the sandbox was rebuilt: earlier cells' variables are kept, this cell's are not."
 # Largest answer (as JSON) taken from FINAL: it is stored in state and every checkpoint.
 MAX_ANSWER_BYTES = 16 << 20
+# Threads on which cells of in-process sandboxes wait (``RLM_SANDBOX_ISOLATION=inline``).
+# A pool of their own: on the event loop's default executor, which a LangGraph server
+# shares with every run (min(32, cores + 4) threads: six on 2 cores), six cells waiting
+# on sub-calls held up every other run of the server (issue 20).
+CELL_THREADS = 64
+_CELL_POOL = ThreadPoolExecutor(CELL_THREADS, "rlm-cell")
 _EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
 
 
@@ -307,6 +315,19 @@ class SandboxBase(ABC):
     @abstractmethod
     def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
         """Run one cell (serving sub-calls recorded in ``journal``); collect any answer."""
+
+    async def arun(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """:meth:`run` for a coroutine.
+
+        Here the cell waits on a thread of the cell pool (eryx's ``execute`` blocks its
+        thread); a sandbox in a child process waits on its socket instead, holding none.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(_CELL_POOL, self.run, code, list(journal))
+        except asyncio.CancelledError:
+            self.broken = True  # the cell still runs on its thread: never hand this one out
+            raise
 
     def replay(self, cells: Sequence[Cell]) -> None:
         """Re-apply recorded cells so the session holds what it held before."""

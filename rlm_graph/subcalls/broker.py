@@ -10,7 +10,6 @@ background loop (``loop``); the sandbox's callback threads wait on them.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 import threading
 import time
@@ -32,7 +31,7 @@ from rlm_graph.observe import events
 from rlm_graph.observe.events import Event
 from rlm_graph.observe.tracing import under
 from rlm_graph.settings import Settings
-from rlm_graph.subcalls.loop import CALL_POOL, background_loop
+from rlm_graph.subcalls.loop import background_loop, in_call_pool
 from rlm_graph.subcalls.memo import SubCallMemo
 from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line, preview
@@ -283,11 +282,7 @@ class SubCallBroker:
         )
         metadata = {**self._trace_metadata, "rlm_depth": self.scope.depth + 1}
         config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}
-        context = contextvars.copy_context()  # tracing follows the call to its thread
-        messages = [HumanMessage(prompt)]
-        return await asyncio.get_running_loop().run_in_executor(
-            CALL_POOL, lambda: context.run(model.invoke, messages, config)
-        )
+        return await in_call_pool(lambda: model.invoke([HumanMessage(prompt)], config))
 
     def _count(self, usage: Usage, *, spent_live: bool) -> None:
         """Add a call's usage; a sub-RLM already reported its spend to the tree as it went."""

@@ -1,8 +1,9 @@
 """Where sub-calls run: one background event loop per process, and a pool for model calls.
 
-Sandbox callbacks run on eryx worker threads and must block until their answer is
-ready, while sub-RLMs and batches are asynchronous (hundreds of concurrent calls). So
-every sub-call runs on one background event loop, and a callback waits on it with a
+The graph's nodes are coroutines: under a server (``astream``) they run on its event
+loop, and a cell waiting on sub-calls holds no thread. Synchronous callers (``answer``,
+``invoke``) and the callbacks of an in-process sandbox, which run on eryx worker threads,
+block until their coroutine is done on one background event loop instead, with a
 deadline shorter than the sandbox's own callback timeout (a callback that outlives that
 timeout hangs the process in eryx). These are process-wide on purpose: model clients
 and their connection pools are shared by every run of the process.
@@ -11,13 +12,16 @@ and their connection pools are shared by every run of the process.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from typing import Any
 
-# Threads for the synchronous graph nodes of sub-RLMs running on the background loop:
-# each blocks one thread while its cell runs, so the pool must exceed the fan-out.
-_EXECUTOR_THREADS = 256
+# Threads for the short blocking steps of nodes on the background loop (reading and
+# writing records, checking a sandbox out): none waits on a model or a cell.
+_EXECUTOR_THREADS = 32
 _CALL_THREADS = 512
 _LOOP_LOCK = threading.Lock()
 
@@ -27,7 +31,7 @@ _LOOP_LOCK = threading.Lock()
 # one event loop) spends about twice the CPU per request of the synchronous one: 200
 # calls of 0.3 s at concurrency 128 took 1.4-1.9 s with ``ainvoke`` and 0.8-1.0 s on
 # threads (docs/benchmarks.md). The pool is apart from the loop's default executor, on
-# which sub-RLM graph nodes block, so neither can starve the other; beyond its size,
+# which nodes do their file work, so neither can starve the other; beyond its size,
 # calls queue. Threads start only when needed. A sub-call cancelled by a cell timeout
 # leaves its thread to finish within ``model_timeout``.
 CALL_POOL = ThreadPoolExecutor(_CALL_THREADS, "rlm-call")
@@ -50,3 +54,19 @@ def _start_loop() -> asyncio.AbstractEventLoop:
     loop.set_default_executor(ThreadPoolExecutor(_EXECUTOR_THREADS, "rlm-subcall"))
     threading.Thread(target=loop.run_forever, name="rlm-subcalls", daemon=True).start()
     return loop
+
+
+def run_blocking[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from synchronous code (a node under ``invoke``).
+
+    It runs on the background loop, in a copy of the caller's context (LangGraph's
+    config and stream writer travel in context variables). The caller must not be on
+    that loop: it would wait on itself.
+    """
+    return asyncio.run_coroutine_threadsafe(coroutine, background_loop()).result()
+
+
+async def in_call_pool[T](call: Callable[[], T]) -> T:
+    """A blocking model call on the call pool, awaited without holding the loop."""
+    context = contextvars.copy_context()  # tracing and config follow the call
+    return await asyncio.get_running_loop().run_in_executor(CALL_POOL, context.run, call)
