@@ -127,7 +127,8 @@ async def run_step(
         outcome, cell = await bench.arun(code, meta, settings.max_output_chars)
         if kind == "model":
             cell["sub_calls"] = broker.calls
-            cell["output"] += broker.failure_note()
+            if note := broker.failure_note():
+                cell["host_note"] = note
             if "final_text" in step and outcome.final is None:
                 cell["output"] += UNCONFIRMED_FINAL
         emit(cell_end_event(cell, outcome.output, *where))

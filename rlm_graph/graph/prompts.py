@@ -143,7 +143,9 @@ def render_cells(cells: Sequence[Cell], max_output_chars: int) -> list[AnyMessag
     for cell in cells:
         if cell["kind"] == "system":
             continue
-        shown = truncate(cell["output"], max_output_chars) or "(no output)"
+        shown = (truncate(cell["output"], max_output_chars) or "(no output)") + cell.get(
+            "host_note", ""
+        )
         if cell["tool_call_id"]:
             messages.append(
                 AIMessage(

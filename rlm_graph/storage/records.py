@@ -38,6 +38,9 @@ class Cell(TypedDict):
     halted: bool
     journal: list[Any]
     final: NotRequired[Any]
+    host_note: NotRequired[str]
+    """What the host adds below the output for the model (failed sub-calls), never part
+    of the output a best-effort answer quotes."""
     sub_calls: int
     seconds: float
 
