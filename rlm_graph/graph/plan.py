@@ -151,9 +151,7 @@ async def ask_root(
         conversation, view, settings, scope, blobs, tool_calling=settings.tool_calling
     )
     emit(iteration_event(messages, iteration, scope.depth))
-    config: RunnableConfig = {
-        "metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])
-    }
+    config: RunnableConfig = {"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])}
     started = time.perf_counter()
     tools = settings.tool_calling
     reply = await in_call_pool(lambda: call_root(messages, settings, tools=tools, config=config))
@@ -169,9 +167,7 @@ def call_root(
 ) -> AIMessage:
     """The root model's reply to ``messages``, offered the code tool when ``tools``."""
     model = root_model(settings)
-    reply = (model.bind_tools([EXECUTE_TOOL]) if tools else model).invoke(
-        messages, config=config
-    )
+    reply = (model.bind_tools([EXECUTE_TOOL]) if tools else model).invoke(messages, config=config)
     assert isinstance(reply, AIMessage)
     return reply
 

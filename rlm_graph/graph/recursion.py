@@ -7,11 +7,14 @@ broker then calls :func:`run_child`, which the execute node hands it.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph.state import CompiledStateGraph
 
 from rlm_graph.graph import prompts
@@ -53,9 +56,15 @@ async def run_child(
             "configurable": {SCOPE_KEY: scope, MODELS_KEY: models or {}},
         },
     )
-    state = await GraphStream(child_graph(), child, config, on_event=emit).arun(
-        {"question": prompts.CHILD_QUESTION, "context": prompt}
-    )
+    stream = GraphStream(child_graph(), child, config, on_event=emit)
+    inputs = {"question": prompts.CHILD_QUESTION, "context": prompt}
+    # A run of its own, not a subgraph of the parent's: under the parent's config LangGraph
+    # would nest it under the parent's checkpointer, which then fails to save the live
+    # scope in its config (a server's saver pickles it: "cannot pickle '_thread.lock'").
+    # The rest of the context stays: it holds the LangSmith parent (the cell's span).
+    context = contextvars.copy_context()
+    context.run(var_child_runnable_config.set, None)
+    state = await asyncio.create_task(stream.arun(inputs), context=context)
     if state.get("status") == "failed":
         raise RuntimeError(state.get("error") or "sub-RLM failed")
     return ChildResult(answer=answer_text(state.get("answer")), usage=state.get("usage") or {})

@@ -50,9 +50,7 @@ class Workbench:
         outcome = self.box.run(code)
         return outcome, _cell(code, meta, outcome, output_limit)
 
-    async def arun(
-        self, code: str, meta: CellMeta, output_limit: int
-    ) -> tuple[CellOutcome, Cell]:
+    async def arun(self, code: str, meta: CellMeta, output_limit: int) -> tuple[CellOutcome, Cell]:
         """:meth:`run` for a coroutine: the cell runs without holding a thread."""
         outcome = await self.box.arun(code)
         return outcome, _cell(code, meta, outcome, output_limit)

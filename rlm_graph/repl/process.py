@@ -1,23 +1,27 @@
-"""Each sandbox in a process of its own, so hostile code cannot take the host down.
+"""Sandboxes in child processes, so hostile code cannot take the host down.
 
 eryx runs guest code on a fiber with a fixed native stack. C code that nests about
 2,000 levels deep (``json.loads`` of deep brackets, ``repr`` of a deeply nested list)
 overflows it, and wasmtime then aborts the whole process: in-process, one cell would
 kill a ``langgraph dev`` server and every run in it. In a child process it kills only
-that sandbox, which the registry rebuilds by replay as after any other halt. A child
-also returns its memory to the system when it ends, and it never sees the host's keys.
+that child's sandboxes, which the registry rebuilds by replay as after any other halt.
+A child never sees the host's keys.
 
 How it works: one *zygote* per host process (``python -m rlm_graph.repl.process``)
-imports the modules once and, for each sandbox, forks a child that loads the runtime
-snapshot and serves one :class:`~rlm_graph.repl.session.Sandbox`. The zygote must never
-load the eryx runtime itself: a process forked after that hangs. Host and child talk
-over a socket pair; sub-calls made by guest code travel back to the host's handler, so
-model clients and keys stay in the host. A warm spare child is kept ready, so opening
-a sandbox costs what it costs in-process.
+imports the modules once and forks *workers*, which load the runtime snapshot. A worker
+hosts up to ``SESSIONS_PER_WORKER`` sandboxes, each on a thread of its own (eryx
+releases the GIL while a cell runs): a sandbox in a worker of its own cost ~135 MB PSS,
+an eryx session ~15 MB (issue 20). The zygote must never load the eryx runtime itself:
+a process forked after that hangs. Host and worker talk over a socket pair, one thread
+each way on the host; a cell's messages (its result, its sub-calls, made by guest code
+and answered by the host, so model clients and keys stay there) wait in its
+:class:`_Mailbox`, for a thread or a coroutine. Spare room is kept ready, so opening a
+sandbox costs what it costs in-process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import os
@@ -29,12 +33,13 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from queue import Queue
+from queue import Queue, SimpleQueue
 from typing import IO, TYPE_CHECKING, Any
 
 from rlm_graph.redact import is_secret_name
@@ -46,6 +51,7 @@ from rlm_graph.repl.session import (
     SandboxBase,
     SandboxBroken,
     SandboxError,
+    answer_awaited,
     factory_ready,
     guarded,
     sandbox_factory,
@@ -54,12 +60,14 @@ from rlm_graph.repl.session import (
 if TYPE_CHECKING:
     from rlm_graph.storage.contexts import ContextRef
 
-# How long past its own limits a child may stay silent before the host kills it.
+# How long past its own limits a worker may stay silent before the host kills it.
 _GRACE_SECONDS = 120.0
 _START_SECONDS = 120.0  # a first start may build the runtime snapshot (~15 s)
-_FREE_SECONDS = 10.0  # dropping a session takes milliseconds
 _STACK_OVERFLOW = "overflowed its stack"
-# A child that holds more than this after closing a sandbox ends rather than waiting as
+# Sandboxes per worker process. More share a process's ~120 MB of runtime among more
+# sessions; fewer are lost to one crash (all of them are rebuilt by replay).
+SESSIONS_PER_WORKER = 16
+# A worker left without sandboxes that holds more than this ends rather than waiting as
 # the spare: eryx keeps freed sandbox memory resident for reuse.
 REUSE_BYTES = 384 << 20
 
@@ -67,12 +75,11 @@ REUSE_BYTES = 384 << 20
 # -- the child ----------------------------------------------------------------------------
 
 
-class _RemoteHandler:
-    """The child's side of sub-calls: each becomes a request the host answers."""
+class _Link:
+    """The child's end of the socket: sends from any sandbox's thread, sub-calls waiting."""
 
-    def __init__(self, conn: Connection, wait: float) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self.wait = wait
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
@@ -87,75 +94,91 @@ class _RemoteHandler:
             slot.append(result)
             event.set()
 
-    def _ask(self, name: str, payload: Any) -> Any:
+    def ask(self, sandbox: int, name: str, payload: Any, wait: float) -> Any:
+        """Send a sub-call of ``sandbox`` to the host and wait for its answer."""
         call_id = next(self._ids)
         event, slot = threading.Event(), list[Any]()
         self._waiting[call_id] = (event, slot)
-        self.send(("call", call_id, name, payload))
-        if not event.wait(self.wait):
+        self.send(("call", sandbox, call_id, name, payload))
+        if not event.wait(wait):
             self._waiting.pop(call_id, None)
             return {"ok": False, "error": "the host did not answer this sub-call in time"}
         return slot[0]
 
+
+@dataclass(frozen=True)
+class _RemoteHandler:
+    """One sandbox's sub-calls, in the child: each becomes a request the host answers."""
+
+    link: _Link
+    sandbox: int
+    wait: float
+
     def query(self, prompt: str) -> dict[str, Any]:
-        answer: dict[str, Any] = self._ask("query", prompt)
+        answer: dict[str, Any] = self.link.ask(self.sandbox, "query", prompt, self.wait)
         return answer
 
     def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
-        answers: list[dict[str, Any]] | dict[str, Any] = self._ask("batch", prompts)
+        answers: list[dict[str, Any]] | dict[str, Any] = self.link.ask(
+            self.sandbox, "batch", prompts, self.wait
+        )
         return answers
 
 
 def serve(conn: Connection) -> None:
-    """A child's life: warm up, then open sandboxes one after another for the host.
+    """A worker's life: warm up, then host the sandboxes the host opens, until it leaves.
 
-    After the host closes a sandbox, the child offers itself for the next one (a warm
-    child opens a sandbox in ~10 ms, a fresh fork in ~200 ms of CPU) unless the sandbox
-    broke or the child holds more memory than a spare should.
+    Every message names its sandbox; each sandbox runs its cells on a thread of its own.
     """
     conn.send(("hello", os.getpid()))
     with suppress(Exception):  # a broken snapshot is reported by the init below
         # The first session of a process pays ~70 ms of runtime set-up (measured; 8 ms
-        # after): a throwaway one pays it while this child still waits as the spare.
+        # after): a throwaway one pays it while this worker still waits as the spare.
         sandbox_factory().create_session().execute("pass")
-    remote = _RemoteHandler(conn, 60.0)
-    commands: Queue[tuple[Any, ...]] = Queue()
-
-    def read() -> None:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                os._exit(0)  # the host is gone: nothing this child holds matters now
-            if message[0] == "reply":
-                remote.deliver(message[1], message[2])
-            else:
-                commands.put(message)
-
-    threading.Thread(target=read, daemon=True).start()
-    while (command := commands.get())[0] == "init":
-        _, ref, limits = command
+    link = _Link(conn)
+    sandboxes: dict[int, Queue[tuple[Any, ...]]] = {}
+    while True:
         try:
-            box = Sandbox(ref, limits)
-        except SandboxError as exc:
-            remote.send(("error", str(exc)))
-            return
-        remote.wait = limits.cell_timeout + 60
-        box.handler = remote
-        remote.send(("ready",))
-        while (command := commands.get())[0] == "run":
-            remote.send(("done", box.run(command[1], command[2])))
-        broken = box.broken
-        del box
-        if command[0] != "close" or broken or _resident_bytes() > REUSE_BYTES:
-            return
-        remote.send(("free",))
+            message = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the host is gone: nothing this worker holds matters now
+        kind, sandbox = message[0], message[1]
+        if kind == "reply":
+            link.deliver(message[2], message[3])
+        elif kind == "init":
+            sandboxes[sandbox] = Queue()
+            args = (link, sandbox, message[2], message[3], sandboxes[sandbox])
+            threading.Thread(target=_host_sandbox, args=args, daemon=True).start()
+        elif sandbox in sandboxes:
+            sandboxes[sandbox].put(message)
+            if kind == "close":
+                del sandboxes[sandbox]
 
 
-def _resident_bytes() -> int:
-    """Resident memory of the calling process (Linux; elsewhere 0: children are reused)."""
+def _host_sandbox(
+    link: _Link,
+    sandbox: int,
+    ref: ContextRef,
+    limits: Limits,
+    commands: Queue[tuple[Any, ...]],
+) -> None:
+    """One sandbox's life in a worker: open it, run its cells one at a time, drop it."""
+    try:
+        box = Sandbox(ref, limits)
+    except SandboxError as exc:
+        link.send(("error", sandbox, str(exc)))
+        return
+    box.handler = _RemoteHandler(link, sandbox, limits.cell_timeout + 60)
+    link.send(("ready", sandbox))
+    while (command := commands.get())[0] == "run":
+        link.send(("done", sandbox, box.run(command[2], command[3])))
+
+
+def _resident_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux; elsewhere 0: workers are reused)."""
     with suppress(OSError, ValueError, IndexError):
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        statm = Path(f"/proc/{pid}/statm").read_text()
+        return int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return 0
 
 
@@ -193,13 +216,136 @@ def zygote(control_fd: int) -> None:
 # -- the host -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Worker:
-    """A forked child, warm and waiting for its sandbox."""
+class _Mailbox:
+    """What a worker sent one sandbox, waited on by a thread or awaited by a coroutine."""
 
-    conn: Connection
-    pid: int
-    errors: IO[bytes]
+    def __init__(self) -> None:
+        self._arrived = threading.Condition()
+        self._messages: deque[tuple[Any, ...]] = deque()
+        self._closed = False
+        self._wakers: list[Callable[[], None]] = []
+
+    def put(self, message: tuple[Any, ...] | None) -> None:
+        """Deliver a message; ``None``: the worker is gone, nothing more will come."""
+        with self._arrived:
+            if message is None:
+                self._closed = True
+            else:
+                self._messages.append(message)
+            wakers, self._wakers = self._wakers, []
+            self._arrived.notify_all()
+        for wake in wakers:
+            wake()
+
+    def get(self, seconds: float) -> tuple[Any, ...] | None:
+        """The next message; None if the worker died or stayed silent for ``seconds``."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._messages or self._closed, max(seconds, 0.0))
+            return self._messages.popleft() if self._messages else None
+
+    async def aget(self, seconds: float) -> tuple[Any, ...] | None:
+        """:meth:`get` for a coroutine: the event loop waits, no thread does."""
+        loop = asyncio.get_running_loop()
+        with self._arrived:
+            if self._messages or self._closed:
+                return self._messages.popleft() if self._messages else None
+            arrived = loop.create_future()
+            self._wakers.append(lambda: _settle_soon(loop, arrived))
+        with suppress(TimeoutError):
+            await asyncio.wait_for(arrived, max(seconds, 0.0))
+        return self.get(0)
+
+
+def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    def settle() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    with suppress(RuntimeError):  # the loop closed: nobody waits any more
+        loop.call_soon_threadsafe(settle)
+
+
+class _Worker:
+    """A forked worker process and the host's two threads on its socket."""
+
+    def __init__(self, sock: socket.socket, errors: IO[bytes]) -> None:
+        self.errors = errors
+        self._sock = sock
+        self._conn = Connection(os.dup(sock.fileno()))
+        if not self._conn.poll(_START_SECONDS):
+            self._conn.close()
+            sock.close()
+            raise SandboxError("the sandbox process did not start; see the host's log")
+        _, self.pid = self._conn.recv()
+        self.alive = True
+        self._outbox: SimpleQueue[tuple[Any, ...] | None] = SimpleQueue()
+        self._mailboxes: dict[int, _Mailbox] = {}
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, name=f"rlm-worker-{self.pid}", daemon=True).start()
+        threading.Thread(target=self._write, name=f"rlm-worker-{self.pid}-out", daemon=True).start()
+
+    @property
+    def load(self) -> int:
+        """How many sandboxes it hosts."""
+        with self._lock:
+            return len(self._mailboxes)
+
+    def open(self) -> tuple[int, _Mailbox]:
+        """A number and a mailbox for one more sandbox."""
+        with self._lock:
+            number = next(self._numbers)
+            mailbox = self._mailboxes[number] = _Mailbox()
+        if not self.alive:
+            mailbox.put(None)
+        return number, mailbox
+
+    def forget(self, number: int) -> int:
+        """Drop a sandbox's mailbox; how many remain."""
+        with self._lock:
+            self._mailboxes.pop(number, None)
+            return len(self._mailboxes)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Queue a message for the worker (never blocks: the writer thread sends it)."""
+        self._outbox.put(message)
+
+    def end(self) -> None:
+        """Let the worker go: it exits when its socket closes."""
+        with suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which closes up
+        self._outbox.put(None)
+
+    def kill(self) -> None:
+        """Stop a worker that stays silent past every limit (its sandboxes end too)."""
+        with suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                mailbox = self._mailboxes.get(message[1])
+            if mailbox is not None:
+                mailbox.put(message)
+        self.alive = False
+        with self._lock:
+            mailboxes = list(self._mailboxes.values())
+        for mailbox in mailboxes:
+            mailbox.put(None)
+        self._outbox.put(None)
+        self._conn.close()
+        self._sock.close()
+
+    def _write(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self._conn.send(message)
+            except OSError:
+                return  # the worker died: the reader tells every sandbox
 
 
 def _clean_environment() -> dict[str, str]:
@@ -246,34 +392,31 @@ class _Zygote:
         with self._lock:
             socket.send_fds(self._control, [b"f"], [child_end.fileno(), errors.fileno()])
         child_end.close()
-        conn = Connection(host_end.detach())
-        if not conn.poll(_START_SECONDS):
-            conn.close()
-            raise SandboxError("the sandbox process did not start; see the host's log")
-        _, pid = conn.recv()
-        return _Worker(conn, pid, errors)
+        return _Worker(host_end, errors)
 
 
 class _Pool:
-    """Forks children through one zygote and keeps one warm child as the spare.
+    """Worker processes forked through one zygote, each hosting several sandboxes.
 
-    A sandbox that closes cleanly hands its child back as the spare, so runs one after
-    another reuse one warm child; children for runs at the same time are forked when
-    asked for (``prepare`` asks while the root model is still thinking).
+    A new sandbox goes to the fullest worker with room (so memory is shared by as many
+    sessions as allowed), else to a new worker. A worker left empty stays as the warm
+    spare unless there is one already or it grew large; ``prepare`` forks one while
+    the root model is still thinking.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._forking = threading.Lock()  # one fork at a time: a burst fills one worker
         self._zygote: _Zygote | None = None
-        self._spare: _Worker | None = None
+        self._workers: list[_Worker] = []
 
     def shutdown(self) -> None:
-        """At exit: end the spare and the zygote (children end with their sockets)."""
+        """At exit: end every worker and the zygote."""
         with self._lock:
-            spare, self._spare = self._spare, None
+            workers, self._workers = self._workers, []
             zygote, self._zygote = self._zygote, None
-        if spare is not None:
-            _let_go(spare)
+        for worker in workers:
+            worker.end()
         if zygote is not None:
             zygote.stop()
 
@@ -283,26 +426,40 @@ class _Pool:
             return self._zygote.pid if self._zygote is not None else None
 
     def warm(self) -> None:
-        """Have a spare ready now (forking one if there is none)."""
+        """Have room for a sandbox ready now (forking a worker if there is none)."""
+        with self._forking:
+            with self._lock:
+                if self._roomy() is not None:
+                    return
+            worker = self._fork()
+            with self._lock:
+                self._workers.append(worker)
+
+    def place(self) -> tuple[_Worker, int, _Mailbox]:
+        """Room for one more sandbox: a worker, the sandbox's number there, its mailbox."""
+        while True:
+            with self._lock:
+                if (worker := self._roomy()) is not None:
+                    return worker, *worker.open()
+            self.warm()
+
+    def give_back(self, worker: _Worker, number: int) -> None:
+        """A sandbox closed: drop it in its worker, and end the worker if it is not needed."""
+        worker.send(("close", number))
         with self._lock:
-            if self._spare is not None:
+            if worker.forget(number) or not worker.alive:
                 return
-        self.put(self._fork())
+            spares = [w for w in self._workers if w.alive and not w.load and w is not worker]
+            if not spares and _resident_bytes(worker.pid) <= REUSE_BYTES:
+                return
+            self._workers.remove(worker)
+        worker.end()
 
-    def put(self, worker: _Worker) -> None:
-        """Keep an idle child as the spare; with a spare already, end it."""
-        with self._lock:
-            keep = self._spare is None
-            if keep:
-                self._spare = worker
-        if not keep:
-            _let_go(worker)
-
-    def take(self) -> _Worker:
-        """The spare if there is one, else a newly forked child."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        return spare if spare is not None and not spare.conn.closed else self._fork()
+    def _roomy(self) -> _Worker | None:
+        """The fullest live worker with room for a sandbox (callers hold the lock)."""
+        self._workers = [w for w in self._workers if w.alive]
+        roomy = [w for w in self._workers if w.load < SESSIONS_PER_WORKER]
+        return max(roomy, key=lambda w: w.load, default=None)
 
     def _fork(self) -> _Worker:
         with self._lock:
@@ -318,7 +475,7 @@ atexit.register(_POOL.shutdown)
 
 
 def sandbox_processes() -> list[int]:
-    """The pids of this host's sandbox processes (the zygote's children), spare included.
+    """The pids of this host's worker processes (the zygote's children), spare included.
 
     For tests and diagnostics: a sandbox that was closed must not leave its process.
     Linux only (reads /proc); elsewhere the list is empty.
@@ -335,7 +492,7 @@ def sandbox_processes() -> list[int]:
 
 
 def warm_up() -> None:
-    """Start the zygote and a spare child now, so the first sandbox opens at once.
+    """Start the zygote and a spare worker now, so the first sandbox opens at once.
 
     A server can call this at start; otherwise the first sandbox of a process pays it
     (about 0.2 s, overlapped with the root model's first reply).
@@ -343,73 +500,93 @@ def warm_up() -> None:
     _POOL.warm()
 
 
-def _let_go(worker: _Worker) -> None:
-    """End a child: closing its socket makes it exit at once."""
-    with suppress(OSError):
-        worker.conn.close()
-    worker.errors.close()
-
-
 class IsolatedSandbox(SandboxBase):
-    """A :class:`~rlm_graph.repl.session.Sandbox` that lives in a child process.
+    """A :class:`~rlm_graph.repl.session.Sandbox` that lives in a worker process.
 
-    It has the same surface as the in-process one. A child that dies (an abort inside
-    eryx) or stops answering ends its cell as halted, like a timeout: the registry then
-    rebuilds the sandbox by replay in a new child.
+    It has the same surface as the in-process one, and :meth:`arun` holds no thread
+    while its cell runs. A worker that dies (an abort inside eryx) or stops answering
+    ends the cells of its sandboxes as halted, like a timeout: the registry then
+    rebuilds each by replay in another worker.
     """
 
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
+        self._halted = False
         super().__init__(ref, limits)
-        self._worker = _POOL.take()
-        self._send_lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _let_go, self._worker)
-        self._send(("init", ref, limits))
-        reply = self._receive(limits.cell_timeout + _GRACE_SECONDS)
+        self._worker, self._number, self._mailbox = _POOL.place()
+        self._finalizer = weakref.finalize(self, _POOL.give_back, self._worker, self._number)
+        self._worker.send(("init", self._number, ref, limits))
+        reply = self._mailbox.get(limits.cell_timeout + _GRACE_SECONDS)
         if reply is None or reply[0] != "ready":
-            reason = reply[1] if reply is not None else self._death_notice()
+            reason = reply[2] if reply is not None else self._death_notice()
             self.broken = True
             self.close()
             raise SandboxError(reason)
 
+    @property
+    def broken(self) -> bool:
+        """Whether the session is gone: it halted, or its worker died (a sibling crashed)."""
+        return self._halted or not self._worker.alive
+
+    @broken.setter
+    def broken(self, halted: bool) -> None:
+        self._halted = halted
+
     def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
-        """Run one cell in the child, answering its sub-calls here."""
+        """Run one cell in the worker, answering its sub-calls here on threads."""
+        deadline = self._start(code, journal)
+        while (message := self._mailbox.get(deadline - time.monotonic())) is not None:
+            if message[0] != "call":
+                return self._finish(message[2])
+            threading.Thread(target=self._answer, args=message[2:], daemon=True).start()
+        return self._crashed()
+
+    async def arun(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
+        """:meth:`run` for a coroutine: the loop waits for the cell and answers its calls."""
+        deadline = self._start(code, journal)
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            while (message := await self._mailbox.aget(deadline - time.monotonic())) is not None:
+                if message[0] != "call":
+                    return self._finish(message[2])
+                call = asyncio.create_task(self._aanswer(*message[2:]))
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+            return self._crashed()
+        except asyncio.CancelledError:  # the run was cancelled: its cell runs on, unheard
+            self.broken = True
+            self.close()
+            raise
+        finally:
+            for call in calls:  # answers nobody will read
+                call.cancel()
+
+    def close(self) -> None:
+        """Drop the sandbox in its worker (a worker left empty may end)."""
+        self._finalizer()
+
+    def _start(self, code: str, journal: Sequence[Any]) -> float:
+        """Send a cell to the worker; the deadline past which its silence is a crash."""
         if self.broken:
             raise SandboxBroken("the session halted earlier; rebuild it from state")
         self.cells_run += 1
-        started = time.perf_counter()
-        self._send(("run", code, list(journal)))
-        deadline = time.monotonic() + self.limits.cell_timeout + _GRACE_SECONDS
-        while (message := self._receive(deadline - time.monotonic())) is not None:
-            if message[0] == "call":
-                threading.Thread(target=self._answer, args=message[1:], daemon=True).start()
-                continue
-            outcome: CellOutcome = message[1]
-            if outcome.halted:
-                self.broken = True
-                self.close()
-            return outcome
+        self._started = time.perf_counter()
+        self._worker.send(("run", self._number, code, list(journal)))
+        return time.monotonic() + self.limits.cell_timeout + _GRACE_SECONDS
+
+    def _finish(self, outcome: CellOutcome) -> CellOutcome:
+        if outcome.halted:
+            self.broken = True
+            self.close()
+        return outcome
+
+    def _crashed(self) -> CellOutcome:
+        """The worker died, or stayed silent past every limit (then it is stopped for good)."""
+        if self._worker.alive:
+            self._worker.kill()
         error = f"SandboxCrash: {self._death_notice()}{REBUILT}"
         self.broken = True
         self.close()
-        return CellOutcome("", "", error, True, [], None, time.perf_counter() - started)
-
-    def close(self) -> None:
-        """Hand a healthy child back to the pool for the next sandbox; end any other."""
-        if not self._finalizer.detach():
-            return  # closed already
-        if not self.broken and self._handed_back():
-            _POOL.put(self._worker)
-        else:
-            _let_go(self._worker)
-
-    def _handed_back(self) -> bool:
-        """Ask the child to drop its sandbox; it says "free" if it can take another."""
-        try:
-            self._send(("close",))
-        except OSError:
-            return False
-        reply = self._receive(_FREE_SECONDS)
-        return reply is not None and reply[0] == "free"
+        return CellOutcome("", "", error, True, [], None, time.perf_counter() - self._started)
 
     def _answer(self, call_id: int, name: str, payload: Any) -> None:
         handler = self.handler
@@ -418,28 +595,14 @@ class IsolatedSandbox(SandboxBase):
             if name == "query"
             else (lambda: handler.batch(payload))
         )
-        result = guarded(answer)
-        with suppress(OSError):
-            self._send(("reply", call_id, result))
+        self._worker.send(("reply", self._number, call_id, guarded(answer)))
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        with self._send_lock:
-            self._worker.conn.send(message)
-
-    def _receive(self, seconds: float) -> tuple[Any, ...] | None:
-        """The child's next message, or None if it died or stayed silent too long."""
-        try:
-            if self._worker.conn.poll(max(seconds, 0.0)):
-                message: tuple[Any, ...] = self._worker.conn.recv()
-                return message
-        except (EOFError, OSError):
-            return None
-        with suppress(ProcessLookupError):  # silent past every limit: stop it for good
-            os.kill(self._worker.pid, signal.SIGKILL)
-        return None
+    async def _aanswer(self, call_id: int, name: str, payload: Any) -> None:
+        result = await answer_awaited(self.handler, name, payload)
+        self._worker.send(("reply", self._number, call_id, result))
 
     def _death_notice(self) -> str:
-        """Why the child died, from what it printed before the end."""
+        """Why the worker died, from what it printed before the end."""
         errors = self._worker.errors
         with suppress(OSError, ValueError):
             errors.seek(0)

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import eryx
 
@@ -68,6 +68,19 @@ class SubCallHandler(Protocol):
         ...
 
     def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        """Answer many prompts, or refuse the whole batch with an error dict."""
+        ...
+
+
+@runtime_checkable
+class AsyncSubCallHandler(SubCallHandler, Protocol):
+    """A handler that also answers on an event loop, holding no thread while it waits."""
+
+    async def aquery(self, prompt: str) -> dict[str, Any]:
+        """Answer one prompt."""
+        ...
+
+    async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Answer many prompts, or refuse the whole batch with an error dict."""
         ...
 
@@ -488,8 +501,28 @@ def guarded[T](answer: Callable[[], T]) -> T | dict[str, Any]:
     try:
         return answer()
     except Exception as exc:
-        _log.warning("sub-call handler failed", exc_info=True)
-        return _refused(f"the host could not answer this sub-call ({one_line(exc)})")
+        return _handler_failed(exc)
+
+
+async def answer_awaited(handler: SubCallHandler, name: str, payload: Any) -> Any:
+    """:func:`guarded` for a coroutine: the handler's answer to a ``query`` or ``batch``.
+
+    A handler that can answer on the loop does (a sub-RLM may take minutes, and must
+    hold no thread meanwhile); any other answers on a thread.
+    """
+    try:
+        if isinstance(handler, AsyncSubCallHandler):
+            if name == "query":
+                return await handler.aquery(payload)
+            return await handler.abatch(payload)
+        return await asyncio.to_thread(handler.query if name == "query" else handler.batch, payload)
+    except Exception as exc:
+        return _handler_failed(exc)
+
+
+def _handler_failed(exc: Exception) -> dict[str, Any]:
+    _log.warning("sub-call handler failed", exc_info=True)
+    return _refused(f"the host could not answer this sub-call ({one_line(exc)})")
 
 
 class SandboxError(RuntimeError):

@@ -3,8 +3,9 @@
 One broker answers the sub-calls of one cell: it refuses what the limits forbid, serves
 remembered answers (``memo``), joins identical calls in flight, and asks either the sub
 model or, when the run's :class:`~rlm_graph.subcalls.scope.Scope` says so, a whole
-sub-RLM (started through ``run_child``, which the graph injects). Calls run on the
-background loop (``loop``); the sandbox's callback threads wait on them.
+sub-RLM (started through ``run_child``, which the graph injects). A sandbox in a worker
+process awaits them on the node's event loop (``aquery``/``abatch``); the callback
+threads of an in-process one wait on the background loop (``loop``).
 """
 
 from __future__ import annotations
@@ -94,13 +95,11 @@ class SubCallBroker:
     def query(self, prompt: str) -> dict[str, Any]:
         """Answer one prompt for ``llm_query``."""
         answer: dict[str, Any] = self._wait(self.aquery(prompt))
-        self._tally([answer])
         return answer
 
     def batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Answer prompts for ``llm_batch``, or refuse the batch as a whole."""
         answers: list[dict[str, Any]] | dict[str, Any] = self._wait(self.abatch(prompts))
-        self._tally([answers] if isinstance(answers, dict) else answers)
         return answers
 
     def _tally(self, answers: list[dict[str, Any]]) -> None:
@@ -134,22 +133,36 @@ class SubCallBroker:
         except FutureTimeout:
             future.cancel()
             limit = self.settings.cell_timeout
-            return {"ok": False, "error": f"sub-call timed out after {limit:g} s (cell_timeout)"}
+            late = {"ok": False, "error": f"sub-call timed out after {limit:g} s (cell_timeout)"}
+            self._tally([late])
+            return late
 
     # -- async implementation -------------------------------------------------------------
 
     async def aquery(self, prompt: str) -> dict[str, Any]:
+        """Answer one prompt for ``llm_query`` (a sandbox's process awaits this)."""
+        answer = await self._query(prompt)
+        self._tally([answer])
+        return answer
+
+    async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+        """Answer prompts for ``llm_batch``, or refuse the batch as a whole."""
+        answers = await self._batch(prompts)
+        self._tally([answers] if isinstance(answers, dict) else answers)
+        return answers
+
+    async def _query(self, prompt: str) -> dict[str, Any]:
         """One sub-call with budget, window check, cache and error capture."""
         if refusal := self._refusal(prompt):
             return {"ok": False, "error": refusal}
-        if self.memo.get(prompt) is None:
+        if await asyncio.to_thread(self.memo.get, prompt) is None:  # a store may be remote
             if stop := self._cost_stop():
                 return {"ok": False, "error": stop}
             if not self.budget.take(1):
                 return {"ok": False, "error": self._budget_message(1)}
         return await self._answer_cached(prompt)
 
-    async def abatch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
+    async def _batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Concurrent sub-calls, at most ``max_concurrency`` at once, answers in order.
 
         Only distinct prompts not answered before count against the budget. A cost
@@ -159,7 +172,7 @@ class SubCallBroker:
         if len(prompts) > self.settings.max_batch_size:
             return {"ok": False, "error": self._batch_message(len(prompts))}
         distinct = {p for p in prompts if not self._refusal(p)}
-        self.memo.prefetch(distinct)
+        await asyncio.to_thread(self.memo.prefetch, distinct)
         fresh = sum(1 for p in distinct if self.memo.get(p) is None)
         if fresh and (stop := self._cost_stop()):
             return {"ok": False, "error": stop}
@@ -250,7 +263,7 @@ class SubCallBroker:
         finally:
             if pending.done():
                 self._in_flight.pop(prompt, None)
-        self.memo.put(prompt, value)
+        await asyncio.to_thread(self.memo.put, prompt, value)  # a file or a store write
         answer = {"ok": True, "value": value}
         self._ended(call_id, started, answer, cached=joined, usage={} if joined else usage)
         return answer

@@ -1,0 +1,128 @@
+"""Sandboxes in worker processes: many per worker, a crash contained to one worker,
+cells awaited on the event loop without a thread each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+from sandboxes import LIMITS, loader
+from support import python_probe
+
+from rlm_graph.repl.process import IsolatedSandbox
+from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.storage.contexts import store_value
+
+# Four sandboxes share a worker; one of them aborts the worker (eryx's native stack
+# overflows on deeply nested JSON). The other three lose their session with it, and
+# the registry rebuilds each by replay in a new worker at its next cell.
+SHARED_CRASH_PROBE = """
+import json
+from rlm_graph.repl.cell import CellMeta, workbench
+from rlm_graph.repl.process import sandbox_processes
+from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.session import Limits, NoSubCalls
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import store_value
+
+registry, blobs = SandboxRegistry(), Blobs(memory=True)
+limits, ref = Limits(10.0, 5_000_000_000, 512), store_value("ctx")
+meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
+cells = {f"s{i}": [] for i in range(4)}
+
+def step(name, code):
+    with workbench(registry, name, ref, cells[name], limits, NoSubCalls(), blobs) as bench:
+        outcome, cell = bench.run(code, meta, 10_000)
+        cells[name].append(bench.record(cell))
+        return outcome
+
+for i in range(4):
+    step(f"s{i}", f"x = {i} * 10")
+workers = sandbox_processes()
+crash = step("s0", "import json\\njson.loads('[' * 5000 + ']' * 5000)")
+after = [step(f"s{i}", "print(x)") for i in range(1, 4)]
+print(json.dumps({
+    "workers": len(workers),
+    "crash": [crash.halted, "nested too deeply" in crash.error],
+    "answers": [o.stdout.strip() for o in after],
+    "errors": [o.error for o in after],
+    "moved": not set(sandbox_processes()) & set(workers),
+}))
+"""
+
+
+def test_a_crash_ends_one_workers_sandboxes_which_are_rebuilt_by_replay() -> None:
+    done = python_probe(SHARED_CRASH_PROBE, timeout=180)
+    assert done.returncode == 0, done.stderr[-2_000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["workers"] == 1  # the four sandboxes shared one process
+    assert seen["crash"] == [True, True]
+    assert seen["answers"] == ["10", "20", "30"]  # replayed, not lost
+    assert seen["errors"] == ["", "", ""]  # no crash reported to runs that did not crash
+    assert seen["moved"]  # the crashed worker is gone; the rebuilt sessions live elsewhere
+
+
+class SlowEcho:
+    """Answers after a pause, on the event loop, counting how many wait at once."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.most = 0
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        raise AssertionError("a cell awaited by a coroutine is answered on the loop")
+
+    def batch(self, prompts: list[str]) -> dict[str, Any]:
+        raise AssertionError("a cell awaited by a coroutine is answered on the loop")
+
+    async def aquery(self, prompt: str) -> dict[str, Any]:
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        await asyncio.sleep(1.0)
+        self.waiting -= 1
+        return {"ok": True, "value": prompt.upper()}
+
+    async def abatch(self, prompts: list[str]) -> dict[str, Any]:
+        return {"ok": False, "error": "no batches here"}
+
+
+def test_cells_awaited_together_hold_no_thread_each() -> None:
+    count = 24
+    handler = SlowEcho()
+    boxes = [IsolatedSandbox(store_value(f"ctx{i}"), LIMITS) for i in range(count)]
+    for box in boxes:
+        box.handler = handler
+    threads = [threading.active_count()]
+
+    async def while_they_wait() -> None:
+        await asyncio.sleep(0.5)
+        threads.append(threading.active_count())
+
+    async def all_cells() -> list[str]:
+        cells = (box.arun(f"print(await llm_query('q{i}'))") for i, box in enumerate(boxes))
+        *outcomes, _ = await asyncio.gather(*cells, while_they_wait())
+        return [o.stdout.strip() for o in outcomes if o is not None]
+
+    try:
+        assert asyncio.run(all_cells()) == [f"Q{i}" for i in range(count)]
+    finally:
+        for box in boxes:
+            box.close()
+    assert handler.most == count  # every cell waited on its sub-call at the same time
+    assert threads[1] - threads[0] <= 1  # no thread per waiting cell
+
+
+def test_a_registry_checkout_can_be_awaited() -> None:
+    registry = SandboxRegistry()
+    ref = store_value("ctx")
+
+    async def twice() -> tuple[str, bool]:
+        async with registry.acheckout("a", ref, [], LIMITS, SlowEcho(), loader("a")) as box:
+            first = (await box.arun("n = 7\nprint(n)")).stdout
+        async with registry.acheckout("a", ref, [], LIMITS, SlowEcho(), loader("a")) as again:
+            return first, again is box
+
+    assert asyncio.run(twice()) == ("7\n", True)
+    registry.release("a")
