@@ -29,6 +29,7 @@ from rlm_graph.offline.stub_server import tool_reply as tool
 __all__ = [
     "AGENT_MODEL",
     "Agent",
+    "Recorder",
     "Script",
     "fast_settings",
     "fenced",
@@ -112,6 +113,29 @@ class Agent:
     def requests(server: StubServer) -> list[dict[str, Any]]:
         """The request bodies the agent's own model was sent."""
         return [r.body for r in server.requests if r.body.get("model") == AGENT_MODEL]
+
+
+class Recorder:
+    """A sink that keeps what it was given; ``stop_at`` raises on that event (a kill)."""
+
+    def __init__(self, stop_at: str = "", error: BaseException | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.totals: list[int] = []
+        self.stop_at, self.error = stop_at, error or KeyboardInterrupt()
+
+    def custom(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        if event["event"] == self.stop_at:
+            raise self.error
+
+    def values(self, state: dict[str, Any]) -> None:
+        self.totals.append(state.get("sub_calls", 0))
+
+    def close(self) -> None:
+        self.events.append({"event": "closed"})
+
+    def kinds(self) -> list[str]:
+        return [event["event"] for event in self.events]
 
 
 def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 from typing import Any
 
 import pytest
@@ -139,6 +138,15 @@ def test_budget_exhausted_returns_marked_best_effort(stub: Any) -> None:
     assert result.iterations == 3
 
 
+def test_the_model_reads_cell_output_cut_to_max_output_chars(stub: Any) -> None:
+    server = stub(Script([tool("print('H' * 3000 + 'T' * 3000)"), "FINAL(done)"]))
+    answer("q", "ctx", **fast_settings(server, max_output_chars=240))
+    (shown,) = [m for m in server.requests[1].body["messages"] if m["role"] == "tool"]
+    assert len(shown["content"]) <= 240
+    assert "characters cut" in shown["content"]
+    assert shown["content"].startswith("H") and shown["content"].rstrip().endswith("T")
+
+
 def test_a_raising_cell_is_reported_and_the_run_continues(stub: Any) -> None:
     script = Script([tool("keep = 5\n1/0"), tool("FINAL(keep)")])
     server = stub(script)
@@ -256,6 +264,15 @@ def test_depth_one_sub_calls_are_plain(stub: Any) -> None:
     assert not any("calling program" in json.dumps(r.body) for r in server.requests)
 
 
+def test_a_sub_model_on_another_server_answers_the_sub_calls(stub: Any) -> None:
+    root = stub(Script([tool("FINAL(await llm_query('hello'))")], sub=lambda p: "wrong server"))
+    sub = stub(Script(["unused"], sub=lambda p: "from the sub server"))
+    result = answer("q", "ctx", **fast_settings(root, sub_base_url=sub.base_url))
+    assert result.answer == "from the sub server"
+    assert [r.body["model"] for r in sub.requests] == ["stub-sub"]
+    assert [r.body["model"] for r in root.requests] == ["stub-root"]
+
+
 def test_json_and_directory_contexts(stub: Any, tmp_path: Any) -> None:
     server = stub(
         Script([tool("FINAL(sorted(context) if isinstance(context, dict) else context[1]['b'])")])
@@ -276,8 +293,6 @@ def test_async_answer(stub: Any) -> None:
 def test_follow_up_on_a_thread_reuses_sandbox_and_history(stub: Any) -> None:
     first = Script([tool("secret = context[::-1]\nFINAL('stored')")])
     second = Script([tool("FINAL([secret, history[0]['answer']])")])
-    scripts = iter([first, first, second])
-    current = {"script": next(scripts)}
 
     def responder(body: dict[str, Any]) -> StubReply | str:
         question = json.dumps(body["messages"][1])
@@ -290,7 +305,6 @@ def test_follow_up_on_a_thread_reuses_sandbox_and_history(stub: Any) -> None:
     assert one.answer == "stored"
     two = answer("again?", graph=graph, config=config, **fast_settings(server))
     assert two.answer == ["cba", "stored"]
-    assert current  # keeps the closure honest
 
 
 def test_graph_embedded_as_a_node_of_a_user_graph(stub: Any) -> None:
@@ -330,10 +344,6 @@ def test_no_context_is_a_clear_error(stub: Any) -> None:
     assert result.status == "failed"
     assert result.error.startswith("no context given: send `context`")
     assert server.requests == []
-
-
-def test_regex_helper_sanity() -> None:
-    assert re.search(r"magic number for (\w+)", haystack(2000, "magic number for a is: 1"))
 
 
 def test_chat_messages_work_as_the_question(stub: Any) -> None:

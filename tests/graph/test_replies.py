@@ -26,6 +26,8 @@ def test_final_outside_code_and_inside_code() -> None:
     assert parse_reply(AIMessage(content="FINAL(42 apples)")).final_text == "42 apples"
     assert parse_reply(AIMessage(content='FINAL("quoted")')).final_text == "quoted"
     assert parse_reply(AIMessage(content="FINAL_VAR(result)")).final_var == "result"
+    several = parse_reply(AIMessage(content="Found them.\nFINAL(first line\nsecond line)"))
+    assert several.final_text == "first line\nsecond line"
     inside = parse_reply(AIMessage(content="```repl\nFINAL(x)\n```"))
     assert inside.final_text is None and inside.code == "FINAL(x)"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from support import Script, fast_settings, tool
+from support import Recorder, Script, fast_settings, tool
 
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.graph.runner import (
@@ -29,29 +29,6 @@ from rlm_graph.storage.contexts import store_value
 
 Start = Callable[[Responder], StubServer]
 BATCH = "answers = await llm_batch(['a', 'b', 'c'])\nFINAL(answers)"
-
-
-class Recorder:
-    """A sink that keeps what it was given; ``stop_at`` raises on that event (a kill)."""
-
-    def __init__(self, stop_at: str = "", error: BaseException | None = None) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.totals: list[int] = []
-        self.stop_at, self.error = stop_at, error or KeyboardInterrupt()
-
-    def custom(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        if event["event"] == self.stop_at:
-            raise self.error
-
-    def values(self, state: dict[str, Any]) -> None:
-        self.totals.append(state.get("sub_calls", 0))
-
-    def close(self) -> None:
-        self.events.append({"event": "closed"})
-
-    def kinds(self) -> list[str]:
-        return [event["event"] for event in self.events]
 
 
 def run_of(server: StubServer, sink: Recorder | None = None, **fields: Any) -> Run:

@@ -21,6 +21,7 @@ from rlm_graph.offline.stub_server import StubReply
 from rlm_graph.repl.registry import SandboxRegistry
 from rlm_graph.repl.session import CAPTURE_LIMIT, Limits, Sandbox
 from rlm_graph.storage.contexts import blob_dir, store_value
+from rlm_graph.text import one_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LIMITS = Limits(cell_timeout=10.0, cpu_instructions=5_000_000_000, memory_mb=512)
@@ -128,6 +129,40 @@ def test_host_api_keys_are_not_in_the_guest_environment(box: Sandbox) -> None:
     )
     assert SECRET not in out.output
     assert out.stdout.splitlines()[-1] == "None []"
+
+
+# A fresh host whose environment holds keys of every key-like kind: opening a sandbox
+# starts the zygote and a spare child; their environments are read from /proc.
+ZYGOTE_ENV_PROBE = """
+from pathlib import Path
+from rlm_graph.repl.process import sandbox_processes, warm_up
+warm_up()
+(child,) = sandbox_processes()
+zygote = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+for pid in (zygote, child):
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\\0")
+    print(sorted(e.split(b"=")[0].decode() for e in entries if e.startswith(b"RLM_PROBE_")))
+"""
+
+
+def test_the_sandbox_processes_start_without_key_like_variables() -> None:
+    keys = ("RLM_PROBE_API_KEY", "RLM_PROBE_TOKEN", "RLM_PROBE_PASSWORD", "RLM_PROBE_SECRET")
+    done = python_probe(
+        ZYGOTE_ENV_PROBE, timeout=120, RLM_PROBE_PLAIN="seen", **dict.fromkeys(keys, SECRET)
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    # zygote, then its child: the plain variable shows the environment was really read
+    assert done.stdout.splitlines() == ["['RLM_PROBE_PLAIN']"] * 2
+
+
+@pytest.mark.parametrize("suffix", ["_API_KEY", "_TOKEN", "_PASSWORD", "_SECRET"])
+def test_key_like_values_are_redacted_from_errors(
+    suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = f"credential-{uuid.uuid4().hex}"
+    monkeypatch.setenv(f"RLM_PROBE{suffix}", value)
+    shown = one_line(RuntimeError(f"the server said: bad credential {value}"))
+    assert shown == f"RuntimeError: the server said: bad credential [RLM_PROBE{suffix} redacted]"
 
 
 def test_host_exceptions_reach_the_guest_without_host_tracebacks() -> None:

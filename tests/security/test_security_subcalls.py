@@ -81,10 +81,12 @@ def test_abuse_is_refused_before_any_model_call(
 def test_a_prompt_over_the_window_is_refused_with_the_chunk_size(stub: Any) -> None:
     server = stub(Script(["unused"]))
     sandbox = broker_box(server, sub_model_window_tokens=1_000)
-    out = sandbox.run("r = await llm_batch(['y' * 5_000, 'short'])\nprint(r)")
+    out = sandbox.run("r = await llm_batch(['y' * 3_001, 'y' * 3_000, 'short'])\nprint(r)")
+    # 3,000 characters is the window exactly (3 a token): sent; one more is refused
+    assert "prompt of 3,001 characters (~1,001 tokens)" in out.output
     assert "split it into chunks of at most 3,000 characters" in out.output
-    assert "echo:short" in out.output  # the other item of the batch was still answered
-    assert sub_requests(server) == 1
+    assert "echo:short" in out.output  # the other items of the batch were still answered
+    assert sub_requests(server) == 2
 
 
 def test_an_endless_llm_query_loop_stops_at_the_sub_call_budget(stub: Any) -> None:
@@ -115,6 +117,10 @@ def test_recursion_that_never_ends_is_capped_by_the_shared_budget(stub: Any) -> 
     result = answer("q", "ctx", **fast_settings(server, max_depth=3, max_sub_calls=6))
     assert result.status == "answered"
     assert result.sub_calls <= 6
+    # The root's two steps and the tree's six sub-calls: its llm_query, the depth-1
+    # step, that step's llm_query, the depth-2 step and two plain calls. A budget per
+    # sub-RLM instead of one per tree let this run make 302 requests.
+    assert len(server.requests) == 2 + 4
     shown = json.dumps(server.requests[-1].body)
     assert "sub-call budget exhausted" in shown
 

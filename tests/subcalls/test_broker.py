@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from support import Script, fast_settings, tool
+from support import Recorder, Script, fast_settings, tool
 
 from rlm_graph import answer
 from rlm_graph.offline.stub_server import LocalServer, all_text
@@ -22,9 +22,14 @@ def test_a_batch_has_max_concurrency_calls_in_flight_at_once(stub: Any) -> None:
 
     code = "r = await llm_batch([f'p{i}' for i in range(16)])\nFINAL(r)"
     server = stub(Script([tool(code)], sub=sub))
-    result = answer("q", "ctx", **fast_settings(server, max_concurrency=8))
+    recorder = Recorder()
+    result = answer("q", "ctx", progress=recorder, **fast_settings(server, max_concurrency=8))
     assert result.answer == [f"P{i}" for i in range(16)]
     assert result.tokens["stub-sub"]["calls"] == 16
+    # Never more: without the gate all 16 start before any reply can be read (they
+    # are started in one turn of the sub-call loop), so this is no race.
+    started = [e["in_flight"] for e in recorder.events if e["event"] == "sub_call_start"]
+    assert len(started) == 16 and max(started) == 8
 
 
 def test_failed_sub_calls_are_summed_up_whatever_the_code_printed(stub: Any) -> None:

@@ -46,5 +46,7 @@ def test_the_root_counts_its_tree_a_sub_rlm_its_own_calls() -> None:
 def test_the_memo_key_changes_with_whoever_answers() -> None:
     plain = Scope(0, 1, LocalBudget(1)).memo_key(Settings(sub_model="a"))
     assert plain != Scope(0, 1, LocalBudget(1)).memo_key(Settings(sub_model="b"))
+    elsewhere = Settings(sub_model="a", sub_base_url="http://other:8000/v1")
+    assert plain != Scope(0, 1, LocalBudget(1)).memo_key(elsewhere)
     deep = Settings(sub_model="a", max_depth=3)
     assert Scope(0, 3, LocalBudget(1)).memo_key(deep) != Scope(1, 3, LocalBudget(1)).memo_key(deep)

@@ -1,0 +1,249 @@
+"""Break each documented guarantee on purpose, in a scratch copy, and show its tests fail.
+
+    .venv/bin/python tests/breaks.py              # every break (a few minutes)
+    .venv/bin/python tests/breaks.py window-edge  # one, by name
+    .venv/bin/python tests/breaks.py --list
+
+A break replaces one piece of the package's source with a plausible mistake. The copy
+holds the checkout's files (tracked and new, nothing ignored) and is imported in place of
+the checkout (``PYTHONPATH``), so the sandbox processes a test starts run the broken code
+too. A break *bites* when every test named for it fails; one that stays green means the
+guarantee is held by no test. ``tests/test_breaks.py`` checks that each break still
+applies to the source, so this list cannot silently drift away from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Edit:
+    """In the file at ``path``, ``old`` (found exactly once) becomes ``new``."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Break:
+    """One guarantee, a mistake that breaks it, and the tests that must then fail."""
+
+    name: str
+    guarantee: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+
+
+BREAKS = (
+    Break(
+        "tree-budget",
+        "max_sub_calls bounds the whole recursion tree, not each sub-RLM",
+        (
+            Edit(
+                "rlm_graph/subcalls/scope.py",
+                "return replace(self, depth=self.depth + 1)",
+                "return replace(self, depth=self.depth + 1, budget=LocalBudget(self.budget.left))",
+            ),
+        ),
+        (
+            "tests/security/test_security_subcalls.py"
+            "::test_recursion_that_never_ends_is_capped_by_the_shared_budget",
+            "tests/subcalls/test_scope.py::test_the_depth_rule_decides_plain_call_or_sub_rlm",
+        ),
+    ),
+    Break(
+        "output-cut",
+        "the model reads at most max_output_chars of a cell's output, head and tail",
+        (  # cut twice, when the cell is recorded and when it is shown: both must go
+            Edit(
+                "rlm_graph/repl/cell.py",
+                "output=truncate(outcome.output, output_limit)",
+                "output=outcome.output",
+            ),
+            Edit(
+                "rlm_graph/graph/prompts.py",
+                'shown = truncate(cell["output"], max_output_chars) or "(no output)"',
+                'shown = cell["output"] or "(no output)"',
+            ),
+        ),
+        ("tests/graph/test_e2e.py::test_the_model_reads_cell_output_cut_to_max_output_chars",),
+    ),
+    Break(
+        "final-lines",
+        "FINAL(...) written outside code may span several lines",
+        (Edit("rlm_graph/graph/replies.py", "re.MULTILINE | re.DOTALL)", "re.MULTILINE)"),),
+        ("tests/graph/test_replies.py::test_final_outside_code_and_inside_code",),
+    ),
+    Break(
+        "zygote-keys",
+        "the sandbox processes start with no key-like environment variable",
+        (
+            Edit(
+                "rlm_graph/repl/process.py",
+                "os.environ.items() if not is_secret_name(name)}",
+                "os.environ.items()}",
+            ),
+        ),
+        (
+            "tests/security/test_security_sandbox.py"
+            "::test_the_sandbox_processes_start_without_key_like_variables",
+        ),
+    ),
+    Break(
+        "concurrency-cap",
+        "an llm_batch has at most max_concurrency calls in flight",
+        (
+            Edit(
+                "rlm_graph/subcalls/broker.py",
+                "gate = asyncio.Semaphore(self.settings.max_concurrency)",
+                "gate = asyncio.Semaphore(len(prompts) or 1)",
+            ),
+        ),
+        (
+            "tests/subcalls/test_broker.py::test_a_batch_has_max_concurrency_calls_in_flight_at_once",
+        ),
+    ),
+    Break(
+        "memo-depth",
+        "a follow-up at another depth never reuses remembered sub-call answers",
+        (
+            Edit(
+                "rlm_graph/subcalls/scope.py",
+                "answerer += [settings.model, settings.base_url, self.max_depth - self.depth]",
+                "answerer += [settings.model, settings.base_url]",
+            ),
+        ),
+        ("tests/subcalls/test_scope.py::test_the_memo_key_changes_with_whoever_answers",),
+    ),
+    Break(
+        "memo-endpoint",
+        "a follow-up with another sub endpoint never reuses remembered sub-call answers",
+        (
+            Edit(
+                "rlm_graph/subcalls/scope.py",
+                "[settings.effective_sub_model, settings.effective_sub_base_url]",
+                "[settings.effective_sub_model]",
+            ),
+        ),
+        ("tests/subcalls/test_scope.py::test_the_memo_key_changes_with_whoever_answers",),
+    ),
+    Break(
+        "window-edge",
+        "a prompt of exactly the sub model's window is sent; one character more is refused",
+        (Edit("rlm_graph/subcalls/broker.py", "if estimate <= window:", "if estimate < window:"),),
+        (
+            "tests/security/test_security_subcalls.py"
+            "::test_a_prompt_over_the_window_is_refused_with_the_chunk_size",
+        ),
+    ),
+    Break(
+        "batch-cost",
+        "a cost limit reached inside an llm_batch refuses the calls not yet sent",
+        (
+            Edit(
+                "rlm_graph/subcalls/broker.py",
+                "return self._cost_stop()\n\n    def _batch_message",
+                'return ""\n\n    def _batch_message',
+            ),
+        ),
+        (
+            "tests/models/test_costs.py"
+            "::test_a_cost_limit_reached_inside_a_batch_refuses_the_calls_not_yet_sent",
+        ),
+    ),
+)
+
+
+def scratch_copy(into: Path) -> Path:
+    """The checkout's files (tracked and untracked, not ignored) copied under ``into``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    copy = into / PROJECT.name
+    for name in filter(None, listed.decode().split("\0")):
+        source = PROJECT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def apply(brk: Break, root: Path) -> None:
+    """Make the mistake in ``root``; each text it replaces must occur exactly once."""
+    for edit in brk.edits:
+        target = root / edit.path
+        text = target.read_text()
+        if text.count(edit.old) != 1:
+            raise SystemExit(f"{brk.name}: {edit.path} no longer holds {edit.old!r} exactly once")
+        target.write_text(text.replace(edit.old, edit.new))
+
+
+def failing(brk: Break, copy: Path) -> list[str]:
+    """The break's tests that fail against the broken copy."""
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import rlm_graph; print(rlm_graph.__file__)"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if not imported.startswith(str(copy)):  # else the checkout, not the break, is tested
+        raise SystemExit(f"the copy is not what is imported: {imported.strip()}")
+    failed = []
+    for test in brk.tests:
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode == 1:  # tests ran and failed (not 2-5: errors, nothing collected)
+            failed.append(test)
+        elif run.returncode != 0:
+            raise SystemExit(f"{brk.name}: {test} did not run:\n{run.stdout[-2000:]}")
+    return failed
+
+
+def bites(brk: Break) -> bool:
+    """Whether every test named for the break fails once it is made; says so."""
+    with tempfile.TemporaryDirectory(prefix="rlm-break-") as scratch:
+        copy = scratch_copy(Path(scratch))
+        apply(brk, copy)
+        failed = failing(brk, copy)
+    held = [t for t in brk.tests if t not in failed]
+    print(f"{'bites' if not held else 'MISSED':6}  {brk.name}: {brk.guarantee}")
+    for test in held:
+        print(f"        still passes: {test}")
+    return not held
+
+
+def main(argv: list[str]) -> int:
+    """Run the named breaks (all by default); exit 1 if any was missed."""
+    if argv == ["--list"]:
+        for brk in BREAKS:
+            print(f"{brk.name:16} {brk.guarantee}")
+        return 0
+    chosen = [b for b in BREAKS if not argv or b.name in argv]
+    if unknown := set(argv) - {b.name for b in BREAKS}:
+        raise SystemExit(f"no such break: {', '.join(sorted(unknown))} (see --list)")
+    return 0 if all([bites(brk) for brk in chosen]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
