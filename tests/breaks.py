@@ -72,8 +72,8 @@ BREAKS = (
             ),
             Edit(
                 "rlm_graph/graph/prompts.py",
-                'shown = truncate(cell["output"], max_output_chars) or "(no output)"',
-                'shown = cell["output"] or "(no output)"',
+                'truncate(cell["output"], max_output_chars) or "(no output)"',
+                'cell["output"] or "(no output)"',
             ),
         ),
         ("tests/graph/test_e2e.py::test_the_model_reads_cell_output_cut_to_max_output_chars",),
