@@ -7,11 +7,15 @@ internal does: a run's place in its recursion tree is a ``subcalls.scope.Scope``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Annotated, Any
 
 from rlm_graph.models.pricing import PriceTable, check_prices, over_budget, unpriced_models
+from rlm_graph.models.servers import server_window
 from rlm_graph.models.usage import Usage
+
+# The window assumed when none is set and no server reports one: today's hosted models.
+DEFAULT_WINDOW_TOKENS = 128_000
 
 # Known root → sub model pairings, following the paper (GPT-5 root, GPT-5-mini sub-calls).
 _SMALLER_MODEL = {
@@ -100,11 +104,19 @@ class Settings:
             "a larger prompt is refused so the code passes a slice."
         },
     )
-    sub_model_window_tokens: int = field(
-        default=128_000,
+    root_window_tokens: int = field(
+        default=0,
         metadata={
-            "description": "Context window of the sub model. A sub-call prompt "
-            "estimated larger (3 characters per token) is refused so the code chunks."
+            "description": "Context window of the root model in tokens. 0: what the "
+            "server at base_url reports (llama.cpp, vLLM, Ollama), else 128000."
+        },
+    )
+    sub_model_window_tokens: int = field(
+        default=0,
+        metadata={
+            "description": "Context window of the sub model in tokens; a sub-call prompt "
+            "estimated larger (3 characters per token) is refused so the code chunks. "
+            "0: what the server at the sub model's base URL reports, else 128000."
         },
     )
     cell_timeout: float = field(
@@ -188,7 +200,8 @@ class Settings:
             ("max_sub_calls", 0),
             ("max_batch_size", 1),
             ("max_prompt_chars", 1),
-            ("sub_model_window_tokens", 1),
+            ("root_window_tokens", 0),
+            ("sub_model_window_tokens", 0),
             ("sandbox_memory_mb", 64),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
@@ -242,6 +255,37 @@ class Settings:
         if smaller is None:
             return self.model
         return f"{provider}:{smaller}" if provider else smaller
+
+    @property
+    def root_window(self) -> int:
+        """The root model's window in tokens, resolving the unset default."""
+        return self.root_window_tokens or DEFAULT_WINDOW_TOKENS
+
+    @property
+    def sub_window(self) -> int:
+        """The sub model's window in tokens, resolving the unset default."""
+        return self.sub_model_window_tokens or DEFAULT_WINDOW_TOKENS
+
+    def with_server_windows(self) -> Settings:
+        """These settings with each unset window filled in from what its server reports.
+
+        Blocking HTTP (a few milliseconds against a local server, at most a few seconds
+        when one does not answer): async code runs it in a thread.
+        """
+        asked: dict[tuple[str, str], int | None] = {}
+        updates: dict[str, Any] = {}
+        for name, model, url in (
+            ("root_window_tokens", self.model, self.base_url),
+            ("sub_model_window_tokens", self.effective_sub_model, self.effective_sub_base_url),
+        ):
+            if getattr(self, name) or not url:
+                continue
+            served = model.removeprefix("openai:")  # the name the server knows it by
+            if (url, served) not in asked:
+                asked[url, served] = server_window(url, served)
+            if window := asked[url, served]:
+                updates[name] = window
+        return replace(self, **updates) if updates else self
 
     @property
     def effective_sub_base_url(self) -> str:

@@ -30,6 +30,12 @@ RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cell_timeout", float, "SECONDS"),
     ("max_tokens", int, "N"),
     ("max_dollars", float, "DOLLARS"),
+    ("root_window_tokens", int, "TOKENS"),
+    ("sub_model_window_tokens", int, "TOKENS"),
+    ("max_output_chars", int, "N"),
+    ("model_timeout", float, "SECONDS"),
+    ("model_max_retries", int, "N"),
+    ("tool_calling", bool, ""),
 )
 TRACE_HELP = "write the run's trajectory (JSON lines) to FILE; open it with `rlm view FILE`"
 
@@ -72,6 +78,14 @@ def add_model_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
         flag = "--" + name.replace("_", "-")
         if name in skip:
             parser.set_defaults(**{name: None})
+        elif kind is bool:  # on by default, so the flag turns it off
+            parser.add_argument(
+                "--no-" + name.replace("_", "-"),
+                dest=name,
+                action="store_const",
+                const=False,
+                help=setting_help(name),
+            )
         else:
             parser.add_argument(
                 flag, dest=name, type=kind, metavar=metavar, help=setting_help(name)

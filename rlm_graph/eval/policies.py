@@ -34,7 +34,7 @@ from rlm_graph.offline.stub_server import (
 
 POLICY_MODEL = "eval-policy"
 CHUNK_SHARE = 0.8  # of the sub model's window, leaving room for the instruction
-_WINDOW = re.compile(r"can read about\s+([\d,]+)\s+characters per prompt")
+_WINDOW = re.compile(r"keep each prompt under\s+([\d,]+)\s+characters")
 _QUESTION_PREFIX = "Question: "
 
 PEEK = (
@@ -145,7 +145,7 @@ def constants(**values: Any) -> str:
 
 
 def window_chars(body: dict[str, Any]) -> int:
-    """How many characters the system prompt says a sub-call can read."""
+    """How many characters the system prompt says a sub-call prompt may hold."""
     system = str((body.get("messages") or [{}])[0].get("content", ""))
     match = _WINDOW.search(system)
     return int(match.group(1).replace(",", "")) if match else 100_000

@@ -126,7 +126,7 @@ def conversation(
         max_output_chars=settings.max_output_chars,
         max_iterations=settings.max_iterations,
         max_sub_calls=settings.max_sub_calls,
-        sub_window_tokens=settings.sub_model_window_tokens,
+        sub_window_tokens=settings.sub_window,
         chars_per_token=WINDOW_CHARS_PER_TOKEN,
         recursive=scope.recursive,
         tool_calling=tool_calling,

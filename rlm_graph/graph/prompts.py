@@ -35,10 +35,9 @@ Only what you print() is shown to you, at most {max_output_chars:,} characters p
 everything.
 
 Helpers in the REPL:
-- `await llm_query(prompt)` -> str: asks a sub model that can read about
-  {sub_window_chars:,} characters per prompt{recursion_note}. Use it for the semantic
-  work on chunks: classify, extract, summarize, judge. It raises SubCallFailed with the
-  reason when the call cannot be answered.
+- `await llm_query(prompt)` -> str: asks a sub model{sub_model_note}.
+  Use it for the semantic work on chunks: classify, extract, summarize, judge. It
+  raises SubCallFailed with the reason when the call cannot be answered.
 - `await llm_batch(prompts)` -> list[str]: many prompts at once, answers in order, run
   concurrently (much faster than a loop of llm_query). A failed item is a SubCallError
   (a str starting with "Error:"); the others are answers.
@@ -64,6 +63,19 @@ expression is the answer), or `FINAL_VAR("name")` to answer with a variable, or 
 FINAL(your answer) or FINAL_VAR(name) on its own line, but only in a reply without
 code: an answer must rest on output you have seen, never on output you expect.
 You have {max_iterations} iterations in all.{history_note}"""
+
+RECURSIVE_NOTE = (
+    " that is itself a recursive agent with its own REPL, so it can take a long prompt "
+    "as its context"
+)
+# The window is stated as the server reports it (settings.with_server_windows), and the
+# chunk in characters: a 1.5B model copied a stated "384,000 characters" into one
+# sub-call, which a server with an 8,192-token window refused every time (issue 18).
+WINDOW_NOTE = (
+    " whose window is {tokens:,} tokens.\n  Keep each prompt under {chunk_chars:,} "
+    "characters (counted at {chars_per_token} characters per token,\n  half left for the "
+    "instruction and the reply); longer prompts fail"
+)
 
 _TOOL_PROTOCOL = (
     f"Run code with the `{TOOL_NAME}` tool, or in a ```repl fenced block in your reply."
@@ -120,12 +132,12 @@ def system_prompt(
         context_preview=ref["preview"],
         code_protocol=_TOOL_PROTOCOL if tool_calling else _FENCE_PROTOCOL,
         max_output_chars=max_output_chars,
-        sub_window_chars=sub_window_tokens * chars_per_token,
-        recursion_note=(
-            "; it is itself a recursive agent with its own REPL, so it can take a long "
-            "prompt as its context"
-            if recursive
-            else ""
+        sub_model_note=RECURSIVE_NOTE
+        if recursive
+        else WINDOW_NOTE.format(
+            tokens=sub_window_tokens,
+            chunk_chars=sub_window_tokens * chars_per_token // 2,
+            chars_per_token=chars_per_token,
         ),
         max_sub_calls=max_sub_calls,
         max_iterations=max_iterations,

@@ -16,11 +16,12 @@ nothing from the nodes (which use it for sub-RLMs).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, cast
 
@@ -308,9 +309,12 @@ class _Session:
 def run_graph(run: Run) -> RLMResult:
     """Run ``run`` to its end: resume a cut-off thread, answer every pause; the result.
 
+    Windows left unset are first asked of the model servers (``models.servers``).
+
     A graph exception propagates unless ``run.catch``; either way the sink is closed
     and a trace keeps every line written so far.
     """
+    run = replace(run, settings=run.settings.with_server_windows())
     with _Session(run) as session:
         session.stream.run(session.first_input(session.snapshot()))
         while run.approve and (decision := session.decision(session.snapshot())):
@@ -320,6 +324,7 @@ def run_graph(run: Run) -> RLMResult:
 
 async def arun_graph(run: Run) -> RLMResult:
     """Async :func:`run_graph`."""
+    run = replace(run, settings=await asyncio.to_thread(run.settings.with_server_windows))
     with _Session(run) as session:
         await session.stream.arun(session.first_input(await session.asnapshot()))
         while run.approve and (decision := session.decision(await session.asnapshot())):

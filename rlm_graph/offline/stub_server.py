@@ -99,8 +99,8 @@ class RecordedRequest:
     """Bytes of the request body as received."""
     timestamp: float
     """``time.monotonic()`` on arrival."""
-    reply: StubReply | None
-    """What was answered; ``None`` for non-completion endpoints."""
+    reply: StubReply
+    """What was answered."""
 
 
 class ScriptedResponder:
@@ -296,15 +296,14 @@ class _Handler(BaseHTTPRequestHandler):
         return urlsplit(self.path).path.rstrip("/")
 
     def _record(
-        self, body: dict[str, Any], raw_size: int, arrived: float, reply: StubReply | None
+        self, body: dict[str, Any], raw_size: int, arrived: float, reply: StubReply
     ) -> None:
         self._server.stub._record(RecordedRequest(self.path, body, raw_size, arrived, reply))
 
     def do_GET(self) -> None:
         """Serve the model list and a local server's /props, which clients probe."""
-        arrived = time.monotonic()
-        self._record({}, 0, arrived, None)
         stub = self._server.stub
+        stub._probed(self._route)
         if self._route in ("/v1/models", "/models"):
             model = {"id": stub.model_name, "object": "model", "created": 0, "owned_by": "stub"}
             model.update(stub.local.model_fields())
@@ -323,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.monotonic()
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self._route not in ("/v1/chat/completions", "/chat/completions"):
-            self._record({}, len(raw), arrived, None)
+            self._server.stub._probed(self._route)
             self._send_probe(self._server.stub.local.probe(self._route))
             return
         with self._server.slots:  # a local server computes one request per slot
@@ -392,19 +391,31 @@ class StubModel:
         self.model_name = model_name
         self.local = local or LocalServer()
         self._log: list[RecordedRequest] = []
+        self._probes: list[str] = []
         self._log_lock = threading.Lock()
         self._ids = itertools.count(1)
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """A snapshot copy of the request log (safe to read while requests arrive)."""
+        """A snapshot copy of the chat-completion requests (safe to read while they arrive)."""
         with self._log_lock:
             return list(self._log)
+
+    @property
+    def probes(self) -> list[str]:
+        """Paths of the other requests (model list, window probes, unknown paths), in order.
+
+        Apart from :attr:`requests`, so a client that asks a server its window first
+        leaves the log of model calls as it was.
+        """
+        with self._log_lock:
+            return list(self._probes)
 
     def reset_log(self) -> None:
         """Forget recorded requests, e.g. between phases of one test."""
         with self._log_lock:
             self._log.clear()
+            self._probes.clear()
 
     def chat_model(self, model: str = "stub-model") -> Any:
         """A ``ChatOpenAI`` client whose requests this object answers in-process.
@@ -446,6 +457,10 @@ class StubModel:
     def _record(self, entry: RecordedRequest) -> None:
         with self._log_lock:
             self._log.append(entry)
+
+    def _probed(self, path: str) -> None:
+        with self._log_lock:
+            self._probes.append(path)
 
     def _reply_for(self, body: dict[str, Any]) -> StubReply:
         """Ask the responder; a raising responder becomes a 500 so the test sees the message.

@@ -203,7 +203,7 @@ class SubCallBroker:
             )
         if self.recursive:
             return ""
-        window = self.settings.sub_model_window_tokens
+        window = self.settings.sub_window
         estimate = math.ceil(len(prompt) / WINDOW_CHARS_PER_TOKEN)
         if estimate <= window:
             return ""

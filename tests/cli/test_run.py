@@ -285,3 +285,17 @@ def test_approve_code_without_a_terminal_is_a_usage_error(notes: Path) -> None:
     assert done.stderr.strip() == (
         "rlm: error: --approve-code asks at a terminal, and this process has none"
     )
+
+
+def test_local_server_flags_reach_the_run(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path
+) -> None:
+    server = stub(Script(["FINAL(ok)"]))
+    flags = ("--no-tool-calling", "--sub-model-window-tokens", "4000", "--model-timeout", "7")
+    status, _, err = rlm(
+        capsys, "run", *stub_flags(server), *flags, "--quiet", "--context", str(notes), "q?"
+    )
+    assert status == 0, err
+    (request,) = server.requests
+    assert "tools" not in request.body
+    assert "whose window is 4,000 tokens" in json.dumps(request.body)

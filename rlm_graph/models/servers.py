@@ -1,0 +1,87 @@
+"""Asking a self-hosted OpenAI-compatible server how large its context window is.
+
+A hosted API's window is known from the model's name; a server people run themselves
+has the window it was started with (``llama-server -c 8192``, ``vllm serve
+--max-model-len``, an Ollama ``num_ctx``). Stating the wrong one cost a real run
+everything (issue 18): the root copied "about 384,000 characters" into one sub-call and
+got HTTP 400 on every try. Each server says it without a key, in its own way:
+
+- llama.cpp's ``GET /props``: ``default_generation_settings.n_ctx``;
+- vLLM's ``GET /v1/models``: ``max_model_len`` of the model's entry;
+- Ollama's ``POST /api/show``: ``num_ctx`` among the model's ``parameters``.
+
+The probes are blocking HTTP with a short timeout; async code runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+
+PROBE_TIMEOUT = 3.0  # seconds per probe: a local server answers in milliseconds
+_NUM_CTX = re.compile(r"^\s*num_ctx\s+(\d+)", re.MULTILINE)
+
+
+def _get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    """The JSON at ``url`` (POSTing ``body`` when given), or None on any failure."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError, urllib.error.URLError):  # not this kind of server
+        return None
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def llama_cpp_window(root: str, model: str) -> int | None:
+    """llama.cpp's ``n_ctx`` (one server, one model: ``model`` is not needed)."""
+    props = _get_json(f"{root}/props")
+    if not isinstance(props, dict):
+        return None
+    settings = props.get("default_generation_settings")
+    return _positive(settings.get("n_ctx") if isinstance(settings, dict) else props.get("n_ctx"))
+
+
+def vllm_window(root: str, model: str) -> int | None:
+    """VLLM's ``max_model_len`` of ``model`` (or of the only model served)."""
+    listing = _get_json(f"{root}/v1/models")
+    data = listing.get("data") if isinstance(listing, dict) else None
+    entries = [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+    named = [e for e in entries if e.get("id") == model] or entries[:1]
+    return _positive(named[0].get("max_model_len")) if named else None
+
+
+def ollama_window(root: str, model: str) -> int | None:
+    """Ollama's ``num_ctx`` for ``model``, when its parameters set one.
+
+    Without one Ollama uses its default num_ctx, which has changed between versions,
+    so no number is guessed: the default window applies and ``--root-window-tokens``
+    says better.
+    """
+    shown = _get_json(f"{root}/api/show", {"model": model})
+    parameters = shown.get("parameters") if isinstance(shown, dict) else None
+    match = _NUM_CTX.search(parameters) if isinstance(parameters, str) else None
+    return int(match.group(1)) if match else None
+
+
+PROBES = (llama_cpp_window, vllm_window, ollama_window)
+
+
+def server_window(base_url: str, model: str) -> int | None:
+    """The context window in tokens the server at ``base_url`` reports for ``model``.
+
+    ``None`` when it reports none: a hosted API, a server of another kind, or one that
+    is down (the model call will then say so itself).
+    """
+    root = base_url.rstrip("/").removesuffix("/v1")
+    for probe in PROBES:
+        if window := probe(root, model):
+            return window
+    return None
