@@ -83,7 +83,7 @@ run() {
     trap stop EXIT
     RLM_TEST_POSTGRES_URL="$url" "$@"
   else
-    echo "postgres: could not start a server; its tests will skip" >&2
+    echo "postgres: could not start a server; its tests will skip (and fail in CI)" >&2
     "$@"
   fi
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -150,8 +149,3 @@ class Browser:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def required() -> bool:
-    """In CI the browser must be there (.ci/run installs it); elsewhere a test may skip."""
-    return bool(os.environ.get("CI"))

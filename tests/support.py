@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from langchain_openai import ChatOpenAI
@@ -34,6 +34,7 @@ __all__ = [
     "fast_settings",
     "fenced",
     "is_child",
+    "missing",
     "python_probe",
     "replies_so_far",
     "rlm",
@@ -151,6 +152,17 @@ def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:
     }
     settings.update(overrides)
     return settings
+
+
+def missing(what: str) -> NoReturn:
+    """A test cannot run here: it fails in CI (``CI`` set, as .ci/run does), else it skips.
+
+    Locally a missing chromium or PostgreSQL is a reason to skip; in CI a skip would
+    let the run be green without the test ever running.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; CI must run this test")
+    pytest.skip(what)
 
 
 def python_probe(code: str, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:

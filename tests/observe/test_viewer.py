@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import Browser, chromium_path, required
-from support import Script, fast_settings, tool
+from browser import Browser, chromium_path
+from support import Script, fast_settings, missing, tool
 
 from rlm_graph import answer
 from rlm_graph.cli.main import main
@@ -78,9 +78,7 @@ def test_page_loads_in_chromium_without_errors(
 ) -> None:
     binary = chromium_path()
     if binary is None:
-        if required():
-            pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        missing("chromium is not installed (.ci/run installs it: apt-get install chromium)")
     page = tmp_path / "run.html"
     assert main(["view", str(trace), "-o", str(page)]) == 0
     assert capsys.readouterr().out.strip() == str(page)

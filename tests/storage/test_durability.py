@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from support import Script, fast_settings, replies_so_far, tool
+from support import Script, fast_settings, missing, replies_so_far, tool
 
 from rlm_graph import build_graph
 from rlm_graph.graph.approval import ApprovalError, review
@@ -136,7 +136,7 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 90.0) ->
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     if not POSTGRES_URL:
-        pytest.skip("RLM_TEST_POSTGRES_URL is not set (.ci/run starts a server and sets it)")
+        missing("no PostgreSQL: RLM_TEST_POSTGRES_URL is not set (make test starts a server)")
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
