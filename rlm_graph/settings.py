@@ -137,6 +137,14 @@ class Settings:
         default=2_048,
         metadata={"description": "Memory cap of the sandbox in MiB (wasm32 tops out at 4096)."},
     )
+    lazy_context_mb: int = field(
+        default=256,
+        metadata={
+            "description": "Text contexts larger than this many MiB are not loaded into the "
+            "sandbox: `context` is a handle that reads slices, lines and chunks on demand and "
+            "searches on the host (always above 2000 MiB, the wasm32 string limit)."
+        },
+    )
     model_timeout: float = field(
         default=180.0,
         metadata={"description": "Seconds one model request may take before it is retried."},
@@ -203,6 +211,7 @@ class Settings:
             ("root_window_tokens", 0),
             ("sub_model_window_tokens", 0),
             ("sandbox_memory_mb", 64),
+            ("lazy_context_mb", 1),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
             ("max_tokens", 0),

@@ -37,7 +37,14 @@ from rlm_graph.observe.tracing import run_metadata
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
-from rlm_graph.storage.contexts import ContextError, check_ref, share, store_path, store_value
+from rlm_graph.storage.contexts import (
+    ContextError,
+    check_ref,
+    is_lazy,
+    share,
+    store_path,
+    store_value,
+)
 from rlm_graph.storage.records import MissingRecord, load_cells, save_cell
 from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
@@ -131,6 +138,7 @@ def conversation(
         recursive=scope.recursive,
         tool_calling=tool_calling,
         history=state.get("history") or [],
+        lazy=is_lazy(state["context_ref"], sandbox_limits(settings).lazy_context_bytes),
     )
     return prompts.build_messages(
         system,

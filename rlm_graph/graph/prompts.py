@@ -27,7 +27,7 @@ Preview of the start:
 <<<
 {context_preview}
 >>>
-
+{lazy_note}
 Work by writing Python code. Each cell runs in the same REPL, so variables persist.
 {code_protocol}
 Only what you print() is shown to you, at most {max_output_chars:,} characters per cell
@@ -88,6 +88,20 @@ _KIND_DESCRIPTIONS = {
     "directory": "a dict of {length:,} files (relative path -> text) from a directory",
 }
 
+LAZY_DESCRIPTION = "text of {length:,} characters, read on demand through a handle (below)"
+LAZY_NOTE = """
+This context is too large to hold in memory: `context` is a read-only handle, not a str.
+Offsets are UTF-8 byte offsets; no cut splits a character.
+- `context.size` (bytes); `context[a:b]` -> str (at most 64 MB per read)
+- `context.lines(offset, count)` -> the lines from the one holding byte `offset`
+- `for piece in context.chunks(1_000_000): ...` (pieces end after a newline);
+  `for line in context: ...`
+- `hits = await context.search(r"regex", max_hits=100)` -> [{"offset", "match", "line"}],
+  run on the host over the whole context, far faster than a loop: search first, then
+  read around the hits, e.g. `context.lines(hits[0]["offset"] - 2000, 40)`.
+`str(context)` and `print(context)` raise; `len(context)` fails above 2 GB.
+"""
+
 BEST_EFFORT_PROMPT = """\
 The iteration budget is spent. From what the cells above showed, give your best final
 answer to the question now, as plain text with no code. If it is uncertain, say what is
@@ -115,6 +129,7 @@ def system_prompt(
     recursive: bool,
     tool_calling: bool,
     history: Sequence[TurnRecord],
+    lazy: bool = False,
 ) -> str:
     """The root model's instructions for this run."""
     history_note = ""
@@ -128,8 +143,9 @@ def system_prompt(
             "defined; the list `history` holds them in full):\n" + "\n".join(lines)
         )
     return SYSTEM_PROMPT.format(
-        context_description=describe_context(ref),
+        context_description=LAZY_DESCRIPTION.format(**ref) if lazy else describe_context(ref),
         context_preview=ref["preview"],
+        lazy_note=LAZY_NOTE if lazy else "",
         code_protocol=_TOOL_PROTOCOL if tool_calling else _FENCE_PROTOCOL,
         max_output_chars=max_output_chars,
         sub_model_note=RECURSIVE_NOTE

@@ -87,7 +87,12 @@ def turn_spend(state: State) -> Usage:
 
 def sandbox_limits(settings: Settings) -> Limits:
     """The fields of the settings that shape a sandbox session."""
-    return Limits(settings.cell_timeout, settings.cell_cpu_instructions, settings.sandbox_memory_mb)
+    return Limits(
+        settings.cell_timeout,
+        settings.cell_cpu_instructions,
+        settings.sandbox_memory_mb,
+        settings.lazy_context_mb << 20,
+    )
 
 
 def thread_id() -> str:

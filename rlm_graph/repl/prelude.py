@@ -11,6 +11,8 @@ PRELUDE = r'''
 import builtins as _rlm_builtins
 import json as _rlm_json
 import random as _rlm_random
+import sys as _rlm_sys
+from itertools import islice as _rlm_islice
 
 
 class SubCallError(str):
@@ -91,11 +93,149 @@ def _rlm_seal_streams():
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
 
 
-def _rlm_bind_context(path, kind):
+class LazyText:
+    """A text context too large to load, read from /ctx on demand in bounded pieces.
+
+    Offsets are UTF-8 byte offsets (equal to character offsets for ASCII): a 10 GB file
+    has no character index. Every cut moves back to the start of the character it falls
+    in, so no read splits a character and context[a:b] + context[b:c] == context[a:c].
+    """
+
+    MAX_READ = 64 << 20  # one read; more would only fill the sandbox's memory
+
+    def __init__(self, path, size):
+        self._file = open(path, "rb")
+        self.size = size
+
+    def _offset(self, value, default):
+        if value is None:
+            return default
+        value = int(value)
+        return min(max(value + self.size if value < 0 else value, 0), self.size)
+
+    def _bytes(self, start, stop):
+        if stop - start > self.MAX_READ:
+            raise ValueError(
+                f"a read of {stop - start:,} bytes is over the {self.MAX_READ:,} allowed at "
+                "once: use context.chunks(...) or await context.search(...)"
+            )
+        self._file.seek(start)
+        return self._file.read(stop - start)
+
+    def _align(self, offset):
+        """The start of the character that holds byte ``offset``."""
+        if 0 < offset < self.size:
+            back = self._bytes(max(offset - 3, 0), offset + 1)
+            offset -= len(back) - 1 - _rlm_char_start(back)
+        return offset
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            if key.step not in (None, 1):
+                raise ValueError("the context takes slices without a step")
+            start = self._align(self._offset(key.start, 0))
+            stop = self._align(self._offset(key.stop, self.size))
+            return self._bytes(start, max(start, stop)).decode("utf-8", "replace")
+        if not -self.size <= key < self.size:
+            raise IndexError("context offset out of range")
+        start = self._align(self._offset(key, 0))
+        return self._bytes(start, min(start + 4, self.size)).decode("utf-8", "replace")[:1]
+
+    def chunks(self, size=1 << 20, start=0, stop=None):
+        """The text from byte ``start`` in pieces of at most ``size`` bytes, cut after a newline
+        where a piece holds one."""
+        size = max(int(size), 8)
+        pos, stop = self._align(self._offset(start, 0)), self._offset(stop, self.size)
+        while pos < stop:
+            data = self._bytes(pos, min(pos + size, stop))
+            if pos + len(data) < stop:
+                cut = data.rfind(b"\n") + 1 or _rlm_char_start(data) or len(data)
+                data = data[:cut]
+            pos += len(data)
+            yield data.decode("utf-8", "replace")
+
+    def _lines(self, start):
+        rest = ""
+        for chunk in self.chunks(start=start):
+            lines = (rest + chunk).split("\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+    def __iter__(self):
+        """The lines of the text, without their line breaks."""
+        return self._lines(0)
+
+    def lines(self, offset=0, count=10):
+        """``count`` lines, starting with the one that holds byte ``offset``."""
+        start = self._offset(offset, 0)
+        begin = max(start - self.MAX_READ // 2, 0)
+        start = self._align(begin + self._bytes(begin, start).rfind(b"\n") + 1)
+        return list(_rlm_islice(self._lines(start), max(int(count), 0)))
+
+    async def search(self, pattern, max_hits=100, start=0, stop=None):
+        """Regex ``pattern`` over the UTF-8 bytes, run on the host: a list of hits
+        {"offset", "match", "line"}, at most ``max_hits``; go on with start=offset+1."""
+        reply = await _rlm_search(
+            max_hits=int(max_hits),
+            pattern=str(pattern),
+            start=self._offset(start, 0),
+            stop=self._offset(stop, self.size),
+        )
+        if reply["ok"]:
+            return reply["value"]
+        raise ValueError(reply["error"])
+
+    def __len__(self):
+        if self.size > _rlm_sys.maxsize:
+            raise OverflowError(
+                f"the context holds {self.size:,} bytes, more than len() can return in this "
+                "32-bit sandbox: use context.size"
+            )
+        return self.size
+
+    def __contains__(self, text):
+        raise TypeError("`in` would read the whole context: await context.search(re.escape(text))")
+
+    def __str__(self):
+        raise TypeError(
+            f"the context holds {self.size:,} bytes, too many to make one str: slice it "
+            "(context[a:b]), read context.lines(offset, count) or context.chunks(size), "
+            "or await context.search(pattern)"
+        )
+
+    def __format__(self, spec):
+        return self.__str__()
+
+    def __repr__(self):
+        return f"<LazyText: {self.size:,} bytes of UTF-8 text, read on demand>"
+
+    def __getattr__(self, name):
+        raise AttributeError(
+            f"the context is a LazyText handle, not a str, and has no {name!r}: use "
+            "slices, .lines(), .chunks(), await .search(), .size"
+        )
+
+
+def _rlm_char_start(data):
+    """The index of the first byte of the last character that starts in ``data``."""
+    index = len(data) - 1
+    while index > 0 and data[index] & 0xC0 == 0x80:
+        index -= 1
+    return index
+
+
+def _rlm_bind_context(path, kind, lazy):
     _rlm_seal_streams()
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        data = handle.read()
-    _rlm_builtins.context = _rlm_json.loads(data) if kind != "text" else data
+    if lazy:
+        import os
+
+        _rlm_builtins.context = LazyText(path, os.stat(path).st_size)
+    else:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            data = handle.read()
+        _rlm_builtins.context = _rlm_json.loads(data) if kind != "text" else data
     globals()["_rlm_alive"] = True
 
 

@@ -531,6 +531,11 @@ class IsolatedSandbox(SandboxBase):
     def broken(self, halted: bool) -> None:
         self._halted = halted
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (diagnostics and tests: its memory, its end)."""
+        return int(self._worker.pid)
+
     def run(self, code: str, journal: Sequence[Any] = ()) -> CellOutcome:
         """Run one cell in the worker, answering its sub-calls here on threads."""
         deadline = self._start(code, journal)

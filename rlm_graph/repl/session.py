@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import eryx
 
+from rlm_graph.repl.lazy import search_file, search_request
 from rlm_graph.repl.prelude import PRELUDE
-from rlm_graph.storage.contexts import blob_dir, blob_name
+from rlm_graph.storage.contexts import blob_dir, blob_name, context_file, is_lazy
 from rlm_graph.storage.home import home
 from rlm_graph.text import one_line
 
@@ -104,6 +105,8 @@ class Limits:
     cell_timeout: float
     cpu_instructions: int
     memory_mb: int
+    # Text contexts larger than this are a LazyText handle instead of a str.
+    lazy_context_bytes: int = 256 << 20
 
     def resource_limits(self) -> eryx.ResourceLimits:
         """Eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
@@ -377,14 +380,20 @@ class Sandbox(SandboxBase):
                     "fn": _weakly(self._on_batch),
                     "description": "Ask the sub model many prompts.",
                 },
+                {
+                    "name": "_rlm_search",
+                    "fn": _weakly(self._on_search),
+                    "description": "Search a lazy context on the host.",
+                },
             ],
             on_stdout=self._stdout.write,
             on_stderr=self._stderr.write,
             result_variable="_rlm_result",
         )
         path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
+        lazy = is_lazy(ref, limits.lazy_context_bytes)
         try:
-            self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r})")
+            self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r}, {lazy})")
         except (eryx.EryxError, TimeoutError) as exc:
             unit = "characters" if ref["kind"] == "text" else "items"
             raise SandboxError(
@@ -413,6 +422,19 @@ class Sandbox(SandboxBase):
         return guarded(
             lambda: self._journal.call("batch", prompts, lambda: self.handler.batch(prompts))
         )
+
+    def _on_search(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        request = search_request(kwargs)
+        if isinstance(request, str) or args:
+            return _refused(request if isinstance(request, str) else "keyword arguments only")
+        return guarded(lambda: self._search(*request))
+
+    def _search(self, pattern: str, max_hits: int, start: int, stop: int) -> dict[str, Any]:
+        try:
+            hits = search_file(context_file(self.ref), pattern, max_hits, start, stop)
+        except ValueError as exc:  # a bad pattern: the model's to fix
+            return _refused(str(exc))
+        return {"ok": True, "value": hits}
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error."""

@@ -52,6 +52,9 @@ _SHARE_CHUNK = 4 << 20
 # The sandbox is wasm32: its largest string is about 2.1 GB (measured), so a larger
 # context could never be loaded. Refusing it up front saves copying it first.
 MAX_CONTEXT_BYTES = 2_000_000_000
+# Text is read lazily at any size, but a stream without end (stdin from /dev/zero) must
+# not fill the disk: text past this is refused as it is copied.
+MAX_TEXT_BYTES = 64 << 30
 # Parsing or printing nesting deeper than ~2,000 levels inside the sandbox overflows
 # eryx's native stack and aborts the host process (measured, pyeryx 0.11): the host
 # refuses such JSON before the sandbox ever parses it.
@@ -109,7 +112,7 @@ def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
         raise ContextError(
             "context_ref is malformed: pass a reference made by store_value/store_path"
         )
-    if not (blob_dir(ref) / blob_name(ref)).exists() and not materialize(ref, blobs):
+    if not context_file(ref).exists() and not materialize(ref, blobs):
         raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
     return ref
 
@@ -123,7 +126,7 @@ def share(ref: ContextRef, blobs: Blobs) -> None:
     if blobs.store is None or blobs.get(_shared_namespace(ref), "meta") is not None:
         return
     chunks = 0
-    with (blob_dir(ref) / blob_name(ref)).open("rb") as reader:
+    with context_file(ref).open("rb") as reader:
         while data := reader.read(_SHARE_CHUNK):
             blobs.put(_shared_namespace(ref), str(chunks), {"b64": base64.b64encode(data).decode()})
             chunks += 1
@@ -164,6 +167,22 @@ def blob_dir(ref: ContextRef) -> Path:
 def blob_name(ref: ContextRef) -> str:
     """The file name of the context inside its folder."""
     return "context.txt" if ref["kind"] == "text" else "context.json"
+
+
+def context_file(ref: ContextRef) -> Path:
+    """The stored file of a context."""
+    return blob_dir(ref) / blob_name(ref)
+
+
+def is_lazy(ref: ContextRef, threshold: int) -> bool:
+    """Whether the sandbox reads this context on demand instead of loading it.
+
+    Only text is lazy: JSON and folders are parsed whole. Text over 2 GB is always lazy,
+    since the wasm32 sandbox cannot hold it as one string.
+    """
+    if ref["kind"] != "text":
+        return False
+    return context_file(ref).stat().st_size > min(threshold, MAX_CONTEXT_BYTES)
 
 
 def _publish(tmp: Path, digest: str, name: str) -> Path:
@@ -256,7 +275,7 @@ def store_value(value: Any) -> ContextRef:
     )
     if len(data) > MAX_CONTEXT_BYTES:
         raise _too_large("the context", len(data))
-    target = blob_dir(ref) / blob_name(ref)
+    target = context_file(ref)
     if not target.exists():
         tmp = _temp_file()
         tmp.write_bytes(data)
@@ -267,7 +286,8 @@ def store_value(value: Any) -> ContextRef:
 def _too_large(what: str, size: int) -> ContextError:
     return ContextError(
         f"{what} holds {size:,} bytes or more, over the sandbox's limit of "
-        f"{MAX_CONTEXT_BYTES:,} (wasm32 strings): split it and ask about the parts"
+        f"{MAX_CONTEXT_BYTES:,} for JSON and folders (wasm32 strings): split it and ask "
+        "about the parts, or pass it as text"
     )
 
 
@@ -287,14 +307,14 @@ def store_path(path: str | os.PathLike[str]) -> ContextRef:
         return ref
     if not source.is_file():
         raise ContextError(f"context path {str(source)!r} is not a regular file or a folder")
-    if (size := source.stat().st_size) > MAX_CONTEXT_BYTES:
-        raise _too_large(f"context file {str(source)!r}", size)
     seen = _seen_path(source)
     if seen.exists():
         known: ContextRef = json.loads(seen.read_text())
-        if (blob_dir(known) / blob_name(known)).exists():
+        if context_file(known).exists():
             return known
     if source.suffix.lower() == ".json":
+        if (size := source.stat().st_size) > MAX_CONTEXT_BYTES:
+            raise _too_large(f"context file {str(source)!r}", size)
         ref = store_value(_parse_json_file(source))
     else:
         try:
@@ -337,14 +357,17 @@ def _parse_json_file(source: Path) -> Any:
 
 
 def _decoded(reader: IO[bytes], what: str) -> Iterator[str]:
-    """The text of a byte stream, chunk by chunk, never more than the sandbox can hold."""
+    """The text of a byte stream, chunk by chunk; any size (a large one is read lazily)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="rlm-replace")
     size = 0
     with _Lenient(what):
         while chunk := reader.read(_CHUNK):
             size += len(chunk)
-            if size > MAX_CONTEXT_BYTES:
-                raise _too_large(what, size)
+            if size > MAX_TEXT_BYTES:
+                raise ContextError(
+                    f"{what} holds {size:,} bytes or more, over the {MAX_TEXT_BYTES:,} a "
+                    "text context may hold: is it a stream without end?"
+                )
             yield decoder.decode(chunk)
         yield decoder.decode(b"", final=True)
 

@@ -132,10 +132,11 @@ def test_symlinks_in_a_context_folder_are_not_followed(tmp_path: Path) -> None:
 # -- clear errors, exit 2, nothing run --------------------------------------------------------
 
 
-def test_a_2gb_file_is_refused_before_it_is_read(
+def test_a_2gb_json_file_is_refused_before_it_is_read(
     capsys: pytest.CaptureFixture[str], stub: Start, tmp_path: Path, own_home: Path
 ) -> None:
-    huge = sparse_file(tmp_path / "huge.log", 2_200_000_000)
+    # text of any size is read lazily (tests/repl/test_lazy.py); JSON is parsed whole
+    huge = sparse_file(tmp_path / "huge.json", 2_200_000_000)
     server = stub(Script([LENGTH]))
     code, _, err = rlm(capsys, server, "--context", str(huge), "Size?")
     assert code == 2
@@ -205,8 +206,8 @@ def test_an_endless_stream_stops_at_the_size_limit(
             buffer[:] = b"y" * len(buffer)
             return len(buffer)
 
-    monkeypatch.setattr(store, "MAX_CONTEXT_BYTES", 5 << 20)
-    with pytest.raises(ContextError, match="over the sandbox's limit of 5,242,880"):
+    monkeypatch.setattr(store, "MAX_TEXT_BYTES", 5 << 20)
+    with pytest.raises(ContextError, match="over the 5,242,880 a text context may hold"):
         store_stream(io.BufferedReader(Endless()), "stdin")
     leftovers = [p for p in (own_home / "contexts").iterdir() if p.is_file()]
     assert leftovers == []  # the partial copy was removed

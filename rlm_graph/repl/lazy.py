@@ -1,0 +1,89 @@
+"""The host side of a lazy context: regex search over the stored file, in blocks.
+
+A context over the lazy threshold is a ``LazyText`` handle in the guest (see
+``prelude``) that reads its slices from the read-only mount itself. Searching is done
+here instead, natively, through the ``_rlm_search`` callback: CPython's ``re`` in the
+wasm sandbox is ~2.5x slower than on the host (eryx.md), and a scan of gigabytes must
+not pass every byte into the sandbox. Memory stays at one block whatever the file size.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypedDict
+
+# Bytes read per step: big enough that a literal search runs at memory speed, small
+# enough to stay a rounding error beside the sandbox's own memory.
+SEARCH_BLOCK = 8 << 20
+MAX_HITS = 10_000
+# Bytes of a matching line (and of the match) handed back: a hit in a 1 GB line must
+# not carry that line into the sandbox.
+MAX_LINE_BYTES = 1_000
+
+
+class Hit(TypedDict):
+    """One match: its byte offset in the context, the match and the line it is in."""
+
+    offset: int
+    match: str
+    line: str
+
+
+def search_file(path: Path, pattern: str, max_hits: int, start: int, stop: int) -> list[Hit]:
+    """Matches of ``pattern`` (a regex over the UTF-8 bytes) in bytes [start, stop) of ``path``.
+
+    The file is scanned in blocks cut after a line break, so a match never spans two
+    lines' worth of blocks: like grep, a match lies within a block of whole lines.
+    """
+    try:
+        regex = re.compile(pattern.encode("utf-8", errors="surrogatepass"))
+    except re.error as exc:
+        raise ValueError(f"bad pattern {pattern!r}: {exc}") from exc
+    max_hits = min(max(max_hits, 0), MAX_HITS)
+    hits: list[Hit] = []
+    base, tail = start, b""
+    with path.open("rb") as reader:
+        reader.seek(start)
+        remaining = max(stop - start, 0)
+        while len(hits) < max_hits:
+            data = reader.read(min(SEARCH_BLOCK, remaining))
+            remaining -= len(data)
+            block = tail + data
+            last = not data or remaining <= 0
+            cut = len(block) if last else block.rfind(b"\n") + 1 or len(block)
+            for match in regex.finditer(block, 0, cut):
+                hits.append(_hit(block, cut, match, base))
+                if len(hits) >= max_hits:
+                    break
+            if last:
+                break
+            base, tail = base + cut, block[cut:]
+    return hits
+
+
+def _hit(block: bytes, cut: int, match: re.Match[bytes], base: int) -> Hit:
+    begin = block.rfind(b"\n", 0, match.start()) + 1
+    end = block.find(b"\n", match.end(), cut)
+    end = cut if end < 0 else end
+    return Hit(
+        offset=base + match.start(),
+        match=_text(match.group()),
+        line=_text(block[begin : min(end, begin + MAX_LINE_BYTES)]),
+    )
+
+
+def _text(data: bytes) -> str:
+    return data[:MAX_LINE_BYTES].decode("utf-8", errors="replace")
+
+
+def search_request(kwargs: dict[str, Any]) -> tuple[str, int, int, int] | str:
+    """The arguments of a ``_rlm_search`` call, or why they are refused."""
+    if set(kwargs) != {"pattern", "max_hits", "start", "stop"}:
+        return "_rlm_search takes keyword arguments pattern, max_hits, start, stop"
+    pattern, numbers = kwargs["pattern"], [kwargs[k] for k in ("max_hits", "start", "stop")]
+    if not isinstance(pattern, str) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in numbers
+    ):
+        return "_rlm_search takes pattern=str and integer max_hits, start, stop"
+    return pattern, numbers[0], numbers[1], numbers[2]

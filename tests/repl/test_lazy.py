@@ -1,0 +1,138 @@
+"""A text context over the lazy threshold: a handle read on demand, in bounded memory."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from sandboxes import LIMITS, Echo, cell
+
+from rlm_graph.repl import lazy
+from rlm_graph.repl.process import IsolatedSandbox
+from rlm_graph.repl.session import Limits, Sandbox
+from rlm_graph.storage.contexts import blob_dir, context_file, store_path, store_value
+
+LAZY = Limits(LIMITS.cell_timeout, LIMITS.cpu_instructions, LIMITS.memory_mb, 1 << 20)
+# Two-, three- and four-byte characters on every line, so cuts land inside characters.
+TEXT = "".join(f"line {i} é中😀 word{i % 7}\n" for i in range(60_000))
+
+
+@pytest.fixture(scope="module")
+def box() -> Sandbox:
+    sandbox = Sandbox(store_value(TEXT), LAZY)
+    sandbox.handler = Echo()
+    return sandbox
+
+
+def printed(box: Sandbox, code: str) -> str:
+    out = box.run(code)
+    assert not out.error, out.error
+    return out.stdout
+
+
+def test_small_contexts_stay_a_str() -> None:
+    assert printed(Sandbox(store_value("small"), LAZY), "print(type(context).__name__)") == "str\n"
+
+
+def test_the_handle_says_its_size_and_refuses_to_become_one_str(box: Sandbox) -> None:
+    size = len(TEXT.encode())
+    assert printed(box, "print(context.size, len(context))") == f"{size} {size}\n"
+    out = box.run("print(context)")
+    assert "too many to make one str: slice it" in out.error
+    assert "has no 'split'" in box.run("context.split()").error
+
+
+def test_slices_never_split_a_character_and_tile_exactly(box: Sandbox) -> None:
+    # every cut inside the first characters, and cuts across 1 MiB read boundaries
+    code = (
+        "cuts = list(range(0, 40)) + [(1 << 20) + d for d in range(-5, 5)] + [context.size]\n"
+        "pieces = [context[a:b] for a, b in zip(cuts, cuts[1:])]\n"
+        "print(''.join(pieces) == context[0:context.size], context[7], context[-6:])"
+    )
+    assert printed(box, code) == f"True é {TEXT[-6:]}\n"
+    # "line 0 é中": é is bytes 7-8, 中 9-11; a cut inside a character moves to its start
+    assert printed(box, "print(context[8:10], repr(context[10:11]))") == "é ''\n"
+
+
+def test_chunks_lines_and_iteration(box: Sandbox) -> None:
+    code = (
+        "parts = list(context.chunks(100_000))\n"
+        "print(''.join(parts) == context[0:context.size], all(p.endswith('\\n') for p in parts))\n"
+        "print(sum(1 for _ in context), context.lines(100, 2))"
+    )
+    first, second = printed(box, code).splitlines()
+    assert first == "True True"
+    held = TEXT.encode()[:100].count(b"\n")  # the line that holds byte 100
+    assert second == f"60000 {TEXT.splitlines()[held : held + 2]}"
+
+
+def test_search_runs_on_the_host_and_its_offsets_slice_back(box: Sandbox) -> None:
+    code = (
+        "hits = await context.search(r'line 5\\d{3} .*word4', max_hits=5)\n"
+        "print(len(hits), hits[0]['line'])\n"
+        "print(all(context[h['offset']:h['offset'] + len(h['match'].encode())] == h['match']"
+        " for h in hits))"
+    )
+    assert printed(box, code) == "5 line 5002 é中😀 word4\nTrue\n"
+    assert "bad pattern '('" in box.run("await context.search('(')").error
+
+
+def test_search_finds_every_hit_across_block_seams(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lazy, "SEARCH_BLOCK", 4096)  # hundreds of seams
+    data = TEXT.encode()
+    expected = [m.start() for m in re.finditer(rb"word[36]", data)]
+    hits = lazy.search_file(context_file(box.ref), "word[36]", 100_000, 0, len(data))
+    assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS]
+    window = lazy.search_file(context_file(box.ref), "word", 3, 1000, 2000)
+    assert [h["offset"] for h in window] == [
+        m.start() + 1000 for m in re.finditer(rb"word", data[1000:2000])
+    ][:3]
+
+
+def test_cells_that_read_the_handle_replay_to_the_same_values(box: Sandbox) -> None:
+    code = "seen = (await context.search('word5'))[7]['offset'], context.lines(5000, 1)"
+    box.run(code)
+    again = Sandbox(box.ref, LAZY)
+    again.replay([cell(code, [])])
+    assert printed(again, "print(seen)") == printed(box, "print(seen)")
+
+
+def _memory(pid: int, field: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of a process, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) << 10  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_300mb_file_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    size = 300 << 20
+    path = tmp_path / "big.log"
+    with path.open("wb") as handle:  # sparse: a few text lines among zeros
+        handle.truncate(size)
+        for offset in (0, size // 3, size - 100):
+            handle.seek(offset)
+            handle.write(f"needle at {offset}\n".encode())
+    ref = store_path(path)
+    try:
+        box = IsolatedSandbox(ref, LAZY)
+        Path(f"/proc/{box.pid}/clear_refs").write_text("5")  # peak RSS counts from now
+        before = _memory(box.pid, "VmRSS")  # ~190 MB: the runtime and an empty sandbox
+        code = (
+            "hits = await context.search(r'needle at \\d+', max_hits=10)\n"
+            # 64 MB read in the guest (all 300 MB would cost more fuel than a test cell has)
+            "read = sum(len(c) for c in context.chunks(4 << 20, start=context.size - (64 << 20)))\n"
+            "print([h['offset'] for h in hits], read == 64 << 20)"
+        )
+        out = box.run(code)
+        assert out.stdout == f"[0, {size // 3}, {size - 100}] True\n", out.output
+        grown = _memory(box.pid, "VmHWM") - before
+        box.close()
+    finally:
+        shutil.rmtree(blob_dir(ref))
+    # measured: +40 MB (the host's search blocks and the guest's chunks); loading the
+    # context whole would add at least its 300 MB
+    assert grown < size // 4, f"the sandbox process grew by {grown:,} bytes"
