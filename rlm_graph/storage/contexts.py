@@ -1,11 +1,12 @@
 """Putting a context where the sandbox can read it, by content hash.
 
-The context is written once to a blob directory and mounted read-only into the
-sandbox: a volume read of 100 MB takes 0.2 s where passing it as code takes seconds and
-gigabytes. State keeps only the :class:`~rlm_graph.graph.state.ContextRef`. When the run has
-a LangGraph store, the context is copied into it once as well (:func:`share`), so a
-worker on another machine that resumes the thread can rebuild the local file
-(:func:`materialize`).
+The context is written once to a blob directory (a UTF-8 file given by path is
+hard-linked there instead, with a stamp that tells when it changed) and mounted
+read-only into the sandbox: a volume read of 100 MB takes 0.2 s where passing it as code
+takes seconds and gigabytes. State keeps only the
+:class:`~rlm_graph.graph.state.ContextRef`. When the run has a LangGraph store, the
+context is copied into it once as well (:func:`share`), so a worker on another machine
+that resumes the thread can rebuild the local file (:func:`materialize`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
         )
     if not context_file(ref).exists() and not materialize(ref, blobs):
         raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
+    if not _unchanged(ref):
+        raise ContextError(
+            f"the file of context {digest[:12]}… was read in place and has changed since it "
+            "was stored: its earlier cells no longer describe it; ask again with the file"
+        )
     return ref
 
 
@@ -310,18 +316,14 @@ def store_path(path: str | os.PathLike[str]) -> ContextRef:
     seen = _seen_path(source)
     if seen.exists():
         known: ContextRef = json.loads(seen.read_text())
-        if context_file(known).exists():
+        if context_file(known).exists() and _unchanged(known):
             return known
     if source.suffix.lower() == ".json":
         if (size := source.stat().st_size) > MAX_CONTEXT_BYTES:
             raise _too_large(f"context file {str(source)!r}", size)
         ref = store_value(_parse_json_file(source))
     else:
-        try:
-            with source.open("rb") as reader:
-                ref = store_stream(reader, f"context file {str(source)!r}")
-        except OSError as exc:
-            raise ContextError(f"cannot read context file {str(source)!r}: {exc}") from exc
+        ref = _store_text_file(source)
     seen.parent.mkdir(parents=True, exist_ok=True)
     tmp = seen.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(ref))
@@ -372,33 +374,114 @@ def _decoded(reader: IO[bytes], what: str) -> Iterator[str]:
         yield decoder.decode(b"", final=True)
 
 
+class _TextDigest:
+    """The reference of text as it streams by: its hash, length and preview."""
+
+    def __init__(self) -> None:
+        self._hasher = hashlib.sha256(b"text\0")
+        self._length = 0
+        self._head = ""
+
+    def add(self, data: bytes, text: str) -> None:
+        """Take ``data``, the UTF-8 encoding of ``text``."""
+        self._hasher.update(data)
+        self._length += len(text)
+        if len(self._head) <= PREVIEW_CHARS:
+            self._head += text[: PREVIEW_CHARS + 1]
+
+    def ref(self) -> ContextRef:
+        return ContextRef(
+            hash=self._hasher.hexdigest(),
+            kind="text",
+            length=self._length,
+            type_name="str",
+            preview=preview(self._head, PREVIEW_CHARS),
+        )
+
+
 def store_stream(reader: IO[bytes], what: str = "the context") -> ContextRef:
     """Store text read from a byte stream (a file, stdin) without holding it in memory."""
-    hasher = hashlib.sha256(b"text\0")
-    length = 0
-    head = ""
+    digest = _TextDigest()
     tmp = _temp_file()
     try:
         with tmp.open("wb") as writer:
             for text in _decoded(reader, what):
                 encoded = text.encode("utf-8", errors="surrogatepass")
-                hasher.update(encoded)
+                digest.add(encoded, text)
                 writer.write(encoded)
-                length += len(text)
-                if len(head) <= PREVIEW_CHARS:
-                    head += text[: PREVIEW_CHARS + 1]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    ref = ContextRef(
-        hash=hasher.hexdigest(),
-        kind="text",
-        length=length,
-        type_name="str",
-        preview=preview(head, PREVIEW_CHARS),
-    )
+    ref = digest.ref()
     _publish(tmp, ref["hash"], blob_name(ref))
     return _warn_if_empty(ref)
+
+
+def _store_text_file(source: Path) -> ContextRef:
+    """Store a text file: in place (a hard link, no copy) when it is valid UTF-8.
+
+    Copying a 10 GB log would double its disk use and its time to first cell; a link
+    costs nothing, and the stamp kept beside it tells a file changed since (an append,
+    an edit in place) from the content its hash names. A file with bad bytes, on another
+    file system, or that may not be linked is copied with its bad bytes replaced.
+    """
+    what = f"context file {str(source)!r}"
+    try:
+        stamp = _stamp(source)
+        with source.open("rb") as reader:
+            ref = _exact_ref(reader)
+        if ref is not None and _link(source, ref, stamp):
+            return _warn_if_empty(ref)
+        with source.open("rb") as reader:
+            return store_stream(reader, what)
+    except OSError as exc:
+        raise ContextError(f"cannot read {what}: {exc}") from exc
+
+
+def _exact_ref(reader: IO[bytes]) -> ContextRef | None:
+    """The reference of the stream's bytes as they are, or None if they are not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    digest = _TextDigest()
+    try:
+        while chunk := reader.read(_CHUNK):
+            digest.add(chunk, decoder.decode(chunk))
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return digest.ref()
+
+
+def _link(source: Path, ref: ContextRef, stamp: dict[str, int]) -> bool:
+    """Make ``source`` itself the stored file of ``ref``; False if it cannot be linked."""
+    if context_file(ref).exists() and _unchanged(ref):
+        return True  # stored before (copied, or linked and untouched since)
+    folder = blob_dir(ref)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / f".link-{os.getpid()}-{threading.get_ident()}"
+    try:
+        os.link(source, link)
+    except OSError:  # another file system, or links to others' files are not allowed
+        return False
+    if _stamp(link) != stamp:  # written to while it was hashed: the hash may be wrong
+        link.unlink()
+        raise ContextError(f"context file {str(source)!r} changed while it was read: retry")
+    (folder / _STAMP).write_text(json.dumps(stamp))
+    os.replace(link, context_file(ref))
+    return True
+
+
+_STAMP = "stamp.json"
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    info = path.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def _unchanged(ref: ContextRef) -> bool:
+    """Whether a context stored in place still holds what it held (a copy always does)."""
+    stamp = blob_dir(ref) / _STAMP
+    return not stamp.exists() or json.loads(stamp.read_text()) == _stamp(context_file(ref))
 
 
 def read_directory(folder: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from rlm_graph.storage.contexts import (
     ContextWarning,
     blob_dir,
     check_ref,
+    context_file,
     store_path,
     store_value,
 )
@@ -67,3 +68,29 @@ def test_an_unchanged_file_is_not_stored_twice(tmp_path: Path) -> None:
     os.utime(log, ns=(1, 1))
     second = store_path(log)
     assert second["hash"] != first["hash"] and second["preview"] == "second version, longer"
+
+
+def test_a_utf8_file_is_stored_in_place_and_hashed_like_a_copy(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text("naïve 中文 log\n" * 1000)
+    ref = store_path(log)
+    assert context_file(ref).stat().st_ino == log.stat().st_ino  # a link, not a copy
+    assert ref == store_value(log.read_text())  # same hash, length and preview as a copy
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff\n")
+    with pytest.warns(ContextWarning, match="not valid UTF-8"):
+        copied = store_path(tmp_path / "bad.txt")
+    assert context_file(copied).read_bytes() == "ok \ufffd\n".encode()
+
+
+def test_a_file_changed_after_it_was_stored_in_place_is_refused_not_mixed(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("before the crash\n")
+    ref = store_path(log)
+    with log.open("a") as handle:  # the log grows while the run is down
+        handle.write("after the crash\n")
+    with pytest.raises(ContextError, match="has changed since it was stored"):
+        check_ref(ref)
+    again = store_path(log)
+    assert again["hash"] != ref["hash"] and check_ref(again) == again
