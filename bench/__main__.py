@@ -1,4 +1,4 @@
-"""``python -m bench all|overhead|batch|first_cell|needle [--quick]``."""
+"""``python -m bench all|overhead|batch|first_cell|needle|versus|resume|huge [--quick]``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume")
+FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume", "huge")
 
 
 def _version(name: str) -> str:
