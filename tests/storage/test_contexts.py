@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_an_unchanged_file_is_not_stored_twice(tmp_path: Path) -> None:
 
 def test_a_utf8_file_is_stored_in_place_and_hashed_like_a_copy(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
-    log.write_text("naïve 中文 log\n" * 1000)
+    log.write_text(f"naïve 中文 log {uuid.uuid4()}\n" * 1000)  # not in the shared home yet
     ref = store_path(log)
     assert context_file(ref).stat().st_ino == log.stat().st_ino  # a link, not a copy
     assert ref == store_value(log.read_text())  # same hash, length and preview as a copy
@@ -86,7 +87,7 @@ def test_a_file_changed_after_it_was_stored_in_place_is_refused_not_mixed(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "app.log"
-    log.write_text("before the crash\n")
+    log.write_text(f"before the crash {uuid.uuid4()}\n")
     ref = store_path(log)
     with log.open("a") as handle:  # the log grows while the run is down
         handle.write("after the crash\n")
