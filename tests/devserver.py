@@ -1,6 +1,8 @@
 """`langgraph dev` started for a test: the project's graphs, a private home, no keys.
 
 The ``dev_server`` fixture (conftest.py) starts one per test and stops it afterwards.
+The server allows one model base URL, ``http://127.0.0.1:<model_port>/v1``: a test
+serves its stub model there (``StubServer(..., port=server.model_port)``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,7 @@ def free_port() -> int:
 class DevServer:
     process: subprocess.Popen[bytes]
     log_path: Path
+    model_port: int
     url: str = ""
 
     def log(self) -> str:
@@ -79,7 +83,7 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def project_config(workdir: Path) -> Path:
+def project_config(workdir: Path, extra: dict[str, Any]) -> Path:
     """The project's langgraph.json with its paths made absolute, written to ``workdir``.
 
     `langgraph dev` resolves the graph, dependency and .env paths against its working
@@ -103,19 +107,31 @@ def project_config(workdir: Path) -> Path:
     if isinstance(config.get("env"), str):
         config["env"] = absolute(config["env"])
     path = workdir / "langgraph.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps({**config, **extra}))
     return path
 
 
-def start_dev_server(tmp: Path, home: Path) -> DevServer:
-    """Start `langgraph dev` on the project's graphs and wait until it answers /ok."""
+def start_dev_server(
+    tmp: Path,
+    home: Path,
+    env_extra: dict[str, str] | None = None,
+    config_extra: dict[str, Any] | None = None,
+) -> DevServer:
+    """Start `langgraph dev` on the project's graphs and wait until it answers /ok.
+
+    ``env_extra`` adds to the server's environment (the deployment's ``RLM_*``
+    variables), ``config_extra`` to its langgraph.json (e.g. ``auth``).
+    """
+    model_port = free_port()
     env = server_env(home)
+    env["RLM_ALLOWED_BASE_URLS"] = f"http://127.0.0.1:{model_port}/v1"
+    env.update(env_extra or {})
     cli = shutil.which("langgraph", path=env["PATH"])
     if cli is None:
         pytest.skip("langgraph CLI not installed (pip install -e '.[dev]')")
     workdir = tmp / "server"
     workdir.mkdir()
-    config_path = project_config(workdir)
+    config_path = project_config(workdir, config_extra or {})
     log_path = tmp / "langgraph-dev.log"
     port = free_port()
     with open(log_path, "wb") as log:
@@ -137,7 +153,7 @@ def start_dev_server(tmp: Path, home: Path) -> DevServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = DevServer(process, log_path)
+    server = DevServer(process, log_path, model_port)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

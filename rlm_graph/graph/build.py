@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from functools import partial, update_wrapper
 from typing import Any
 
 from langgraph._internal._runnable import RunnableCallable
@@ -10,6 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import TRUSTED, Deployment
 from rlm_graph.graph.execute import execute
 from rlm_graph.graph.finalize import finalize
 from rlm_graph.graph.inspection import inspect_output
@@ -19,37 +21,48 @@ from rlm_graph.graph.state import InputState, OutputState, State
 from rlm_graph.settings import Settings
 from rlm_graph.subcalls.loop import run_blocking
 
-Node = Callable[[State, Runtime[Settings]], Coroutine[Any, Any, dict[str, Any]]]
+Node = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 
 
-def node(anode: Node) -> RunnableCallable:
-    """A coroutine node that synchronous callers (``invoke``, ``stream``) can run too.
+def node(anode: Node, deployment: Deployment) -> RunnableCallable:
+    """A coroutine node, bound to the deployment, that synchronous callers can run too.
 
     The nodes are coroutines so that a server's event loop, not one of its few
     threads, waits while a cell waits on its sub-calls (issue 20). LangGraph runs a
-    coroutine node only from ``ainvoke``/``astream``; under ``invoke`` this runs it on
-    the process's sub-call loop and blocks the caller's thread until it is done.
+    coroutine node only from ``ainvoke``/``astream``; under ``invoke`` (and ``stream``)
+    this runs it on the process's sub-call loop and blocks the caller's thread until it
+    is done. The deployment is given here, where no run's settings or config reach.
     """
 
+    async def bound(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        return await anode(state, runtime, deployment=deployment)
+
     def blocking(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        return run_blocking(anode(state, runtime))
+        return run_blocking(bound(state, runtime))
 
-    return RunnableCallable(blocking, anode, name=anode.__name__, trace=False)
+    return RunnableCallable(blocking, bound, name=anode.__name__, trace=False)
 
 
-def build_graph(**compile_kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """A compiled RLM graph; ``compile_kwargs`` go to ``compile`` (e.g. a checkpointer)."""
+def build_graph(
+    *, deployment: Deployment = TRUSTED, **compile_kwargs: Any
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """A compiled RLM graph; ``compile_kwargs`` go to ``compile`` (e.g. a checkpointer).
+
+    ``deployment`` is what the operator allows every run (``rlm_graph.deployment``); the
+    default trusts the caller, as the CLI and the Python API do.
+    """
     builder = StateGraph(
         State, context_schema=Settings, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("plan", node(plan))
-    builder.add_node("execute", node(execute))
-    builder.add_node("inspect", node(inspect_output))
-    builder.add_node("finalize", node(finalize))
+    builder.add_node("plan", node(plan, deployment))
+    builder.add_node("execute", node(execute, deployment))
+    builder.add_node("inspect", node(inspect_output, deployment))
+    builder.add_node("finalize", node(finalize, deployment))
     builder.add_edge(START, "plan")
     builder.add_conditional_edges("plan", route_after_plan, ["execute", "inspect", "finalize"])
     builder.add_conditional_edges("execute", route_after_execute, ["inspect", "finalize"])
-    builder.add_conditional_edges("inspect", route_after_inspect, ["plan", "finalize"])
+    route = update_wrapper(partial(route_after_inspect, deployment=deployment), route_after_inspect)
+    builder.add_conditional_edges("inspect", route, ["plan", "finalize"])
     builder.add_edge("finalize", END)
     compile_kwargs.setdefault("name", "rlm")
     return builder.compile(**compile_kwargs)

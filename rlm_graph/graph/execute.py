@@ -15,6 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph.approval import review
 from rlm_graph.graph.recursion import run_child
 from rlm_graph.graph.runtime import (
@@ -53,13 +54,15 @@ def reviewed(step: Step, settings: Settings) -> Step:
     return step
 
 
-async def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+async def execute(
+    state: State, runtime: Runtime[Settings], *, deployment: Deployment
+) -> dict[str, Any]:
     """Run the step's code in the sandbox (set-up code first) and record the cells.
 
     A coroutine: while a cell runs and waits on its sub-calls, no thread is held (the
     sandbox's process answers on its socket); records are written on a thread.
     """
-    settings = settings_of(runtime)
+    settings = settings_of(runtime, deployment)
     step = reviewed(
         state["step"] or Step(kind="note", reply="", tool_call_id="", code=""), settings
     )
@@ -69,7 +72,7 @@ async def execute(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         rejected = note_cell(step, turn, step.get("note", ""))
         note = await asyncio.to_thread(save_cell, blobs, sandbox_id, rejected)
         return {"cells": [*cells, note], "step": step}
-    scope = scope_of(settings, state)
+    scope = scope_of(settings, state, deployment)
     iteration = state.get("iteration", 0) + 1
     metadata = run_metadata(scope.depth, iteration, sandbox_id)
     emit(events.cell(depth=scope.depth, iteration=iteration, code=step["code"]))

@@ -15,6 +15,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph import prompts
 from rlm_graph.graph.plan import call_root, conversation, reply_event
 from rlm_graph.graph.runtime import (
@@ -57,7 +58,7 @@ async def best_effort(
     """One last model call, without tools, for the best answer the history supports."""
     messages = await asyncio.to_thread(best_effort_request, state, settings, scope, blobs)
     started = time.perf_counter()
-    reply = await in_call_pool(lambda: call_root(messages, settings, tools=False))
+    reply = await in_call_pool(lambda: call_root(messages, settings, scope, tools=False))
     seconds = time.perf_counter() - started
     event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds, "")
     event["best_effort"] = True
@@ -100,15 +101,17 @@ async def outcome(
     return "budget_exhausted", answer, extra
 
 
-async def finalize(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+async def finalize(
+    state: State, runtime: Runtime[Settings], *, deployment: Deployment
+) -> dict[str, Any]:
     """Return the answer, marking how it was reached; release a run-scoped sandbox."""
     update: dict[str, Any] = {"step": None}
     if state.get("status") == "failed":
         update["messages"] = [AIMessage(content=f"The run failed: {state.get('error', '')}")]
         await asyncio.to_thread(release_run_sandbox, state, thread_id())
         return update
-    settings = settings_of(runtime)
-    scope = scope_of(settings, state)
+    settings = settings_of(runtime, deployment)
+    scope = scope_of(settings, state, deployment)
     status, answer, extra = await outcome(state, settings, scope, blobs_of(runtime))
     update.update(extra, answer=answer, status=status)
     usage = add_usage(state.get("usage") or {}, update.get("usage") or {})

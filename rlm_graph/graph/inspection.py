@@ -9,12 +9,15 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph.runtime import scope_of, settings_of
 from rlm_graph.graph.state import State
 from rlm_graph.settings import Settings
 
 
-async def inspect_output(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+async def inspect_output(
+    state: State, runtime: Runtime[Settings], *, deployment: Deployment
+) -> dict[str, Any]:
     """Count the iteration, look for a final answer, stop at a cost limit (nothing blocks)."""
     step = state.get("step")
     update: dict[str, Any] = {"iteration": state.get("iteration", 0) + 1, "step": None}
@@ -24,7 +27,7 @@ async def inspect_output(state: State, runtime: Runtime[Settings]) -> dict[str, 
     elif step is not None and step["kind"] == "code" and cells and "final" in cells[-1]:
         update.update(answer=cells[-1]["final"], status="answered")
     else:
-        settings = settings_of(runtime)
-        if reason := scope_of(settings, state).blocked(settings):
+        settings = settings_of(runtime, deployment)
+        if reason := scope_of(settings, state, deployment).blocked(settings):
             update.update(status="budget_exhausted", stop_reason=reason)
     return update

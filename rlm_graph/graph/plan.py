@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph import prompts
 from rlm_graph.graph.replies import TOOL_NAME, parse_reply
 from rlm_graph.graph.runtime import (
@@ -90,15 +91,17 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
     }
 
 
-def ingest_context(state: State, blobs: Blobs) -> dict[str, Any]:
+def ingest_context(state: State, blobs: Blobs, deployment: Deployment) -> dict[str, Any]:
     """Move a context given in the input to the blob store, keeping only its reference.
 
-    A new context on a thread starts a new sandbox: its variables described the old one.
+    A path is read only where the deployment allows (on a server: under its operator's
+    folders). A new context on a thread starts a new sandbox: its variables described
+    the old one.
     """
     if state.get("context") is not None:
         ref = store_value(state["context"])
     elif state.get("context_path"):
-        ref = store_path(state["context_path"])
+        ref = store_path(deployment.readable(state["context_path"]))
     elif state.get("context_ref"):
         ref = check_ref(state["context_ref"], blobs)
     else:
@@ -117,9 +120,9 @@ def stopped(status: str, **fields: str) -> dict[str, Any]:
     return {"status": status, "step": stop_step(), **fields}
 
 
-def root_model(settings: Settings) -> BaseChatModel:
-    """The root model client for these settings."""
-    return chat_model(settings.model, settings.base_url, settings)
+def root_model(settings: Settings, scope: Scope) -> BaseChatModel:
+    """The root model client for these settings, as the scope's deployment allows."""
+    return chat_model(settings.model, settings.base_url, settings, scope)
 
 
 def conversation(
@@ -162,50 +165,57 @@ async def ask_root(
     config: RunnableConfig = {"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])}
     started = time.perf_counter()
     tools = settings.tool_calling
-    reply = await in_call_pool(lambda: call_root(messages, settings, tools=tools, config=config))
+    reply = await in_call_pool(
+        lambda: call_root(messages, settings, scope, tools=tools, config=config)
+    )
     return reply, time.perf_counter() - started
 
 
 def call_root(
     messages: list[AnyMessage],
     settings: Settings,
+    scope: Scope,
     *,
     tools: bool,
     config: RunnableConfig | None = None,
 ) -> AIMessage:
     """The root model's reply to ``messages``, offered the code tool when ``tools``."""
-    model = root_model(settings)
+    model = root_model(settings, scope)
     reply = (model.bind_tools([EXECUTE_TOOL]) if tools else model).invoke(messages, config=config)
     assert isinstance(reply, AIMessage)
     return reply
 
 
-def start_step(state: State, blobs: Blobs) -> tuple[dict[str, Any], State | None]:
+def start_step(
+    state: State, blobs: Blobs, deployment: Deployment
+) -> tuple[dict[str, Any], State | None]:
     """The turn's update and the state the model is asked from (None: the run stops)."""
     question = question_of(state)
     if not question.strip():
         raise ValueError("no question given: send `question` (or a human message)")
     update = begin_turn(state, question)
     try:  # a missing path, bad JSON: the run ends saying which
-        update.update(ingest_context(state, blobs))
+        update.update(ingest_context(state, blobs, deployment))
     except ContextError as exc:
         return {**update, **stopped("failed", error=str(exc))}, None
     view: State = {**state, **update}  # type: ignore[typeddict-item]
     return update, view
 
 
-async def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+async def plan(
+    state: State, runtime: Runtime[Settings], *, deployment: Deployment
+) -> dict[str, Any]:
     """Ask the root model for the next step.
 
     A coroutine, so that a server holds no thread for it: records are read and written
     on a thread, the model is asked on the call pool (``subcalls.loop``).
     """
-    settings = settings_of(runtime)
+    settings = settings_of(runtime, deployment)
     blobs = blobs_of(runtime)
-    update, view = await asyncio.to_thread(start_step, state, blobs)
+    update, view = await asyncio.to_thread(start_step, state, blobs, deployment)
     if view is None:
         return update
-    scope = scope_of(settings, view)
+    scope = scope_of(settings, view, deployment)
     if reason := scope.begin_step(settings):
         return {**update, **stopped("budget_exhausted", stop_reason=reason)}
     if view["sandbox_id"] not in REGISTRY:

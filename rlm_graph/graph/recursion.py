@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph.state import CompiledStateGraph
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph import prompts
 from rlm_graph.graph.runner import GraphStream, answer_text, run_config
 from rlm_graph.graph.runtime import MODELS_KEY, SCOPE_KEY
@@ -26,11 +27,15 @@ from rlm_graph.subcalls.scope import Scope
 
 
 @cache
-def child_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The graph sub-RLMs run: no checkpointer, since the parent's journal records them."""
+def child_graph(deployment: Deployment) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph sub-RLMs run: no checkpointer, since the parent's journal records them.
+
+    It answers to its root's deployment: a sub-RLM may use no URL, model or file its
+    root could not.
+    """
     from rlm_graph.graph.build import build_graph  # build imports the nodes, which use this
 
-    return build_graph(name="rlm-sub")
+    return build_graph(deployment=deployment, name="rlm-sub")
 
 
 async def run_child(
@@ -56,7 +61,7 @@ async def run_child(
             "configurable": {SCOPE_KEY: scope, MODELS_KEY: models or {}},
         },
     )
-    stream = GraphStream(child_graph(), child, config, on_event=emit)
+    stream = GraphStream(child_graph(scope.deployment), child, config, on_event=emit)
     inputs = {"question": prompts.CHILD_QUESTION, "context": prompt}
     # A run of its own, not a subgraph of the parent's: under the parent's config LangGraph
     # would nest it under the parent's checkpointer, which then fails to save the live

@@ -16,6 +16,7 @@ from typing import Literal
 
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph.runtime import settings_of
 from rlm_graph.graph.state import State
 from rlm_graph.settings import Settings
@@ -34,9 +35,11 @@ def route_after_execute(state: State) -> Literal["inspect", "finalize"]:
     return "finalize" if state.get("status") == "failed" else "inspect"
 
 
-def route_after_inspect(state: State, runtime: Runtime[Settings]) -> Literal["plan", "finalize"]:
-    """Loop while there is no answer and iterations are left."""
-    settings = settings_of(runtime)
+def route_after_inspect(
+    state: State, runtime: Runtime[Settings], *, deployment: Deployment
+) -> Literal["plan", "finalize"]:
+    """Loop while there is no answer and iterations are left (as the deployment caps them)."""
+    settings = settings_of(runtime, deployment)
     if state.get("status") != "running" or state.get("iteration", 0) >= settings.max_iterations:
         return "finalize"
     return "plan"

@@ -15,8 +15,8 @@ from langchain_core.messages import HumanMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
+from rlm_graph.deployment import Deployment
 from rlm_graph.graph.state import State
-from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text
 from rlm_graph.models.usage import Usage, usage_since
 from rlm_graph.observe.events import Event
@@ -36,14 +36,17 @@ SCOPE_KEY = "rlm_scope"
 MODELS_KEY = "rlm_models"
 
 
-def settings_of(runtime: Runtime[Settings]) -> Settings:
-    """The run's settings; a server may send none, or a plain dict."""
+def settings_of(runtime: Runtime[Settings], deployment: Deployment) -> Settings:
+    """The run's settings as the deployment admits them; a server may send none, or a dict.
+
+    Raises ``SettingsRefused`` for a base URL or model the deployment does not allow.
+    """
     context: Any = runtime.context
     if context is None:
-        return Settings()
-    if isinstance(context, dict):
-        return Settings.from_mapping(context)
-    return context  # type: ignore[no-any-return]
+        context = Settings()
+    elif isinstance(context, dict):
+        context = Settings.from_mapping(context)
+    return deployment.admit(context)
 
 
 def configurable(key: str) -> Any:
@@ -61,23 +64,22 @@ def given_models() -> dict[str, BaseChatModel]:
     return {name: m for name, m in given.items() if isinstance(m, BaseChatModel)}
 
 
-def chat_model(name: str, base_url: str, settings: Settings) -> BaseChatModel:
-    """The client for a model name: one the config supplies, else one built from settings."""
-    return given_models().get(name) or load_chat_model(
-        name, base_url, settings.model_timeout, settings.model_max_retries
-    )
+def chat_model(name: str, base_url: str, settings: Settings, scope: Scope) -> BaseChatModel:
+    """The client for a model name: one the config supplies, else one the deployment allows."""
+    return given_models().get(name) or scope.deployment.chat_model(name, base_url, settings)
 
 
-def scope_of(settings: Settings, state: State) -> Scope:
+def scope_of(settings: Settings, state: State, deployment: Deployment) -> Scope:
     """The run's place in its recursion tree: given by a parent, else the root's.
 
     The root's scope is rebuilt at every step from what its state has counted, so a
-    resumed or forked thread starts from exactly what it had used.
+    resumed or forked thread starts from exactly what it had used. Only a live object
+    counts as given (a server's caller sends JSON), so a caller cannot pick the scope.
     """
     given = configurable(SCOPE_KEY)
     if isinstance(given, Scope):
         return given
-    return Scope.root(settings, state.get("sub_calls", 0), turn_spend(state))
+    return Scope.root(settings, state.get("sub_calls", 0), turn_spend(state), deployment)
 
 
 def turn_spend(state: State) -> Usage:

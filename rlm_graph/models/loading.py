@@ -90,9 +90,14 @@ def lean_chat_openai() -> type[ChatOpenAI]:
 
 
 @lru_cache(maxsize=64)
-def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) -> BaseChatModel:
+def load_chat_model(
+    name: str, base_url: str, timeout: float, max_retries: int, *, api_key: str | None = None
+) -> BaseChatModel:
     """Build (once per process) the chat model for ``name``.
 
+    With a ``base_url``, an OpenAI-compatible server gets ``api_key`` (``None``: the
+    environment's ``OPENAI_API_KEY``, for the operator's own runs; a server passes only
+    the key its operator bound to that URL, see ``rlm_graph.deployment``).
     A timeout is always set: ChatOpenAI has none by default, and a request that never
     returns would otherwise hang a sandbox callback forever. (``llm`` models have no
     timeout setting; the sub-call broker's own deadline bounds them.)
@@ -104,7 +109,8 @@ def load_chat_model(name: str, base_url: str, timeout: float, max_retries: int) 
     if base_url:
         kwargs["base_url"] = base_url
         if provider == "openai":
-            kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "not-needed"
+            given = os.environ.get("OPENAI_API_KEY") if api_key is None else api_key
+            kwargs["api_key"] = given or "not-needed"
             kwargs["stream_usage"] = True
     try:
         if (provider or _attempt_infer_model_provider(model)) == "openai":

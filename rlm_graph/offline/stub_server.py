@@ -101,6 +101,8 @@ class RecordedRequest:
     """``time.monotonic()`` on arrival."""
     reply: StubReply
     """What was answered."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request's headers, names lower-cased (what credentials a client sent)."""
 
 
 class ScriptedResponder:
@@ -298,7 +300,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(
         self, body: dict[str, Any], raw_size: int, arrived: float, reply: StubReply
     ) -> None:
-        self._server.stub._record(RecordedRequest(self.path, body, raw_size, arrived, reply))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self._server.stub._record(
+            RecordedRequest(self.path, body, raw_size, arrived, reply, headers)
+        )
 
     def do_GET(self) -> None:
         """Serve the model list and a local server's /props, which clients probe."""
@@ -444,7 +449,8 @@ class StubModel:
         body = json.loads(request.content or b"{}")
         reply = self._reply_for(body)
         arrived, size = time.monotonic(), len(request.content)
-        self._record(RecordedRequest(request.url.path, body, size, arrived, reply))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self._record(RecordedRequest(request.url.path, body, size, arrived, reply, headers))
         if reply.status != 200:
             return httpx.Response(reply.status, json=_error_body(reply.status, reply.error))
         if body.get("stream"):

@@ -25,7 +25,6 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
-from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
 from rlm_graph.observe import events
@@ -287,11 +286,8 @@ class SubCallBroker:
 
     async def _ask_model(self, prompt: str) -> BaseMessage:
         """One plain sub-model call, on the call pool (see ``loop``)."""
-        model = self._sub_model or load_chat_model(
-            self.settings.effective_sub_model,
-            self.settings.effective_sub_base_url,
-            self.settings.model_timeout,
-            self.settings.model_max_retries,
+        model = self._sub_model or self.scope.deployment.chat_model(
+            self.settings.effective_sub_model, self.settings.effective_sub_base_url, self.settings
         )
         metadata = {**self._trace_metadata, "rlm_depth": self.scope.depth + 1}
         config: RunnableConfig = {"run_name": "llm_query", "metadata": metadata}

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from rlm_graph.deployment import TRUSTED, Deployment
 from rlm_graph.models.usage import Usage, add_usage
 from rlm_graph.settings import Settings
 
@@ -117,16 +118,23 @@ class LocalBudget:
 
 @dataclass(frozen=True)
 class Scope:
-    """A run's place in its recursion tree: depth, depth limit, the tree's budget."""
+    """A run's place in its recursion tree: depth, depth limit, budget, deployment.
+
+    Every run of a tree answers to its root's deployment (a sub-RLM inherits it).
+    """
 
     depth: int
     max_depth: int
     budget: Budget
+    deployment: Deployment = TRUSTED
 
     @classmethod
-    def root(cls, settings: Settings, calls_made: int, spent: Usage) -> Scope:
+    def root(
+        cls, settings: Settings, calls_made: int, spent: Usage, deployment: Deployment = TRUSTED
+    ) -> Scope:
         """The scope of a root run's step, from what its durable state says it has used."""
-        return cls(0, settings.max_depth, LocalBudget(settings.max_sub_calls - calls_made, spent))
+        budget = LocalBudget(settings.max_sub_calls - calls_made, spent)
+        return cls(0, settings.max_depth, budget, deployment)
 
     @property
     def recursive(self) -> bool:

@@ -105,8 +105,9 @@ def make_context() -> str:
 
 
 @pytest.fixture
-def stub_model() -> Iterator[StubServer]:
-    server = StubServer(responder, host="127.0.0.1").start()
+def stub_model(dev_server: DevServer) -> Iterator[StubServer]:
+    """The model, served where the dev server allows a base URL."""
+    server = StubServer(responder, host="127.0.0.1", port=dev_server.model_port).start()
     try:
         yield server
     finally:

@@ -165,7 +165,7 @@ def test_8_concurrent_runs_through_langgraph_dev(dev_server: DevServer) -> None:
     from langgraph_sdk import get_client
 
     count = 8
-    with StubServer(SCRIPT) as model:
+    with StubServer(SCRIPT, port=dev_server.model_port) as model:
         settings = {
             "model": "stub-root",
             "sub_model": "stub-sub",
