@@ -7,6 +7,7 @@ internal does: a run's place in its recursion tree is a ``subcalls.scope.Scope``
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields, replace
 from typing import Annotated, Any
 
@@ -25,6 +26,8 @@ _SMALLER_MODEL = {
     "gpt-4o": "gpt-4o-mini",
     "o3": "o4-mini",
 }
+SUB_RLM_EXECUTORS = ("local", "ray")
+MISSING_RAY = "sub_rlm_executor='ray' needs Ray: pip install 'rlm-graph[ray]'"
 
 
 @dataclass(kw_only=True)
@@ -82,6 +85,14 @@ class Settings:
     max_concurrency: int = field(
         default=16,
         metadata={"description": "Sub-calls of one llm_batch running at the same time."},
+    )
+    sub_rlm_executor: str = field(
+        default="local",
+        metadata={
+            "description": "Where sub-RLMs run (max_depth >= 2): 'local', in this process; "
+            "'ray', each as a task on the Ray cluster named by the deployment's "
+            "RLM_RAY_ADDRESS (the ray extra; docs/deployment.md)."
+        },
     )
     max_sub_calls: int = field(
         default=1_000,
@@ -233,7 +244,18 @@ class Settings:
                 raise ValueError(f"setting {name}={value!r} is out of range: use seconds > 0")
         if not self.model.strip():
             raise ValueError("setting model is empty: name a model, e.g. openai:gpt-5")
+        self._check_executor()
         self._check_cost_settings()
+
+    def _check_executor(self) -> None:
+        """A known executor, whose extra is installed: said now, not at the first sub-RLM."""
+        if self.sub_rlm_executor not in SUB_RLM_EXECUTORS:
+            raise ValueError(
+                f"setting sub_rlm_executor={self.sub_rlm_executor!r} is unknown: use "
+                + " or ".join(map(repr, SUB_RLM_EXECUTORS))
+            )
+        if self.sub_rlm_executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError(MISSING_RAY)
 
     def _check_cost_settings(self) -> None:
         """A dollar budget needs a price for every model it is to watch."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -190,3 +191,12 @@ def rlm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def stub_flags(server: StubServer) -> list[str]:
     """``rlm run`` flags pointing both models at the stub."""
     return ["--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url]
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -21,6 +21,10 @@ def test_settings_validation_and_sub_model_defaults() -> None:
         Settings(cell_timeout=-1)
     with pytest.raises(ValueError, match="4096"):
         Settings(sandbox_memory_mb=8000)
+    with pytest.raises(
+        ValueError, match="sub_rlm_executor='dask' is unknown: use 'local' or 'ray'"
+    ):
+        Settings(sub_rlm_executor="dask")
 
 
 def test_readme_documents_every_setting() -> None:

@@ -25,6 +25,7 @@ RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("sub_base_url", str, "URL"),
     ("max_iterations", int, "N"),
     ("max_depth", int, "N"),
+    ("sub_rlm_executor", str, "local|ray"),
     ("max_sub_calls", int, "N"),
     ("max_concurrency", int, "N"),
     ("cell_timeout", float, "SECONDS"),

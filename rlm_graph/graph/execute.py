@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -17,7 +16,7 @@ from langgraph.types import interrupt
 
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph.approval import review
-from rlm_graph.graph.recursion import run_child
+from rlm_graph.graph.recursion import executor_for
 from rlm_graph.graph.runtime import (
     blobs_of,
     emit,
@@ -72,16 +71,18 @@ async def execute(
         rejected = note_cell(step, turn, step.get("note", ""))
         note = await asyncio.to_thread(save_cell, blobs, sandbox_id, rejected)
         return {"cells": [*cells, note], "step": step}
-    scope = scope_of(settings, state, deployment)
+    models = given_models()
+    executor = executor_for(settings, models)
+    # A cluster budget is an actor, and the first one connects to Ray: off the loop.
+    scope = await asyncio.to_thread(scope_of, settings, state, deployment, executor.open_budget)
     iteration = state.get("iteration", 0) + 1
     metadata = run_metadata(scope.depth, iteration, sandbox_id)
     emit(events.cell(depth=scope.depth, iteration=iteration, code=step["code"]))
-    models = given_models()
     async with AsyncExitStack() as stack:
         broker = SubCallBroker(
             settings,
             scope,
-            run_child=partial(run_child, models=models),
+            run_child=executor.run_child,
             emit=thread_safe_writer(),
             memo=SubCallMemo(blobs, sandbox_id, memo_scope(scope, settings)),
             sub_model=models.get(settings.effective_sub_model),

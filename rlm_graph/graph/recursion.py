@@ -2,15 +2,17 @@
 
 Whether a sub-call is a sub-RLM at all is decided by the run's
 :class:`~rlm_graph.subcalls.scope.Scope` (``Scope.recursive``, the depth rule); the
-broker then calls :func:`run_child`, which the execute node hands it.
+broker then calls the executor's ``run_child``, which the execute node hands it: the
+one here, in this process, or with ``sub_rlm_executor="ray"`` a Ray task each
+(``graph/ray_executor.py``), the tree's budget then in a cluster actor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from dataclasses import replace
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import cache, partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,8 +24,8 @@ from rlm_graph.graph import prompts
 from rlm_graph.graph.runner import GraphStream, answer_text, run_config
 from rlm_graph.graph.runtime import MODELS_KEY, SCOPE_KEY
 from rlm_graph.settings import Settings
-from rlm_graph.subcalls.broker import ChildResult, Emit
-from rlm_graph.subcalls.scope import Scope
+from rlm_graph.subcalls.broker import ChildResult, Emit, RunChild
+from rlm_graph.subcalls.scope import LocalBudget, OpenBudget, Scope
 
 
 @cache
@@ -73,3 +75,25 @@ async def run_child(
     if state.get("status") == "failed":
         raise RuntimeError(state.get("error") or "sub-RLM failed")
     return ChildResult(answer=answer_text(state.get("answer")), usage=state.get("usage") or {})
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where a step's sub-RLMs run, and how to open a budget they can all reach there."""
+
+    run_child: RunChild
+    open_budget: OpenBudget
+
+
+def executor_for(settings: Settings, models: dict[str, BaseChatModel]) -> Executor:
+    """The ``sub_rlm_executor`` setting made real: this process, or a Ray task each.
+
+    Only a run that can have sub-RLMs (``max_depth`` >= 2) reaches the cluster; the
+    model clients a caller supplied serve local sub-RLMs only (they do not travel).
+    """
+    if settings.sub_rlm_executor == "ray" and settings.max_depth > 1:
+        from rlm_graph.graph.ray_executor import run_child_on_ray  # imports this module
+        from rlm_graph.subcalls.cluster import RayBudget
+
+        return Executor(run_child_on_ray, RayBudget.open)
+    return Executor(partial(run_child, models=models), LocalBudget)

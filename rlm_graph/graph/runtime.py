@@ -24,7 +24,7 @@ from rlm_graph.repl.session import Limits
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.subcalls.broker import Emit
-from rlm_graph.subcalls.scope import Scope
+from rlm_graph.subcalls.scope import LocalBudget, OpenBudget, Scope
 
 # The configurable key under which a parent hands its sub-RLM the recursion scope. A
 # scope holds the tree's live budget, so it travels in the config, never in state.
@@ -69,17 +69,24 @@ def chat_model(name: str, base_url: str, settings: Settings, scope: Scope) -> Ba
     return given_models().get(name) or scope.deployment.chat_model(name, base_url, settings)
 
 
-def scope_of(settings: Settings, state: State, deployment: Deployment) -> Scope:
+def scope_of(
+    settings: Settings,
+    state: State,
+    deployment: Deployment,
+    open_budget: OpenBudget = LocalBudget,
+) -> Scope:
     """The run's place in its recursion tree: given by a parent, else the root's.
 
     The root's scope is rebuilt at every step from what its state has counted, so a
-    resumed or forked thread starts from exactly what it had used. Only a live object
+    resumed or forked thread starts from exactly what it had used; ``open_budget``
+    makes its budget where the step's sub-RLMs can reach it. Only a live object
     counts as given (a server's caller sends JSON), so a caller cannot pick the scope.
     """
     given = configurable(SCOPE_KEY)
     if isinstance(given, Scope):
         return given
-    return Scope.root(settings, state.get("sub_calls", 0), turn_spend(state), deployment)
+    calls, spent = state.get("sub_calls", 0), turn_spend(state)
+    return Scope.root(settings, calls, spent, deployment, open_budget)
 
 
 def turn_spend(state: State) -> Usage:

@@ -195,6 +195,9 @@ class FinalFields(_Fields):
     answer: Any
     stop_reason: Annotated[str, Doc("the cost limit that stopped the run, or empty")]
     usage: Annotated[Usage, Doc("that run's total")]
+    node: NotRequired[
+        Annotated[str, Doc("the Ray node that ran this sub-RLM (sub_rlm_executor='ray')")]
+    ]
 
 
 class FinalEvent(FinalFields, _Stamped):

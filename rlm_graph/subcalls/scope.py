@@ -16,6 +16,7 @@ budget, and what a run reports as its own sub-call count.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -116,6 +117,10 @@ class LocalBudget:
             self._spent = add_usage(self._spent, usage)
 
 
+# Opens a tree's budget: (calls allowed, what the tree had spent before) -> Budget.
+OpenBudget = Callable[[int, Usage], Budget]
+
+
 @dataclass(frozen=True)
 class Scope:
     """A run's place in its recursion tree: depth, depth limit, budget, deployment.
@@ -130,10 +135,19 @@ class Scope:
 
     @classmethod
     def root(
-        cls, settings: Settings, calls_made: int, spent: Usage, deployment: Deployment = TRUSTED
+        cls,
+        settings: Settings,
+        calls_made: int,
+        spent: Usage,
+        deployment: Deployment = TRUSTED,
+        open_budget: OpenBudget = LocalBudget,
     ) -> Scope:
-        """The scope of a root run's step, from what its durable state says it has used."""
-        budget = LocalBudget(settings.max_sub_calls - calls_made, spent)
+        """The scope of a root run's step, from what its durable state says it has used.
+
+        ``open_budget`` makes the tree's budget where its sub-RLMs can reach it: in this
+        process by default, in a cluster actor when they run on a cluster.
+        """
+        budget = open_budget(settings.max_sub_calls - calls_made, spent)
         return cls(0, settings.max_depth, budget, deployment)
 
     @property

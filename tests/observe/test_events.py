@@ -71,7 +71,9 @@ EXAMPLES: dict[str, events.Event] = {
         cached=False,
         usage=USAGE,
     ),
-    "final": events.final(depth=0, status="answered", answer=[1, 2], stop_reason="", usage=USAGE),
+    "final": events.final(
+        depth=1, status="answered", answer=[1, 2], stop_reason="", usage=USAGE, node="9f3c"
+    ),
 }
 
 
@@ -111,6 +113,7 @@ def test_optional_fields_stay_optional() -> None:
     assert {"path", "system_prompt", "question"} == events.IterationEvent.__optional_keys__
     assert {"path", "best_effort"} == events.ReplyEvent.__optional_keys__
     assert {"path", "final"} == events.CellEndEvent.__optional_keys__
+    assert {"path", "node"} == events.FinalEvent.__optional_keys__
 
 
 def test_a_constructor_fills_every_field_of_its_kind() -> None:

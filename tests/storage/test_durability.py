@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from support import Script, fast_settings, missing, replies_so_far, tool
+from support import Script, fast_settings, missing, replies_so_far, tool, wait_for
 
 from rlm_graph import build_graph
 from rlm_graph.graph.approval import ApprovalError, review
@@ -123,14 +122,6 @@ def rlm_process(server: StubServer, target: str, context: Path, thread: str) -> 
         str(context),
         "What is the total?",
     ]
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
