@@ -1,30 +1,24 @@
 """Sub-RLMs on a two-node Ray cluster on this machine: both nodes, one budget, a lost node.
 
-The cluster is real (`ray start --head` and `ray start --address`, each a process group
-of its own, stopped by its id); the models are the HTTP stub, reached from every node.
+The cluster is real (``rlm_graph.offline.local_cluster``: `ray start --head` and `ray
+start --address`, stopped by their ids); the models are the HTTP stub, reached from
+every node.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import pytest
 from support import Script, fast_settings, is_child, rlm, stub_flags, tool, wait_for
 
 from rlm_graph import answer
+from rlm_graph.offline.local_cluster import LocalCluster
 from rlm_graph.offline.stub_server import (
     Responder,
     StubReply,
@@ -36,7 +30,6 @@ from rlm_graph.settings import Settings
 from rlm_graph.subcalls.cluster import ADDRESS_ENV, ClusterError, connect
 
 Start = Callable[[Responder], StubServer]
-RAY = Path(sys.executable).parent / "ray"
 SLOTS = 2  # sandbox slots per node
 PARTS = [f"part {i}" for i in range(8)]
 FAN_OUT = [
@@ -48,83 +41,19 @@ FAN_OUT = [
 CHILD = [tool("sub = await llm_query('leaf ' + context)"), tool("FINAL(sub)")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_node(*flags: str) -> subprocess.Popen[bytes]:
-    """One `ray start --block`, in a process group of its own so that it stops by its id."""
-    argv = [str(RAY), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *flags]
-    argv.append("--resources=" + json.dumps({"rlm_sandbox": SLOTS}))
-    return subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.extend(below := children.get(todo.pop(), []))
-        todo.extend(below)
-    return found
-
-
-def kill_node(node: subprocess.Popen[bytes]) -> None:
-    """A node dies: `ray start`, its raylet and every worker below it.
-
-    Ray puts each worker in a process group of its own, and a raylet killed alone leaves
-    its workers to finish their tasks and report to the driver: nothing would be lost.
-    """
-    for pid in [node.pid, *descendants(node.pid)]:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def stop_node(node: subprocess.Popen[bytes]) -> None:
-    # Killed rather than stopped: SIGTERM leaves `ray start --block` waiting ~30 s on its
-    # children, and nothing here needs a clean shutdown.
-    if node.poll() is None:
-        kill_node(node)
-    node.wait(30)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[list[subprocess.Popen[bytes]]]:
+def cluster() -> Iterator[LocalCluster]:
     """A head node and a worker node, two sandbox slots each, this process connected."""
     ray = pytest.importorskip("ray")
-    port = free_port()
-    temp = tempfile.mkdtemp(prefix="rlmray")  # short: Ray's socket paths must fit 107 bytes
-    nodes = [
-        start_node("--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false")
-    ]
-    try:
-        wait_for(lambda: port_open(port), "the head node")
-        nodes.append(start_node(f"--address=127.0.0.1:{port}"))
-        os.environ[ADDRESS_ENV] = f"127.0.0.1:{port}"
-        ray.init(address=os.environ[ADDRESS_ENV], log_to_driver=False)
-        wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "two nodes")
-        yield nodes
-    finally:
-        os.environ.pop(ADDRESS_ENV, None)
-        ray.shutdown()
-        for node in reversed(nodes):
-            stop_node(node)
-        shutil.rmtree(temp, ignore_errors=True)
+    with LocalCluster(nodes=2, slots=SLOTS) as local:
+        os.environ[ADDRESS_ENV] = local.address
+        try:
+            ray.init(address=local.address, log_to_driver=False)
+            wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "two nodes")
+            yield local
+        finally:
+            os.environ.pop(ADDRESS_ENV, None)
+            ray.shutdown()
 
 
 class Events:
@@ -180,7 +109,7 @@ def test_the_cluster_is_named_by_the_deployment_never_guessed(
 
 
 @pytest.mark.slow
-def test_sub_rlms_run_on_both_nodes_and_answer(stub: Start, cluster: Any) -> None:
+def test_sub_rlms_run_on_both_nodes_and_answer(stub: Start, cluster: LocalCluster) -> None:
     server = stub(Script(FAN_OUT, sub=leaf, child=CHILD))
     sink = Events()
     result = answer("q", "ctx", progress=sink, **ray_settings(server))
@@ -191,7 +120,7 @@ def test_sub_rlms_run_on_both_nodes_and_answer(stub: Start, cluster: Any) -> Non
 
 
 @pytest.mark.slow
-def test_the_whole_tree_stops_at_max_sub_calls(stub: Start, cluster: Any) -> None:
+def test_the_whole_tree_stops_at_max_sub_calls(stub: Start, cluster: LocalCluster) -> None:
     server = stub(Script(FAN_OUT, sub=leaf, child=CHILD))
     result = answer("q", "ctx", **ray_settings(server, max_sub_calls=20))
     # The batch took 8 calls for its sub-RLMs; their steps and plain calls, on both
@@ -231,7 +160,7 @@ class NodeLossModel:
 
 @pytest.mark.slow
 def test_a_lost_node_s_sub_rlms_run_again_elsewhere_and_finished_ones_do_not(
-    stub: Start, cluster: list[subprocess.Popen[bytes]]
+    stub: Start, cluster: LocalCluster
 ) -> None:
     # Runs last in this module: the cluster has one node left after it.
     model = NodeLossModel()
@@ -242,7 +171,7 @@ def test_a_lost_node_s_sub_rlms_run_again_elsewhere_and_finished_ones_do_not(
     try:
         # Four hanging sub-RLMs on four slots, two per node: the worker node holds two.
         wait_for(lambda: sum(part_of(p) >= 4 for p in model.leaves) == 4, "4 hanging leaves")
-        kill_node(cluster[1])
+        cluster.kill_node(1)  # the worker node dies: raylet, workers, sandboxes
     finally:
         model.release.set()
         run.join(180)
