@@ -1,4 +1,4 @@
-"""``python -m bench all|overhead|batch|first_cell|needle|versus|resume|huge [--quick]``."""
+"""``python -m bench all|overhead|batch|first_cell|needle|versus|resume|huge|scale [--quick]``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume", "huge")
+# Not in `all`: it starts a Ray cluster (the ray extra) and measures deployment, not speed.
+APART = ("scale",)
 
 
 def _version(name: str) -> str:
@@ -49,7 +51,7 @@ def describe() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen figures and print their tables (Markdown, ready for the docs)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("figure", choices=("all", *FIGURES), help="which figure to measure")
+    parser.add_argument("figure", choices=("all", *FIGURES, *APART), help="which figure to measure")
     parser.add_argument(
         "--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)"
     )
