@@ -28,6 +28,7 @@ from rlm_graph.graph.prompts import CHILD_QUESTION
 from rlm_graph.offline.local_cluster import LocalCluster, rss_bytes
 from rlm_graph.offline.stub_server import StubReply, StubServer
 from rlm_graph.offline.stub_server import tool_reply as tool
+from rlm_graph.subcalls.cluster import ray_module
 
 LATENCY = 0.2
 CONCURRENCY = 16
@@ -114,8 +115,7 @@ def one_run(server: StubServer, n: int, sample: Sample, **settings: Any) -> list
 
 def run(quick: bool = False) -> str:
     """Measure and return the scale table."""
-    import ray
-
+    ray = ray_module()
     sizes = (8, 32) if quick else (8, 32, 128)
     server = StubServer(responder(1)).start()
     try:
