@@ -396,10 +396,12 @@ class Sandbox(SandboxBase):
             self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r}, {lazy})")
         except (eryx.EryxError, TimeoutError) as exc:
             unit = "characters" if ref["kind"] == "text" else "items"
+            # text can instead be read on demand, in a few MB whatever its size
+            lazily = " or lower lazy_context_mb" if ref["kind"] == "text" else ""
             raise SandboxError(
                 f"the context ({ref['length']:,} {unit}) could not be loaded into the "
                 f"sandbox: {_last_line(exc)}; raise "
-                f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096)"
+                f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096){lazily}"
             ) from exc
 
     def _on_query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

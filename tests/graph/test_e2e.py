@@ -390,7 +390,10 @@ def test_a_context_too_big_for_the_sandbox_fails_clearly(stub: Any) -> None:
     result = answer("q", "x" * 40_000_000, **fast_settings(server, sandbox_memory_mb=64))
     assert result.status == "failed"
     assert "could not be loaded into the sandbox" in result.error
-    assert "sandbox_memory_mb" in result.error
+    assert "sandbox_memory_mb" in result.error and "or lower lazy_context_mb" in result.error
+    lazily = fast_settings(stub(Script([tool("FINAL(context.size)")])), lazy_context_mb=16)
+    lazy = answer("q", "x" * 40_000_000, **{**lazily, "sandbox_memory_mb": 64})
+    assert lazy.answer == 40_000_000  # read on demand, it fits
 
 
 def test_checkpoints_hold_a_reference_not_the_context(stub: Any) -> None:
