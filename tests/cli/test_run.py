@@ -79,6 +79,17 @@ def test_budget_exhausted_exits_3_with_a_marked_best_effort_answer(
     assert (status, json.loads(out)["status"]) == (3, "budget_exhausted")
 
 
+def test_rlm_model_is_the_default_root_model(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_MODEL", "from-the-environment")
+    server = stub(Script([tool("FINAL(1)")]))
+    argv = ["run", "--base-url", server.base_url, "--sub-model", "stub-sub", "--context"]
+    status, out, _ = rlm(capsys, *argv, str(notes), "Q?")
+    assert (status, out) == (0, "1\n")
+    assert [r.body["model"] for r in server.requests] == ["from-the-environment"]
+
+
 def test_model_failure_is_one_error_line_and_exit_1(
     capsys: pytest.CaptureFixture[str], stub: Start, notes: Path
 ) -> None:

@@ -189,13 +189,12 @@ def test_cli_marks_a_cost_stopped_answer(
 ) -> None:
     server = stub(Script(LOOP, sub=sub_answer))
     (tmp_path / "ctx.txt").write_text("ctx")
-    code = main(
-        [
-            "run",
-            *("--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url),
-            *("--max-tokens", "115", "--context", str(tmp_path / "ctx.txt"), "--quiet", "q"),
-        ]
-    )
+    argv = [
+        "run",
+        *("--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url),
+        *("--max-tokens", "115", "--context", str(tmp_path / "ctx.txt"), "--quiet", "q"),
+    ]
+    code = main(argv)
     out = capsys.readouterr().out
     assert code == 3
     assert out.splitlines() == [
@@ -203,6 +202,9 @@ def test_cli_marks_a_cost_stopped_answer(
         "the last output of the code]",
         "partial result STEP",
     ]
+    assert main([*argv, "--json"]) == 3
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["stop_reason"] == "token budget reached: 120 of max_tokens=115 used"
 
 
 def test_a_sub_rlm_stops_at_the_tree_budget_and_so_does_its_root(stub: Any) -> None:

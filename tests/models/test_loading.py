@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from rlm_graph.models.loading import lean_chat_openai, load_chat_model
+from rlm_graph.models.loading import ModelConfigError, lean_chat_openai, load_chat_model
 from rlm_graph.offline.stub_server import StubServer
 
 CONVERSATION = [
@@ -58,3 +60,11 @@ def test_openai_compatible_models_use_the_lean_client(stub: Callable[..., StubSe
     assert isinstance(model, lean_chat_openai())
     assert model.invoke("hi").content == "hello"
     assert server.requests[-1].body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_a_provider_without_its_package_says_which_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "langchain_ollama", None)  # as if not installed
+    with pytest.raises(ModelConfigError, match="pip install langchain-ollama"):
+        load_chat_model("ollama:qwen2.5-coder", "", 10.0, 0)
