@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(VENV)/bin/rlm demo
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check rlm_graph graphs tests bench
+	$(VENV)/bin/ruff check rlm_graph graphs deploy tests bench
 	$(VENV)/bin/mypy
 
 # The PostgreSQL tests need a server: .ci/postgres.sh runs pytest beside a throwaway one

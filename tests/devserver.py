@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -83,8 +82,8 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def project_config(workdir: Path, extra: dict[str, Any]) -> Path:
-    """The project's langgraph.json with its paths made absolute, written to ``workdir``.
+def project_config(workdir: Path, source: Path) -> Path:
+    """A langgraph.json of the project with its paths made absolute, written to ``workdir``.
 
     `langgraph dev` resolves the graph, dependency and .env paths against its working
     directory and keeps its in-memory database in ``<cwd>/.langgraph_api`` (pickles that
@@ -92,10 +91,10 @@ def project_config(workdir: Path, extra: dict[str, Any]) -> Path:
     validation in langgraph-cli 0.4.x). Running from ``workdir`` keeps that database out
     of the project while serving exactly the graphs the project's config names.
     """
-    config = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
+    config = json.loads(source.read_text())
 
     def absolute(path: str) -> str:
-        return str(PROJECT_ROOT / path)
+        return os.path.normpath(source.parent / path)
 
     config["graphs"] = {
         name: absolute(spec) if isinstance(spec, str) and spec.startswith(".") else spec
@@ -106,8 +105,10 @@ def project_config(workdir: Path, extra: dict[str, Any]) -> Path:
     ]
     if isinstance(config.get("env"), str):
         config["env"] = absolute(config["env"])
+    if "auth" in config:
+        config["auth"]["path"] = absolute(config["auth"]["path"])
     path = workdir / "langgraph.json"
-    path.write_text(json.dumps({**config, **extra}))
+    path.write_text(json.dumps(config))
     return path
 
 
@@ -115,12 +116,13 @@ def start_dev_server(
     tmp: Path,
     home: Path,
     env_extra: dict[str, str] | None = None,
-    config_extra: dict[str, Any] | None = None,
+    config: Path = PROJECT_ROOT / "langgraph.json",
 ) -> DevServer:
     """Start `langgraph dev` on the project's graphs and wait until it answers /ok.
 
     ``env_extra`` adds to the server's environment (the deployment's ``RLM_*``
-    variables), ``config_extra`` to its langgraph.json (e.g. ``auth``).
+    variables); ``config`` is the project's langgraph.json or a variant of it
+    (``deploy/langgraph.json``, with auth).
     """
     model_port = free_port()
     env = server_env(home)
@@ -131,7 +133,7 @@ def start_dev_server(
         pytest.skip("langgraph CLI not installed (pip install -e '.[dev]')")
     workdir = tmp / "server"
     workdir.mkdir()
-    config_path = project_config(workdir, config_extra or {})
+    config_path = project_config(workdir, config)
     log_path = tmp / "langgraph-dev.log"
     port = free_port()
     with open(log_path, "wb") as log:

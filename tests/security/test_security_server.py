@@ -1,8 +1,9 @@
-"""An outside caller of `langgraph dev`: no key, no file of the server reaches them.
+"""Outside callers of `langgraph dev`: no key, no file, no other caller's thread.
 
-One real server (the project's langgraph.json) with the operator's key in its
-environment, one folder allowed for contexts, and a model stub at its one allowed base
-URL. The caller is an SDK client that may send any settings and any input.
+One real server (deploy/langgraph.json: the project's graph with the example auth)
+with the operator's key in its environment, one folder allowed for contexts, a model
+stub at its one allowed base URL, and two users. A caller is an SDK client that may
+send any settings and any input.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devserver import RUN_TIMEOUT, DevServer, prebuild_sandbox_factory, start_dev_server
+from devserver import (
+    PROJECT_ROOT,
+    RUN_TIMEOUT,
+    DevServer,
+    prebuild_sandbox_factory,
+    start_dev_server,
+)
 from support import Script, tool
 
 from rlm_graph.offline.stub_server import StubServer
@@ -21,6 +28,7 @@ from rlm_graph.offline.stub_server import StubServer
 KEY = "sk-operator-key-that-must-never-leave-0123456789"
 SECRET_LINE = "THE-SERVER-SECRET-FILE"
 SCRIPT = Script([tool("print(context[:80])\nFINAL(context.strip())")])
+ALICE, BOB = "token-of-alice-0123456789", "token-of-bob-9876543210"
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +43,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer
     (tmp / "secret.txt").write_text(SECRET_LINE)
     with pytest.MonkeyPatch.context() as patch:
         prebuild_sandbox_factory(tmp / "home", patch)
-        env = {"OPENAI_API_KEY": KEY, "RLM_CONTEXT_ROOTS": str(allowed)}
-        dev = start_dev_server(tmp, tmp / "home", env)
+        env = {
+            "OPENAI_API_KEY": KEY,
+            "RLM_CONTEXT_ROOTS": str(allowed),
+            "RLM_AUTH_TOKENS": f"alice={ALICE},bob={BOB}",
+        }
+        dev = start_dev_server(tmp, tmp / "home", env, PROJECT_ROOT / "deploy" / "langgraph.json")
     try:
         yield dev, allowed
     finally:
         dev.stop()
 
 
-def run(dev: DevServer, graph_input: dict[str, Any], settings: dict[str, Any]) -> Any:
-    """One run on a new thread, as any caller may start it: its final values or error."""
+def client_of(dev: DevServer, token: str) -> Any:
+    """An SDK client presenting ``token``."""
     from langgraph_sdk import get_client
 
+    bearer = {"Authorization": f"Bearer {token}"}
+    return get_client(url=dev.url, api_key=None, timeout=RUN_TIMEOUT, headers=bearer)
+
+
+def run(dev: DevServer, graph_input: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """One run on a new thread, as any caller may start it: its final values or error."""
+
     async def go() -> Any:
-        async with get_client(url=dev.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        async with client_of(dev, ALICE) as client:
             thread = await client.threads.create()
             return await client.runs.wait(
                 thread["thread_id"], "rlm", input=graph_input, context=settings, raise_error=False
@@ -90,3 +109,56 @@ def test_context_paths_outside_the_allowed_folder_are_refused(
         assert model.requests == []  # nothing was read, so the model never saw a preview
         result = run(dev, {"question": "q", "context_path": str(allowed / "notes.txt")}, settings)
     assert (result.get("status"), result.get("answer")) == ("answered", "allowed notes"), result
+
+
+@pytest.mark.slow
+def test_a_user_cannot_see_or_use_another_users_thread(server: tuple[DevServer, Path]) -> None:
+    from langgraph_sdk.errors import NotFoundError
+
+    dev, _ = server
+
+    async def go() -> dict[str, Any]:
+        async with client_of(dev, ALICE) as alice, client_of(dev, BOB) as bob:
+            thread = (await alice.threads.create(metadata={"topic": "private"}))["thread_id"]
+            seen = {"alice sees it": [t["thread_id"] for t in await alice.threads.search()]}
+            seen["bob's search"] = [t["thread_id"] for t in await bob.threads.search()]
+            for name, attempt in {
+                "get": lambda: bob.threads.get(thread),
+                "state": lambda: bob.threads.get_state(thread),
+                "runs": lambda: bob.runs.list(thread),
+                "run": lambda: bob.runs.create(thread, "rlm", input={"question": "q"}),
+                "delete": lambda: bob.threads.delete(thread),
+            }.items():
+                with pytest.raises(NotFoundError):
+                    await attempt()
+                seen[name] = "404"
+            seen["thread"] = thread
+            return seen
+
+    seen = asyncio.run(asyncio.wait_for(go(), 2 * RUN_TIMEOUT))
+    assert seen["thread"] in seen["alice sees it"]
+    assert seen["thread"] not in seen["bob's search"]
+
+
+@pytest.mark.slow
+def test_no_token_no_store_no_assistant_changes(server: tuple[DevServer, Path]) -> None:
+    from langgraph_sdk import get_client
+    from langgraph_sdk.errors import AuthenticationError, PermissionDeniedError
+
+    dev, _ = server
+
+    async def go() -> None:
+        async with get_client(url=dev.url, api_key=None, timeout=RUN_TIMEOUT) as anonymous:
+            with pytest.raises(AuthenticationError):
+                await anonymous.threads.search()
+        async with client_of(dev, "not-a-token") as stranger:
+            with pytest.raises(AuthenticationError):
+                await stranger.threads.create()
+        async with client_of(dev, BOB) as bob:
+            with pytest.raises(PermissionDeniedError):  # the runs' contexts live there
+                await bob.store.search_items(("contexts",))
+            assistant = (await bob.assistants.search(graph_id="rlm"))[0]["assistant_id"]
+            with pytest.raises(PermissionDeniedError):
+                await bob.assistants.update(assistant, context={"max_iterations": 1})
+
+    asyncio.run(asyncio.wait_for(go(), 2 * RUN_TIMEOUT))
