@@ -225,6 +225,17 @@ def test_processes_sockets_and_native_code_are_refused(
     assert box.run("print(keep)").stdout == "still here\n"
 
 
+def test_the_guest_stdin_is_closed(box: Sandbox) -> None:
+    code = (
+        "import os, sys\n"
+        "for read in (sys.stdin.read, lambda: os.read(0, 10)):\n"
+        "    try:\n        print(repr(read()))\n"
+        "    except OSError as exc:\n        print('closed', type(exc).__name__)"
+    )
+    out = box.run(code)
+    assert out.stdout.splitlines() == ["closed OSError"] * 2, out.output
+
+
 def test_dns_lookups_never_resolve(box: Sandbox) -> None:
     code = (
         "import socket\n"
