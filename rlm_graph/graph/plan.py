@@ -179,9 +179,14 @@ def call_root(
     tools: bool,
     config: RunnableConfig | None = None,
 ) -> AIMessage:
-    """The root model's reply to ``messages``, offered the code tool when ``tools``."""
+    """The root model's reply to ``messages``, offered the code tool when ``tools``.
+
+    ``tool_choice`` is named although "auto" is the API's default: llama-cpp-python's
+    function-calling template answers with tool calls only when a request names it.
+    """
     model = root_model(settings, scope)
-    reply = (model.bind_tools([EXECUTE_TOOL]) if tools else model).invoke(messages, config=config)
+    bound = model.bind_tools([EXECUTE_TOOL], tool_choice="auto") if tools else model
+    reply = bound.invoke(messages, config=config)
     assert isinstance(reply, AIMessage)
     return reply
 

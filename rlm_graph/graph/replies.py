@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import AIMessage
 
@@ -24,6 +25,14 @@ _FINAL_VAR = re.compile(
     r"^\s*FINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)\s*$", re.MULTILINE
 )
 _FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+# Tool calls a server wrote into the text instead of sending them (issue 18: llama.cpp
+# with a model's own template): a JSON object in a fence of any tag, or in the
+# <tool_call> tags of Qwen's and Hermes' templates.
+_WRITTEN_CALL = re.compile(
+    r"```[ \t]*\w*[ \t]*\n(\{.*?\})\s*```|<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL
+)
+_FINAL_NAMES = {"final", "final_answer", "answer"}
+_ONE_WORD = re.compile(r"^\s*[\w.]+\s*$")
 
 
 @dataclass(frozen=True)
@@ -85,11 +94,14 @@ def parse_reply(message: AIMessage) -> ParsedReply:
             f"the arguments of tool call {bad.get('name')!r} were not valid JSON "
             f"({bad.get('error') or 'unparseable'}); send the code again"
         )
+    written_final = None
     if not codes:
-        codes = [m.group(2) for m in _FENCE.finditer(text)]
+        codes = [m.group(2) for m in _FENCE.finditer(text) if m.group(1) or is_code(m.group(2))]
+    if not codes:
+        codes, written_final = written_calls(text)
     outside = _strip_fences(text)
     final_var = None
-    final_text = None
+    final_text = written_final
     if match := _FINAL_VAR.search(outside):
         final_var = match.group(1)
     elif match := _FINAL.search(outside):
@@ -108,6 +120,52 @@ def parse_reply(message: AIMessage) -> ParsedReply:
         final_var=final_var,
         problem=problem if not code else "",
     )
+
+
+def is_code(body: str) -> bool:
+    """Whether an untagged fence holds a program: small models fence JSON and lone words.
+
+    Run as Python, ``{"name": ..., "arguments": {..., true}}`` failed with
+    ``NameError: name 'true'`` eight times in one run, and a fenced ``repl`` once more.
+    """
+    if _ONE_WORD.match(body):
+        return False
+    try:
+        json.loads(body)
+    except ValueError:
+        return True
+    return False
+
+
+def written_calls(text: str) -> tuple[list[str], str | None]:
+    """The code and the final answer of tool calls written into ``text`` as JSON."""
+    codes: list[str] = []
+    final: str | None = None
+    for match in _WRITTEN_CALL.finditer(text):
+        try:
+            call = json.loads(match.group(1) or match.group(2))
+        except ValueError:
+            continue
+        name, arguments = _call_parts(call)
+        if name == TOOL_NAME and isinstance(arguments.get("code"), str):
+            codes.append(arguments["code"])
+        elif name.lower() in _FINAL_NAMES and arguments and final is None:
+            value = next(iter(arguments.values()))
+            final = value if isinstance(value, str) else json.dumps(value)
+    return codes, final
+
+
+def _call_parts(call: Any) -> tuple[str, dict[str, Any]]:
+    """A written call's name and arguments (which some templates send as a JSON string)."""
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return "", {}
+    arguments = call.get("arguments", call.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return call["name"], {}
+    return call["name"], arguments if isinstance(arguments, dict) else {}
 
 
 def _unquote(value: str) -> str:

@@ -24,3 +24,16 @@ def test_the_prompt_states_the_window_the_server_reports(stub: Serve) -> None:
     assert "128,000" not in system and "384,000" not in system
     assert result.sub_calls == 0  # refused by the broker, never sent to the server
     assert "exceeds the sub model's window of 8,192 tokens" in all_text(server.requests[-1].body)
+
+
+def test_tool_calls_work_with_a_server_that_needs_tool_choice(stub: Serve) -> None:
+    server = stub(Script([tool("FINAL(6 * 7)")]), local=LocalServer(tool_calls="with_choice"))
+    result = answer("q", "ctx", **fast_settings(server))
+    assert result.answer == 42
+    assert server.requests[0].body["tool_choice"] == "auto"
+
+
+def test_tool_calls_written_as_text_still_run(stub: Serve) -> None:
+    server = stub(Script([tool("FINAL(6 * 7)")]), local=LocalServer(tool_calls="text"))
+    result = answer("q", "ctx", **fast_settings(server))
+    assert (result.answer, result.status) == (42, "answered")

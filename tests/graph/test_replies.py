@@ -51,3 +51,26 @@ def test_a_new_question_starts_a_new_turn() -> None:
     assert begin_turn(running, "q") == {}  # resuming the same question
     fresh = begin_turn({**running, "status": "answered"}, "q2")
     assert fresh["turn"] == 2 and fresh["iteration"] == 0 and fresh["status"] == "running"
+
+
+def test_tool_calls_written_as_text_are_run() -> None:
+    call = '{"name": "execute_python", "arguments": {"code": "x = 1"}}'
+    fenced = parse_reply(AIMessage(content=f"Let me look.\n```json\n{call}\n```"))
+    tagged = parse_reply(AIMessage(content=f"<tool_call>\n{call}\n</tool_call>"))
+    as_string = '{"name": "execute_python", "arguments": "{\\"code\\": \\"x = 1\\"}"}'
+    untagged = parse_reply(AIMessage(content=f"```\n{as_string}\n```"))
+    assert fenced.code == tagged.code == untagged.code == "x = 1"
+    assert fenced.problem == ""
+
+
+def test_a_final_answer_written_as_a_tool_call_is_taken() -> None:
+    reply = parse_reply(
+        AIMessage(content='```json\n{"name": "FINAL", "arguments": {"a": "42"}}\n```')
+    )
+    assert (reply.final_text, reply.code) == ("42", "")
+
+
+def test_fences_of_json_or_one_word_are_not_run() -> None:
+    for body in ('{"answer": true}', "repl", "[1, 2]"):
+        parsed = parse_reply(AIMessage(content=f"```\n{body}\n```"))
+        assert parsed.code == "" and parsed.problem.startswith("no code"), body

@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 
-from rlm_graph.graph.replies import TOOL_NAME, parse_reply
+from rlm_graph.graph.replies import TOOL_NAME, is_code, parse_reply
 from rlm_graph.repl.session import _Capture
 from rlm_graph.text import truncate
 
@@ -40,6 +40,7 @@ def test_a_fenced_block_yields_exactly_its_code(
     code: str, before: str, after: str, lang: str
 ) -> None:
     before, after = before.replace("`", ""), after.replace("`", "")
+    assume(lang or is_code(code))  # untagged JSON or one word is not run (issue 18)
     parsed = parse_reply(reply(f"{before}\n```{lang}\n{code}\n```\n{after}"))
     assert parsed.code == code.strip("\n")
 
