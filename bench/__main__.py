@@ -1,4 +1,4 @@
-"""``python -m bench all|overhead|batch|first_cell|needle|versus|resume|huge|scale [--quick]``."""
+"""``python -m bench all|FIGURE [--quick]``: a figure of FIGURES (``all`` runs them) or APART."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume", "huge")
+FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume", "huge", "cold")
 # Not in `all`: it starts a Ray cluster (the ray extra) and measures deployment, not speed.
 APART = ("scale",)
 

@@ -29,15 +29,13 @@ def setup_env() -> None:
 
 setup_env()
 
+from bench.calls import ROOT_MODEL, SUB_MODEL  # noqa: E402 (shared with the peers)
 from rlm_graph.offline.stub_server import (  # noqa: E402
     StubReply,
     StubServer,
     is_root_request,
     replies_so_far,
 )
-
-ROOT_MODEL = "stub-root"
-SUB_MODEL = "stub-sub"
 
 
 class TimedStub(StubServer):

@@ -72,18 +72,21 @@ def _tree(root: int) -> list[int]:
 
 
 class TreePeak:
-    """Peak PSS of this process and its descendants, sampled in a thread."""
+    """Peak PSS of a process (default: this one) and its descendants, sampled in a thread."""
 
-    def __init__(self, interval: float = 0.01) -> None:
+    def __init__(self, interval: float = 0.01, root: int | None = None) -> None:
         self.peak = 0
+        self.root_peak = 0  # the RSS of the root process alone
+        self._root = os.getpid() if root is None else root
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            total = sum(_status_field(p, "Pss", "smaps_rollup") for p in _tree(os.getpid()))
+            total = sum(_status_field(p, "Pss", "smaps_rollup") for p in _tree(self._root))
             self.peak = max(self.peak, total)
+            self.root_peak = max(self.root_peak, _status_field(self._root, "VmRSS"))
             self._stop.wait(self._interval)
 
     def __enter__(self) -> TreePeak:

@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import ROOT_MODEL, SUB_MODEL, stub_settings
+from bench.calls import run_dspy, run_rlms
+from bench.common import stub_settings
 from rlm_graph.offline.stub_server import (
     StubReply,
     StubServer,
@@ -175,49 +176,16 @@ def run(peer: str, job: Job, server: StubServer) -> Any:
         )
         return value
     if peer == "rlms":
-        return _run_rlms(question, job, server.base_url)
+        return run_rlms(
+            question,
+            job.context,
+            server.base_url,
+            max_iterations=job.max_iterations,
+            max_depth=job.max_depth,
+        )
     if peer == "dspy":
-        return _run_dspy(question, job, server.base_url)
+        return run_dspy(question, job.context, server.base_url, max_iterations=job.max_iterations)
     raise ValueError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
-
-
-def _run_rlms(question: str, job: Job, base_url: str) -> Any:
-    from rlm import RLM
-
-    def client(model: str) -> dict[str, Any]:
-        return {"model_name": model, "base_url": base_url, "api_key": "x", "max_retries": 0}
-
-    rlm = RLM(
-        backend="openai",
-        backend_kwargs=client(ROOT_MODEL),
-        other_backends=["openai"],
-        other_backend_kwargs=[client(SUB_MODEL)],
-        environment="local",
-        max_iterations=job.max_iterations,
-        max_depth=job.max_depth,
-    )
-    return rlm.completion(job.context, root_prompt=question).response
-
-
-def _run_dspy(question: str, job: Job, base_url: str) -> Any:
-    import dspy
-    from dspy.primitives.local_interpreter import LocalInterpreter
-
-    def lm(model: str) -> Any:
-        return dspy.LM(
-            f"openai/{model}", api_base=base_url, api_key="x", cache=False, num_retries=0
-        )
-
-    sub = lm(SUB_MODEL)
-    with dspy.context(lm=lm(ROOT_MODEL)):
-        rlm = dspy.RLM(
-            "context, query -> answer",
-            max_iters=job.max_iterations,
-            max_llm_calls=100_000,
-            sub_lm=sub,
-            interpreter_factory=LocalInterpreter,
-        )
-        return rlm(context=job.context, query=question).answer
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:

@@ -8,11 +8,13 @@ CI and skips it elsewhere.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import missing
 
+from bench.cold import NEEDLE, cold_run, command, write_context
 from bench.peers import (
     PEERS,
     ROOT_MARK,
@@ -84,3 +86,18 @@ def test_unknown_framework_is_one_line_error() -> None:
         pytest.raises(ValueError, match="unknown"),
     ):
         run("langchain", Job("q", "ctx"), server)
+
+
+def test_a_cold_run_is_the_whole_console_script_against_the_stub(tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx.txt", 20_000)
+    needle = r"import re" "\n" r"DONE(re.search(r'MAGIC=(\d+)', context).group(1))"
+    graph = cold_run("graph", needle, context)
+    floor = cold_run("python", needle, context)
+    assert graph.answer == NEEDLE
+    assert graph.seconds > 0 and graph.tree_mb >= graph.host_mb > floor.host_mb > 0
+    assert command("graph", "http://x/v1", context)[1:3] == ["run", "--quiet"]
+
+
+def test_a_cold_run_that_fails_says_why(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cold graph failed"):
+        cold_run("graph", "DONE(", tmp_path / "missing.txt")
