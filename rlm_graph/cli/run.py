@@ -32,7 +32,14 @@ from rlm_graph.cli.summary import summary, token_lines
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.graph.approval import terminal_approver
 from rlm_graph.graph.runner import Graph, RLMResult, Run, run_graph
-from rlm_graph.models.loading import ModelConfigError, load_chat_model, missing_credentials
+from rlm_graph.models.endpoints import check_served
+from rlm_graph.models.loading import (
+    LLM_PREFIX,
+    ModelConfigError,
+    load_chat_model,
+    missing_credentials,
+    split_model_name,
+)
 from rlm_graph.observe.progress import count, reporter_for
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import (
@@ -96,12 +103,13 @@ def run_request(request: RunRequest) -> int:
     approve = terminal_approver(*open_terminal()) if request.approve_code else None
     settings = replace(settings, approve_code=approve is not None)
     reporter = reporter_for(request.quiet or approve is not None)  # the prompt owns the terminal
-    check_models(settings)
+    context_ref = read_context(request.context, sys.stdin)
+    check_models(settings)  # after the context's checks: this one may ask the server
     run = Run(
         question=request.question,
         settings=settings,
         graph=graph,
-        context_ref=read_context(request.context, sys.stdin),
+        context_ref=context_ref,
         sink=reporter,
         trace=request.trace,
         approve=approve,
@@ -174,19 +182,23 @@ def finish(result: RLMResult, request: RunRequest, thread: str = "") -> int:
 
 
 def check_models(settings: Settings) -> None:
-    """Fail now on a missing key or an unusable model name, not after the first cell.
+    """Fail now on a missing key, an unusable model name or an unreachable server.
 
-    Building the clients makes no request, and they are cached for the run itself.
+    Building the clients makes no request, and they are cached for the run itself; an
+    OpenAI-compatible server is asked once for the models it serves.
     """
-    pairs = [
+    pairs = {
         (settings.model, settings.base_url),
         (settings.effective_sub_model, settings.effective_sub_base_url),
-    ]
-    for name, base_url in pairs:
+    }
+    for name, base_url in sorted(pairs):
         if problem := missing_credentials(name, base_url):
             raise UsageError(problem)
         try:
             load_chat_model(name, base_url, settings.model_timeout, settings.model_max_retries)
+            provider, model = split_model_name(name, base_url)
+            if base_url and provider == "openai" and not name.startswith(LLM_PREFIX):
+                check_served(model, base_url)
         except ModelConfigError as exc:
             raise UsageError(str(exc)) from exc
 

@@ -30,6 +30,7 @@ from rlm_graph.graph.runtime import (
 )
 from rlm_graph.graph.state import State
 from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
+from rlm_graph.models.endpoints import call_failure
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.observe import events
@@ -49,7 +50,6 @@ from rlm_graph.storage.contexts import (
 from rlm_graph.storage.records import MissingRecord, load_cells, save_cell
 from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
-from rlm_graph.text import one_line
 
 EXECUTE_TOOL = {
     "type": "function",
@@ -230,7 +230,7 @@ async def plan(
     except MissingRecord as exc:
         return {**update, **stopped("failed", error=str(exc))}
     except Exception as exc:  # after the client's own retries: stop, keep every cell
-        return {**update, **stopped("failed", error=f"root model call failed: {one_line(exc)}")}
+        return {**update, **stopped("failed", error=f"root model call failed: {call_failure(exc)}")}
     step = step_from(parse_reply(reply))
     if update.get("turn") and view.get("history") and view.get("cells"):
         step["setup"] = history_setup(view["history"])

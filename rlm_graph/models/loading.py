@@ -112,6 +112,8 @@ def load_chat_model(
             given = os.environ.get("OPENAI_API_KEY") if api_key is None else api_key
             kwargs["api_key"] = given or "not-needed"
             kwargs["stream_usage"] = True
+    if not provider and not _attempt_infer_model_provider(model):
+        raise ModelConfigError(unknown_provider(name))
     try:
         if (provider or _attempt_infer_model_provider(model)) == "openai":
             chat = lean_chat_openai()(model=model, **kwargs)
@@ -123,6 +125,17 @@ def load_chat_model(
     if not isinstance(chat, BaseChatModel):
         raise ModelConfigError(f"model {name!r} did not resolve to a chat model")
     return chat
+
+
+def unknown_provider(name: str) -> str:
+    """Why ``name`` names no model, and the two ways to name one."""
+    prefix, sep, _ = name.partition(":")
+    said = f"{prefix!r} is not a provider" if sep else "no provider is known for it"
+    return (
+        f"cannot use model {name!r}: {said}. Name one as PROVIDER:MODEL with a provider of "
+        f"{', '.join(sorted(_BUILTIN_PROVIDERS))}; or pass --base-url for an OpenAI-compatible "
+        "server, which serves bare model names"
+    )
 
 
 def _llm_model(model_id: str) -> BaseChatModel:

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -310,9 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self._server.stub
         stub._probed(self._route)
         if self._route in ("/v1/models", "/models"):
-            model = {"id": stub.model_name, "object": "model", "created": 0, "owned_by": "stub"}
-            model.update(stub.local.model_fields())
-            self._send(200, _dumps({"object": "list", "data": [model]}))
+            self._send(200, _dumps({"object": "list", "data": stub.listed_models()}))
         else:
             self._send_probe(stub.local.probe(self._route))
 
@@ -391,10 +389,12 @@ class StubModel:
         *,
         model_name: str = "stub-model",
         local: LocalServer | None = None,
+        models: Sequence[str] = (),
     ) -> None:
         self.responder = responder
         self.model_name = model_name
         self.local = local or LocalServer()
+        self.models = tuple(models)
         self._log: list[RecordedRequest] = []
         self._probes: list[str] = []
         self._log_lock = threading.Lock()
@@ -415,6 +415,20 @@ class StubModel:
         """
         with self._log_lock:
             return list(self._probes)
+
+    def listed_models(self) -> list[dict[str, Any]]:
+        """What ``/v1/models`` lists: ``models``, or none, like a server that does not list.
+
+        Listing none by default lets ``rlm run``'s check of the model name pass any name;
+        a stub playing a server with a window lists ``model_name`` with vLLM's
+        ``max_model_len``, where clients look for the window.
+        """
+        fields = self.local.model_fields()
+        names = self.models or ((self.model_name,) if fields else ())
+        return [
+            {"id": name, "object": "model", "created": 0, "owned_by": "stub", **fields}
+            for name in names
+        ]
 
     def reset_log(self) -> None:
         """Forget recorded requests, e.g. between phases of one test."""
@@ -595,8 +609,9 @@ class StubServer(StubModel):
         port: int = 0,
         model_name: str = "stub-model",
         local: LocalServer | None = None,
+        models: Sequence[str] = (),
     ) -> None:
-        super().__init__(responder, model_name=model_name, local=local)
+        super().__init__(responder, model_name=model_name, local=local, models=models)
         self.delay = delay
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None

@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
+from rlm_graph.models.endpoints import call_failure
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
 from rlm_graph.observe import events
@@ -34,7 +35,7 @@ from rlm_graph.settings import Settings
 from rlm_graph.subcalls.loop import background_loop, in_call_pool
 from rlm_graph.subcalls.memo import SubCallMemo
 from rlm_graph.subcalls.scope import Scope
-from rlm_graph.text import one_line, preview
+from rlm_graph.text import preview
 
 Emit = Callable[[Event], None]
 
@@ -256,7 +257,7 @@ class SubCallBroker:
         try:
             value, usage = await asyncio.shield(pending)
         except Exception as exc:
-            failure = {"ok": False, "error": one_line(exc)}
+            failure = {"ok": False, "error": call_failure(exc)}
             self._ended(call_id, started, failure, cached=joined)
             return failure
         finally:

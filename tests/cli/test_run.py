@@ -97,7 +97,9 @@ def test_model_failure_is_one_error_line_and_exit_1(
     status, out, err = rlm(capsys, "run", *stub_flags(server), "--context", str(notes), "Q?")
     assert (status, out) == (1, "")
     assert err.splitlines()[-1].startswith("rlm: error: ")
-    assert err.splitlines()[-1].endswith("Error code: 400 - no such model")
+    assert err.splitlines()[-1].endswith(
+        f"Error code: 400 - no such model ({server.base_url}/chat/completions)"
+    )
     assert "Traceback" not in err
 
     status, out, _ = rlm(capsys, "run", *stub_flags(server), "--json", "--context", str(notes), "Q")
@@ -170,6 +172,42 @@ def test_usage_errors_exit_2_with_one_line(
     assert (status, out) == (2, "")
     (line,) = err.splitlines()
     assert "error:" in line and expected in line
+
+
+def test_a_model_the_server_does_not_list_exits_2_naming_what_it_serves(
+    capsys: pytest.CaptureFixture[str], stub: Callable[..., StubServer], notes: Path
+) -> None:
+    server = stub(lambda body: "unused", models=("qwen2.5-coder", "llama3"))
+    flags = ["--base-url", server.base_url, "--model", "qwen-coder", "--sub-model", "llama3"]
+    status, out, err = rlm(capsys, "run", *flags, "--context", str(notes), "Q?")
+    assert (status, out) == (2, "")
+    assert err.splitlines() == [
+        f"rlm: error: {server.base_url} does not serve model 'qwen-coder'; it serves: "
+        "llama3, qwen2.5-coder (see --model)"
+    ]
+    assert server.requests == []  # stopped before the first step
+
+
+def test_an_unknown_provider_exits_2_listing_the_known_ones(
+    capsys: pytest.CaptureFixture[str], notes: Path
+) -> None:
+    status, out, err = rlm(capsys, "run", "--model", "opnai:gpt-5", "--context", str(notes), "Q?")
+    assert (status, out) == (2, "")
+    (line,) = err.splitlines()
+    assert line.startswith("rlm: error: cannot use model 'opnai:gpt-5': 'opnai' is not a provider")
+    assert "anthropic, " in line and ", openai, " in line and "--base-url" in line
+    assert "model_provider" not in line  # a parameter the CLI has no flag for
+
+
+def test_an_unreachable_server_exits_2_naming_its_url(
+    capsys: pytest.CaptureFixture[str], notes: Path
+) -> None:
+    flags = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]  # port 9: nothing listens
+    status, out, err = rlm(capsys, "run", *flags, "--context", str(notes), "Q?")
+    assert (status, out) == (2, "")
+    (line,) = err.splitlines()
+    assert line.startswith("rlm: error: cannot reach http://127.0.0.1:9/v1/models: ConnectError")
+    assert line.endswith("(is the server running, and --base-url right?)")
 
 
 # -- rlm run --checkpoint ----------------------------------------------------------------

@@ -235,15 +235,18 @@ def test_concurrent_requests_are_served_in_parallel(serve: Serve) -> None:
 
 
 def test_models_unknown_paths_and_unprefixed_route(serve: Serve) -> None:
-    server = serve(lambda body: "plain", model_name="my-model")
+    server = serve(lambda body: "plain", models=("my-model",))
     with urllib.request.urlopen(f"{server.base_url}/models", timeout=5) as response:
-        assert json.load(response)["data"][0]["id"] == "my-model"
+        assert [model["id"] for model in json.load(response)["data"]] == ["my-model"]
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{server.base_url}/nope", timeout=5)
     assert info.value.code == 404
     assert "error" in json.load(info.value)
     assert server.probes == ["/v1/models", "/v1/nope"]
     assert server.requests == []
+    unlisted = serve(lambda body: "plain")
+    with urllib.request.urlopen(f"{unlisted.base_url}/models", timeout=5) as response:
+        assert json.load(response)["data"] == []  # lists none unless told: any name passes
 
     root = server.base_url.removesuffix("/v1")
     llm = ChatOpenAI(model="stub-model", base_url=root, api_key="sk-test", max_retries=0)
