@@ -18,6 +18,13 @@ from rlm_graph.settings import Settings
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {"answered": EXIT_OK, "budget_exhausted": EXIT_BUDGET}
+# The one description of the exit codes: `rlm run --help` prints it, the README quotes it.
+EXIT_HELP = (
+    "Exit codes: 0 answered; 1 failed (a model or its server failed); 2 usage error (a "
+    "missing key or file, an unknown model or server, a setting out of range), before any "
+    "work; 3 budget exhausted (iterations: best-effort answer printed; tokens or dollars: "
+    "the best answer so far, marked); 130 interrupted."
+)
 # Settings exposed as `rlm run` flags: (field name, type, metavar).
 RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("sub_model", str, "MODEL"),

@@ -17,6 +17,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from rlm_graph.cli.common import (
+    EXIT_HELP,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     TRACE_HELP,
@@ -46,16 +47,14 @@ def add_run(commands: Any) -> None:
         "run",
         help="answer a question about a file, a directory or stdin",
         description="Answer QUESTION about a context too large for a prompt. The answer "
-        "goes to stdout; progress goes to stderr. Exit codes: 0 answered, 1 failed, "
-        "2 usage error, 3 iteration budget exhausted (best-effort answer printed).",
+        f"goes to stdout; progress goes to stderr. {EXIT_HELP}",
     )
     run.add_argument("question", help="the question to answer")
     run.add_argument(
         "--context",
-        required=True,
         metavar="PATH",
         help="a text file, a .json file (parsed), a directory (read as {relative path: "
-        "text}), or - for stdin",
+        "text}), or - for stdin; a follow-up on --thread may leave it out",
     )
     add_model_flags(run)
     run.add_argument(

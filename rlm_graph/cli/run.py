@@ -56,7 +56,7 @@ class RunRequest:
     """What a run is asked for: ``rlm run``'s flags, or ``llm rlm``'s translated to them."""
 
     question: str
-    context: str  # a file or folder, or "-" for stdin
+    context: str | None  # a file or folder, or "-" for stdin; None: the thread's own
     model: str
     settings: dict[str, Any] = field(default_factory=dict)  # RUN_FLAGS by name; None: unset
     prices: str | None = None  # a JSON price table file
@@ -103,7 +103,10 @@ def run_request(request: RunRequest) -> int:
     approve = terminal_approver(*open_terminal()) if request.approve_code else None
     settings = replace(settings, approve_code=approve is not None)
     reporter = reporter_for(request.quiet or approve is not None)  # the prompt owns the terminal
-    context_ref = read_context(request.context, sys.stdin)
+    if request.context is None and not request.thread:
+        raise UsageError("--context is needed (a file, a folder, or - for stdin)")
+    # A follow-up on a thread may leave the context out: the thread keeps its own.
+    context_ref = None if request.context is None else read_context(request.context, sys.stdin)
     check_models(settings)  # after the context's checks: this one may ask the server
     run = Run(
         question=request.question,

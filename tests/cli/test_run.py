@@ -14,6 +14,7 @@ import pytest
 from support import Script, rlm, stub_flags, tool
 
 from rlm_graph.cli import run as cli_run
+from rlm_graph.cli.common import EXIT_HELP
 from rlm_graph.cli.run import RunRequest, run_request
 from rlm_graph.offline.stub_server import Responder, StubReply, StubServer
 
@@ -174,6 +175,22 @@ def test_usage_errors_exit_2_with_one_line(
     assert "error:" in line and expected in line
 
 
+def test_without_a_thread_the_context_is_needed(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = rlm(capsys, "run", "--base-url", "http://127.0.0.1:9/v1", "Q?")
+    assert (status, out) == (2, "")
+    assert err.splitlines() == [
+        "rlm: error: --context is needed (a file, a folder, or - for stdin)"
+    ]
+
+
+def test_the_exit_codes_in_help_are_the_readmes(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = rlm(capsys, "run", "--help")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert status == 0
+    assert EXIT_HELP in " ".join(out.split())  # as printed, wrapped
+    assert EXIT_HELP in " ".join(readme.split())
+
+
 def test_a_model_the_server_does_not_list_exits_2_naming_what_it_serves(
     capsys: pytest.CaptureFixture[str], stub: Callable[..., StubServer], notes: Path
 ) -> None:
@@ -232,7 +249,7 @@ def test_follow_up_on_a_thread_keeps_the_sandbox(
     thread = err.split("--thread ")[1].split(")")[0]
     server_two = stub(Script(["FINAL_VAR(kept)"]))
     flags = [*stub_flags(server_two), "--checkpoint", db, "--thread", thread, "--quiet"]
-    status, out, err = rlm(capsys, "run", *flags, "--context", str(notes), "Still there?")
+    status, out, err = rlm(capsys, "run", *flags, "Still there?")  # no --context: the thread's
     assert status == 0 and out.strip() == "2000"
     assert "resuming" not in err  # a new question on the thread, not a resume
     status, out, _ = rlm(capsys, "threads", "--checkpoint", db)
