@@ -10,15 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rlm_graph.api import RLMResult, aanswer, answer
+    from rlm_graph.api import RLMResult, aanswer, answer, reference
     from rlm_graph.graph import build_graph
     from rlm_graph.settings import Settings
 
-__all__ = ["RLMResult", "Settings", "aanswer", "answer", "build_graph"]
+__all__ = ["RLMResult", "Settings", "aanswer", "answer", "build_graph", "reference"]
 _HOMES = {
     "RLMResult": "rlm_graph.api",
     "aanswer": "rlm_graph.api",
     "answer": "rlm_graph.api",
+    "reference": "rlm_graph.api",
     "Settings": "rlm_graph.settings",
     "build_graph": "rlm_graph.graph",
 }

@@ -23,7 +23,11 @@ __all__ = ["RLMResult", "aanswer", "answer", "reference"]
 
 
 def reference(context: Any) -> ContextRef:
-    """Store a context given as a value or a path, returning its reference."""
+    """Store a context given as a value or a path, returning its reference.
+
+    Send it to a graph as ``{"context_ref": ...}``: the input, and so the first
+    checkpoint of a thread, then holds a few hundred bytes instead of the whole text.
+    """
     if isinstance(context, os.PathLike):
         return store_path(Path(context))
     return store_value(context)

@@ -20,7 +20,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from support import Script, fast_settings, missing, replies_so_far, tool, wait_for
 
-from rlm_graph import build_graph
+from rlm_graph import build_graph, reference
 from rlm_graph.graph.approval import ApprovalError, review
 from rlm_graph.graph.state import Step
 from rlm_graph.offline.stub_server import (
@@ -466,6 +466,25 @@ def test_checkpoint_bytes_per_step_stay_small(stub: Start, tmp_path: Path, size:
     sizes = step_bytes(db)
     assert len(sizes) > 30
     assert max(sizes) < 64 * 1024, sizes
+
+
+def test_the_readmes_embedding_by_reference_keeps_checkpoints_small(
+    stub: Start, tmp_path: Path
+) -> None:
+    text = "0123456789abcdef" * 500_000  # 8 MB
+    server = stub(Script([tool("v = len(context)"), "FINAL_VAR(v)"]))
+    settings = Settings(**fast_settings(server, max_iterations=3))
+    largest = {}
+    for how, sent in (("inline", {"context": text}), ("ref", {"context_ref": reference(text)})):
+        db = str(tmp_path / f"{how}.sqlite")
+        with SqliteSaver.from_conn_string(db) as saver:
+            state = build_graph(checkpointer=saver).invoke(
+                {"question": "len?", **sent}, config(how), context=settings
+            )
+        assert state["answer"] == len(text)
+        largest[how] = max(step_bytes(db))
+    assert largest["inline"] > len(text)  # the input write holds the whole string
+    assert largest["ref"] < 64 * 1024, largest
 
 
 # -- another machine: the context comes back from the store -----------------------------
