@@ -4,6 +4,8 @@ One fresh process per run, timed whole (interpreter start, imports, sandbox star
 call, exit) with the peak PSS of its process tree, against the same scripted stub:
 
 - *python*: the floor, an interpreter that reads the context file and prints;
+- *langgraph*: the floor of a framework on LangGraph and the OpenAI client: importing
+  ``langgraph.graph`` and ``langchain_openai`` and building a ``ChatOpenAI``;
 - *graph*: the real ``rlm run`` console script;
 - *rlms*, *dspy*: ``python -m bench.calls``, each importing only its own framework.
 
@@ -39,8 +41,13 @@ WORKLOADS = (
     ),
 )
 TARGET_MB = 90.0  # peak RSS of the rlm-graph host process (its sandbox apart), trivial cell
-COLD_PEERS = ("python", "graph", "rlms", "dspy")
+COLD_PEERS = ("python", "langgraph", "graph", "rlms", "dspy")
 FLOOR = "import sys; open(sys.argv[1], encoding='utf-8').read(); print(42)"
+# What any framework on LangGraph and the OpenAI client pays before its first step.
+LANGGRAPH_FLOOR = (
+    "import langgraph.graph, langchain_openai; "
+    "langchain_openai.ChatOpenAI(model='x', api_key='x'); print(42)"
+)
 
 
 def write_context(path: Path, size: int) -> Path:
@@ -56,6 +63,8 @@ def command(peer: str, base_url: str, context: Path) -> list[str]:
     question = f"{ROOT_MARK} what is the magic number?"
     if peer == "python":
         return [sys.executable, "-c", FLOOR, str(context)]
+    if peer == "langgraph":
+        return [sys.executable, "-c", LANGGRAPH_FLOOR]
     if peer == "graph":
         rlm = str(Path(sys.executable).with_name("rlm"))
         return [
@@ -78,7 +87,7 @@ class Cold:
 
 def cold_run(peer: str, cell: str, context: Path) -> Cold:
     """One fresh process of ``peer`` running ``cell`` on ``context``, measured."""
-    stub_peer = "graph" if peer == "python" else peer
+    stub_peer = peer if peer in ("rlms", "dspy") else "graph"  # the floors never ask it
     with StubServer(responder(stub_peer, [cell])) as server:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -108,7 +117,7 @@ def row(
 def run(quick: bool = False) -> str:
     """Measure and return the cold-start table."""
     repeats = 1 if quick else 3
-    peers = [p for p in COLD_PEERS if p == "python" or p in available()]
+    peers = [p for p in COLD_PEERS if p in ("python", "langgraph") or p in available()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="rlm-bench-cold-") as tmp:
         for name, size, cell, target in WORKLOADS:
