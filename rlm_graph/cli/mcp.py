@@ -30,9 +30,9 @@ def mcp_command(args: argparse.Namespace) -> int:
         settings = settings_from(args.model, flag_values(args), args.prices)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    check_models(settings)
     try:
         fixed = FixedRLM(settings, args.roots, args.trace_dir)
+        check_models(settings)  # after the folders' checks: this one may ask the server
         serve(fixed, args.checkpoint or str(default_checkpoint()), args.http)
     except (ContextError, PersistenceError) as exc:
         raise UsageError(str(exc)) from exc

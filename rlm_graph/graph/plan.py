@@ -31,6 +31,7 @@ from rlm_graph.graph.runtime import (
 from rlm_graph.graph.state import State
 from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
 from rlm_graph.models.endpoints import call_failure
+from rlm_graph.models.loading import ModelConfigError
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.observe import events
@@ -227,7 +228,7 @@ async def plan(
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], sandbox_limits(settings))
     try:
         reply, seconds = await ask_root(view, settings, scope, blobs)
-    except MissingRecord as exc:
+    except (MissingRecord, ModelConfigError) as exc:  # their text says what to do
         return {**update, **stopped("failed", error=str(exc))}
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         return {**update, **stopped("failed", error=f"root model call failed: {call_failure(exc)}")}

@@ -104,6 +104,8 @@ def load_chat_model(
     """
     if name.startswith(LLM_PREFIX):
         return _llm_model(name.removeprefix(LLM_PREFIX))
+    if problem := missing_credentials(name, base_url):  # else the SDK's own text, later
+        raise ModelConfigError(problem)
     provider, model = split_model_name(name, base_url)
     kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
     if base_url:

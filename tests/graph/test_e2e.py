@@ -412,3 +412,15 @@ def test_checkpoints_hold_a_reference_not_the_context(stub: Any) -> None:
         assert "special magic numbers for ash" not in dumped
     ref = graph.get_state(config).values["context_ref"]
     assert ref["length"] == len(context) and ref["kind"] == "text"
+
+
+def test_without_a_key_the_run_says_what_to_do_not_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What `langgraph dev` shows in Studio: the plan node's error, as the CLI words it.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = answer("q?", "some text", model="openai:gpt-5", sub_model="openai:gpt-5-mini")
+    assert result.status == "failed"
+    assert result.error == (
+        "model 'openai:gpt-5' needs an OpenAI API key: set OPENAI_API_KEY, or point "
+        "--base-url (settings.base_url) at an OpenAI-compatible server, or run `rlm demo` "
+        "to try it offline"
+    )
