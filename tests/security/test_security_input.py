@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -293,8 +292,11 @@ def test_the_cli_rejects_bad_settings_before_any_work(
     assert server.requests == []
 
 
-def test_an_unknown_model_is_refused_at_the_start(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--model", "no-such-model", "--context", os.devnull, "Q?"])
+def test_an_unknown_model_is_refused_at_the_start(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "c.txt").write_text("c")
+    code = main(["run", "--model", "no-such-model", "--context", str(tmp_path / "c.txt"), "Q?"])
     _, err = capsys.readouterr()
     assert code == 2
     assert "no-such-model" in one_error_line(err)
