@@ -30,6 +30,10 @@ Usage = dict[str, dict[str, int]]
 TIMELINE_WIDTH = 960
 LANE_HEIGHT = 14
 MAX_LANES = 48
+AXIS_HEIGHT = 16
+AXIS_TICKS = 5
+# What a context's length counts (ContextRef.length), by kind.
+LENGTH_UNITS = {"text": "characters", "json": "items", "directory": "files"}
 DEPTH_COLOURS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6")
 
 STYLE = """
@@ -178,9 +182,24 @@ def timeline_section(root: RunTree) -> str:
         '<section id="timeline"><h2>Sub-call timeline</h2>'
         f'<div class="meta">{len(calls):,} sub-calls over {span:.2f} s, '
         f"at most {max(rows) + 1} at once; colour = depth</div>"
-        f'<svg width="{TIMELINE_WIDTH}" height="{height}" role="img">{"".join(bars)}</svg>'
+        f'<svg width="{TIMELINE_WIDTH}" height="{height + AXIS_HEIGHT}" role="img">'
+        f'{"".join(bars)}{time_axis(span, height)}</svg>'
         "</section>"
     )
+
+
+def time_axis(span: float, top: int) -> str:
+    """Seconds since the first sub-call, as tick labels along the timeline's bottom."""
+    labels = []
+    for tick in range(AXIS_TICKS):
+        x = tick / (AXIS_TICKS - 1) * TIMELINE_WIDTH
+        anchor = "start" if tick == 0 else "end" if tick == AXIS_TICKS - 1 else "middle"
+        labels.append(
+            f'<text x="{x:.1f}" y="{top + AXIS_HEIGHT - 4}" font-size="11" '
+            f'text-anchor="{anchor}">{tick / (AXIS_TICKS - 1) * span:.2f} s</text>'
+        )
+    return f'<g class="axis">{"".join(labels)}</g>'
+
 
 
 def cell_html(cell: CellRecord) -> str:
@@ -301,7 +320,8 @@ def render_html(trajectory: Trajectory) -> str:
     context = header.get("context") or {}
     subtitle = (
         f"{settings.get('model', '')} · sub model {settings.get('sub_model') or 'default'} · "
-        f"context {context.get('kind', '?')} of {context.get('length', 0):,} · "
+        f"context: {context.get('kind', '?')}, {context.get('length', 0):,} "
+        f"{LENGTH_UNITS.get(context.get('kind', ''), 'long')} · "
         f"started {header.get('started', '')}"
     )
     root = trajectory["root"]

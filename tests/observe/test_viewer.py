@@ -66,6 +66,16 @@ def test_page_is_self_contained(trace: Path) -> None:
     assert page.count('class="iteration"') == 4  # two of the root, two of the sub-RLM
 
 
+def test_the_header_has_units_and_the_timeline_a_time_axis(trace: Path) -> None:
+    page = render_html(read_trajectory(trace))
+    assert "context: text, 3 characters" in plain(page)
+    axis = re.search(r'<g class="axis">(.*?)</g>', page)
+    assert axis is not None
+    seconds = [float(s) for s in re.findall(r">(\d+\.\d\d) s<", axis.group(1))]
+    assert len(seconds) == 5 and seconds[0] == 0 and seconds == sorted(seconds)
+    assert seconds[-1] >= 0.2  # the sub-calls take 0.2 s each
+
+
 def test_unfinished_trace_says_so(trace: Path) -> None:
     lines = trace.read_text().splitlines()
     trace.write_text("\n".join(lines[:-1]) + "\n")
