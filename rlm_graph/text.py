@@ -5,6 +5,8 @@ Imports only ``redact``: every layer may use it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rlm_graph.redact import redact_secrets
 
 
@@ -38,6 +40,12 @@ def _cut_marker(cut: int) -> str:
 def preview(text: str, limit: int) -> str:
     """The first ``limit`` characters, with an ellipsis when there is more."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def first_of(names: Sequence[str], limit: int) -> str:
+    """``names`` joined with commas, the first ``limit`` of them and how many more."""
+    more = f" and {len(names) - limit:,} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -13,7 +13,7 @@ import httpx
 
 from rlm_graph.models.loading import ModelConfigError
 from rlm_graph.redact import redact_secrets
-from rlm_graph.text import one_line
+from rlm_graph.text import first_of, one_line
 
 # The list is small and served at once; a server that takes longer is left to the run.
 CHECK_SECONDS = 10.0
@@ -50,10 +50,9 @@ def check_served(model: str, base_url: str) -> None:
     """Raise :class:`ModelConfigError` when the server lists its models and ``model`` is not one."""
     served = served_models(base_url)
     if served and model not in served:
-        shown = ", ".join(sorted(served)[:SHOWN_MODELS])
-        more = f" and {len(served) - SHOWN_MODELS} more" if len(served) > SHOWN_MODELS else ""
+        shown = first_of(sorted(served), SHOWN_MODELS)
         raise ModelConfigError(
-            f"{base_url} does not serve model {model!r}; it serves: {shown}{more} (see --model)"
+            f"{base_url} does not serve model {model!r}; it serves: {shown} (see --model)"
         )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
 from rlm_graph.storage.home import home
-from rlm_graph.text import preview
+from rlm_graph.text import first_of, preview
 
 if TYPE_CHECKING:
     from rlm_graph.storage.blobs import Blobs
@@ -485,24 +485,40 @@ def _unchanged(ref: ContextRef) -> bool:
 
 
 def read_directory(folder: Path) -> dict[str, str]:
-    """All files below ``folder`` as ``{relative posix path: text}``, hidden ones skipped.
+    """All text files below ``folder`` as ``{relative posix path: text}``.
 
-    Symbolic links are skipped too: a link must not pull in files from outside the folder.
+    Hidden files are skipped, and symbolic links (a link must not pull in files from
+    outside the folder), and binary files: a PNG read as text is noise to the model.
+    Which binary files were left out is said in one warning.
     """
     files: dict[str, str] = {}
+    binary: list[str] = []
     total = 0
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
-            if name.startswith("."):
-                continue
             file = Path(root) / name
-            if file.is_symlink() or not file.is_file():
+            if name.startswith(".") or file.is_symlink() or not file.is_file():
                 continue
             rel = file.relative_to(folder).as_posix()
             total += file.stat().st_size
             if total > MAX_CONTEXT_BYTES:
                 raise _too_large(f"context folder {str(folder)!r}", total)
+            data = file.read_bytes()
+            if is_binary(data):
+                binary.append(rel)
+                continue
             with _Lenient(f"context file {rel!r} of the folder"):
-                files[rel] = file.read_bytes().decode("utf-8", errors="rlm-replace")
+                files[rel] = data.decode("utf-8", errors="rlm-replace")
+    if binary:
+        warnings.warn(
+            f"skipped {len(binary):,} binary file(s) of the folder: {first_of(binary, 10)}",
+            ContextWarning,
+            stacklevel=3,
+        )
     return files
+
+
+def is_binary(data: bytes) -> bool:
+    """Binary by content, as git decides: a NUL byte in the first 8 KiB (text never has one)."""
+    return b"\0" in data[:8192]

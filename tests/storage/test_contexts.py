@@ -51,6 +51,15 @@ def test_store_path_file_json_dir_and_errors(tmp_path: Path) -> None:
     assert store_path(folder)["kind"] == "directory"
 
 
+def test_a_folder_skips_binary_files_and_says_which(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("readable")
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    with pytest.warns(ContextWarning, match=r"skipped 1 binary file\(s\) of the folder: logo.png$"):
+        ref = store_path(tmp_path)
+    stored = json.loads((blob_dir(ref) / "context.json").read_text())
+    assert stored == {"notes.txt": "readable"}
+
+
 def test_context_refs_from_callers_are_checked() -> None:
     ref = store_value("abc")
     assert check_ref(ref) == ref
