@@ -90,3 +90,4 @@ class OutputState(TypedDict, total=False):
     stop_reason: str
     error: str
     messages: list[AnyMessage]
+    history: list[TurnRecord]  # the thread's earlier questions and answers

@@ -27,3 +27,8 @@ def test_stop_and_failure_paths_are_edges() -> None:
     assert ("execute", "finalize") in edges  # a sandbox that could not be set up
     assert ("plan", "inspect") in edges  # an answer or a note without code
     assert {("inspect", "plan"), ("inspect", "finalize")} <= edges
+
+
+def test_a_caller_gets_the_threads_history_back() -> None:
+    # Studio draws its output panel from this schema; the README promises `history`.
+    assert "history" in graph.get_output_jsonschema()["properties"]
