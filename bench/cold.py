@@ -133,7 +133,7 @@ def run(quick: bool = False) -> str:
                 )
                 rows.append(row(f"{name}: peak MB, process tree PSS", runs, lambda c: c.tree_mb))
     return table(
-        f"7. Cold start: one fresh process per run, whole process (median of {repeats})",
+        f"8. Cold start: one fresh process per run, whole process (median of {repeats})",
         ["workload", *peers, "target (rlm-graph)", "verdict"],
         rows,
     )
