@@ -196,7 +196,7 @@ def time_axis(span: float, top: int) -> str:
         anchor = "start" if tick == 0 else "end" if tick == AXIS_TICKS - 1 else "middle"
         labels.append(
             f'<text x="{x:.1f}" y="{top + AXIS_HEIGHT - 4}" font-size="11" '
-            f'text-anchor="{anchor}">{tick / (AXIS_TICKS - 1) * span:.2f} s</text>'
+            f'text-anchor="{anchor}">{tick / (AXIS_TICKS - 1) * span:.3g} s</text>'
         )
     return f'<g class="axis">{"".join(labels)}</g>'
 
