@@ -27,3 +27,15 @@ def redact_secrets(text: str) -> str:
         if len(value) >= 8 and is_secret_name(name) and value in text:
             text = text.replace(value, f"[{name} redacted]")
     return text
+
+
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]*:)([^@\s]+)(@)")
+
+
+def redact_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` blanked out.
+
+    A database URL given on the command line (``--checkpoint postgresql://...``) is
+    quoted in its error messages, which go to a terminal, a log or a CI page.
+    """
+    return _URL_PASSWORD.sub(r"\1***\3", text)

@@ -19,6 +19,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
 from langgraph.store.sqlite import SqliteStore
 
+from rlm_graph.redact import redact_url_passwords
 from rlm_graph.storage.home import home
 
 _POSTGRES = ("postgres://", "postgresql://")
@@ -97,5 +98,7 @@ def _postgres(url: str) -> Iterator[Persistence]:
             yield Persistence(saver, store)
     except Exception as exc:
         if type(exc).__module__.startswith("psycopg"):
-            raise PersistenceError(f"cannot use the database {url!r}: {exc}") from exc
+            # from None: the chained psycopg error may quote the connection string
+            problem = redact_url_passwords(f"cannot use the database {url!r}: {exc}")
+            raise PersistenceError(problem) from None
         raise
