@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,12 +118,14 @@ def start_dev_server(
     home: Path,
     env_extra: dict[str, str] | None = None,
     config: Path = PROJECT_ROOT / "langgraph.json",
+    options: Sequence[str] = (),
 ) -> DevServer:
     """Start `langgraph dev` on the project's graphs and wait until it answers /ok.
 
     ``env_extra`` adds to the server's environment (the deployment's ``RLM_*``
     variables); ``config`` is the project's langgraph.json or a variant of it
-    (``deploy/langgraph.json``, with auth).
+    (``deploy/langgraph.json``, with auth); ``options`` go on its command line
+    (e.g. ``--n-jobs-per-worker``).
     """
     model_port = free_port()
     env = server_env(home)
@@ -147,6 +150,7 @@ def start_dev_server(
                 str(port),
                 "--config",
                 str(config_path),
+                *options,
             ],
             cwd=workdir,
             env=env,
