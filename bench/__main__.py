@@ -12,7 +12,17 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-FIGURES = ("overhead", "batch", "first_cell", "needle", "versus", "resume", "huge", "cold")
+FIGURES = (
+    "overhead",
+    "batch",
+    "first_cell",
+    "needle",
+    "versus",
+    "resume",
+    "huge",
+    "cold",
+    "server",
+)
 # Not in `all`: it starts a Ray cluster (the ray extra) and measures deployment, not speed.
 APART = ("scale",)
 
