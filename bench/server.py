@@ -45,8 +45,8 @@ def _respond(body: dict[str, Any]) -> StubReply:
     return StubReply(content="done", delay=SUB_CALL_SECONDS)
 
 
-def _start_server(jobs: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``langgraph dev`` on the project's graphs; returns once ``/ok`` answers."""
+def _start_server(jobs: int, log: Path, model_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``langgraph dev`` on the project's graphs, allowed the stub; once ``/ok`` answers."""
     cli = shutil.which("langgraph") or str(Path(sys.executable).parent / "langgraph")
     with socket.socket() as probe:  # a free port (the server moves on if it is taken)
         probe.bind(("127.0.0.1", 0))
@@ -55,7 +55,12 @@ def _start_server(jobs: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     command += ["--n-jobs-per-worker", str(jobs)]
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env={**os.environ, "RLM_ALLOWED_BASE_URLS": model_url},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -110,7 +115,7 @@ def run(quick: bool = False) -> str:
     rows = []
     with StubServer(_respond) as stub, tempfile.TemporaryDirectory() as tmp:
         settings = stub_settings(stub)
-        server, url = _start_server(2 * max(counts), Path(tmp) / "server.log")
+        server, url = _start_server(2 * max(counts), Path(tmp) / "server.log", stub.base_url)
         try:
             for count in counts:
                 with TreePeak(0.2, root=server.pid) as memory:
