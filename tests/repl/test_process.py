@@ -126,3 +126,38 @@ def test_a_registry_checkout_can_be_awaited() -> None:
 
     assert asyncio.run(twice()) == ("7\n", True)
     registry.release("a")
+
+
+# 32 live sandboxes, each holding a variable, then the PSS of every worker process.
+MEMORY_PROBE = """
+import json
+from pathlib import Path
+from rlm_graph.repl.process import IsolatedSandbox, sandbox_processes
+from rlm_graph.repl.session import Limits
+from rlm_graph.storage.contexts import store_value
+
+def pss(pid):
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+limits = Limits(10.0, 5_000_000_000, 512)
+boxes = [IsolatedSandbox(store_value(f"ctx {i}"), limits) for i in range(32)]
+errors = [box.run(f"v = {i}").error for i, box in enumerate(boxes)]
+workers = sandbox_processes()
+print(json.dumps({"errors": errors, "workers": len(workers),
+                  "pss": sum(pss(pid) for pid in workers)}))
+"""
+
+
+def test_32_live_sandboxes_cost_about_a_session_each_not_a_process() -> None:
+    # An eryx session costs ~15 MB, a sandbox alone in a process ~135 MB PSS (issue
+    # 20); 32 sandboxes measured 353 MB in all here. 40 MB each leaves a wide margin
+    # and still fails if each sandbox had a process of its own again.
+    done = python_probe(MEMORY_PROBE, timeout=180)
+    assert done.returncode == 0, done.stderr[-2_000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["errors"] == [""] * 32
+    assert seen["workers"] <= 32 // 8  # several sandboxes share each worker
+    assert seen["pss"] <= 32 * (40 << 20), seen["pss"] >> 20
