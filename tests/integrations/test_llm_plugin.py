@@ -276,6 +276,29 @@ def test_toolbox_budget_refuses_sub_calls_past_max_sub_calls(
     assert sub.prompts == []
 
 
+def test_toolbox_budget_counts_the_sub_calls_of_all_cells_together(
+    models: Callable[..., None], big: Path
+) -> None:
+    models(Scripted("rlm-sub"))
+    toolbox = RLM(str(big), sub_model="rlm-sub", max_sub_calls=2)
+    assert toolbox.execute_python("print(await llm_query('a'))") == "A"
+    assert toolbox.execute_python("print(await llm_query('b'))") == "B"
+    third = toolbox.execute_python("print(await llm_query('c'))")
+    assert "SubCallFailed: sub-call budget exhausted: 1 requested" in third
+
+
+def test_toolbox_shows_head_and_tail_past_max_output_chars_and_records_a_given_answer(
+    big: Path,
+) -> None:
+    toolbox = RLM(str(big), sub_model="rlm-sub", max_output_chars=200)
+    shown = toolbox.execute_python("print('HEAD' + 'x' * 5000 + 'TAIL')")
+    assert len(shown) <= 200
+    assert shown.startswith("HEADxxx") and shown.endswith("xxxTAIL")
+    assert "[... 4,8" in shown  # the cut is marked, with how much was left out
+    assert toolbox.submit_answer(answer="forty-two") == "Answer recorded: forty-two"
+    assert toolbox.answer == "forty-two"
+
+
 def test_model_cannot_load_files_outside_the_working_directory_or_llms_keys(
     models: Callable[..., None], tmp_path_factory: pytest.TempPathFactory, llm_home: Path
 ) -> None:
