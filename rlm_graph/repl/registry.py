@@ -30,7 +30,8 @@ from rlm_graph.storage.records import Cell, CellRef
 
 # Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
 # live (a closed one is rebuilt from state when its thread comes back, in ~0.1-0.4 s).
-# Each live sandbox process holds ~120 MB, so idle ones do not linger.
+# Sandboxes share worker processes (~120 MB of runtime each, ~15 MB per session, issue
+# 20), so 16 live ones fill one worker and idle ones do not keep a worker alive.
 IDLE_SECONDS = 600.0
 MAX_LIVE = 16
 BUSY_SECONDS = 60.0
@@ -72,11 +73,17 @@ class _Entry:
 class SandboxRegistry:
     """Live sessions of this process, keyed by the sandbox id kept in state."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_live: int = MAX_LIVE) -> None:
+    def __init__(
+        self,
+        idle_seconds: float = IDLE_SECONDS,
+        max_live: int = MAX_LIVE,
+        busy_seconds: float = BUSY_SECONDS,
+    ) -> None:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._idle_seconds = idle_seconds
         self._max_live = max_live
+        self._busy_seconds = busy_seconds
 
     def __len__(self) -> int:
         with self._lock:
@@ -212,7 +219,7 @@ class SandboxRegistry:
     def _evict(self) -> None:
         """Close idle sessions and keep at most ``max_live`` (least recently used go).
 
-        A session used within ``BUSY_SECONDS`` belongs to a run that is still going (it is
+        A session used within ``busy_seconds`` belongs to a run that is still going (it is
         between two cells): closing it would only make that run rebuild it, so a burst of
         more than ``max_live`` runs may exceed the cap until they finish.
         """
@@ -224,7 +231,8 @@ class SandboxRegistry:
             idle = sorted(
                 (e.last_used, k)
                 for k, e in self._entries.items()
-                if not e.lock.locked() and now - e.last_used > min(BUSY_SECONDS, self._idle_seconds)
+                if not e.lock.locked()
+                and now - e.last_used > min(self._busy_seconds, self._idle_seconds)
             )
             for _, key in idle[: len(self._entries) - self._max_live + 1]:
                 _close(self._entries.pop(key))

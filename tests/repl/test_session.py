@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sandboxes import LIMITS, Echo, loader, saved
 
-from rlm_graph.repl.registry import SandboxRegistry, replayable
+from rlm_graph.repl.registry import IDLE_SECONDS, MAX_LIVE, SandboxRegistry, replayable
 from rlm_graph.repl.session import Sandbox, SandboxError
 from rlm_graph.storage.contexts import store_value
 from rlm_graph.storage.records import CellRef
@@ -110,13 +110,32 @@ def test_registry_replays_only_what_a_live_session_lacks() -> None:
     assert "s1" not in registry
 
 
-def test_registry_evicts_idle_sessions() -> None:
-    registry = SandboxRegistry(idle_seconds=0.0, max_live=2)
+def test_registry_closes_idle_sessions_whatever_the_cap() -> None:
+    registry = SandboxRegistry(idle_seconds=0.0, max_live=100)
+    ref = store_value("ctx")
+    for name in ("a", "b"):
+        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+            pass
+    assert "a" not in registry and "b" in registry  # a was idle when b came
+    registry.release("b")
+
+
+def test_registry_keeps_at_most_max_live_and_closes_the_least_recently_used() -> None:
+    # Nothing is idle for 600 s: only the cap closes sessions. busy_seconds=0 counts a
+    # session given back as no longer part of a run (60 s by default; a test cannot wait).
+    registry = SandboxRegistry(idle_seconds=600.0, max_live=2, busy_seconds=0.0)
     ref = store_value("ctx")
     for name in ("a", "b", "c"):
         with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
             pass
-    assert len(registry) <= 2
+    assert len(registry) == 2
+    assert "a" not in registry and "b" in registry and "c" in registry  # the oldest went
+    for name in ("b", "c"):
+        registry.release(name)
+
+
+def test_registry_defaults_are_the_documented_ten_minutes_and_sixteen_live() -> None:
+    assert (IDLE_SECONDS, MAX_LIVE) == (600.0, 16)  # docs/security.md says so
 
 
 @pytest.mark.parametrize(("mode", "kind"), [("process", "IsolatedSandbox"), ("inline", "Sandbox")])
