@@ -24,7 +24,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -55,9 +55,10 @@ MAX_ANSWER_BYTES = 16 << 20
 # Threads on which cells of in-process sandboxes wait (``RLM_SANDBOX_ISOLATION=inline``).
 # A pool of their own: on the event loop's default executor, which a LangGraph server
 # shares with every run (min(32, cores + 4) threads: six on 2 cores), six cells waiting
-# on sub-calls held up every other run of the server (issue 20).
+# on sub-calls held up every other run of the server (issue 20). One thread per cell in
+# flight, so an operator serving more concurrent inline runs sets ``RLM_CELL_THREADS``.
+CELL_THREADS_ENV = "RLM_CELL_THREADS"
 CELL_THREADS = 64
-_CELL_POOL = ThreadPoolExecutor(CELL_THREADS, "rlm-cell")
 _EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
 
 
@@ -340,7 +341,7 @@ class SandboxBase(ABC):
         """
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(_CELL_POOL, self.run, code, list(journal))
+            return await loop.run_in_executor(cell_pool(), self.run, code, list(journal))
         except asyncio.CancelledError:
             self.broken = True  # the cell still runs on its thread: never hand this one out
             raise
@@ -560,3 +561,19 @@ def _last_line(exc: BaseException) -> str:
 
 class SandboxBroken(RuntimeError):
     """The session halted and must be rebuilt from state before it runs again."""
+
+
+def env_number(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
+    """An operator's whole-number setting from the environment, ``default`` when unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < least:
+        raise SandboxError(f"{name}={raw!r}: a whole number, at least {least}")
+    return int(raw)
+
+
+@cache
+def cell_pool() -> ThreadPoolExecutor:
+    """The cell pool of this process, sized by ``RLM_CELL_THREADS`` when first needed."""
+    return ThreadPoolExecutor(env_number(os.environ, CELL_THREADS_ENV, CELL_THREADS, 1), "rlm-cell")
