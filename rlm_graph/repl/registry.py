@@ -24,25 +24,32 @@ from rlm_graph.repl.session import (
     SandboxBase,
     SandboxError,
     SubCallHandler,
+    env_number,
 )
 from rlm_graph.storage.contexts import ContextRef
 from rlm_graph.storage.records import Cell, CellRef
 
 # Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
 # live (a closed one is rebuilt from state when its thread comes back, in ~0.1-0.4 s).
-# Sandboxes share worker processes (~120 MB of runtime each, ~15 MB per session, issue
-# 20), so 16 live ones fill one worker and idle ones do not keep a worker alive.
+# A live sandbox is an eryx session in a shared worker process, ~11 MB PSS (32 measured
+# at 353 MB in 2 workers, issue 20), so sandboxes of finished runs are kept for their
+# follow-ups; the host's free memory, not only this count, decides when they go.
 IDLE_SECONDS = 600.0
-MAX_LIVE = 16
+MAX_LIVE = 64
 BUSY_SECONDS = 60.0
 ISOLATION_ENV = "RLM_SANDBOX_ISOLATION"
+# Below this much available host memory (MB), idle sandboxes are closed, least recently
+# used first, until there is this much again.
+MIN_AVAILABLE_ENV = "RLM_MIN_AVAILABLE_MB"
+MIN_AVAILABLE_MB = 512
 
 
 def open_sandbox(ref: ContextRef, limits: Limits) -> SandboxBase:
     """A new sandbox: in a child process of its own (the default), or in this process.
 
     ``RLM_SANDBOX_ISOLATION=inline`` gives up the crash containment of a child process
-    (see ``sandbox_process``) for memory: ~120 MB less per live sandbox, measured.
+    (see ``sandbox_process``) for memory: no worker runtime (~120 MB per worker of up to
+    ``SESSIONS_PER_WORKER`` sandboxes).
     """
     mode = os.environ.get(ISOLATION_ENV, "process")
     if mode == "inline":
@@ -58,6 +65,19 @@ def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
 
 
 LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
+MemoryReading = Callable[[], int | None]
+
+
+def available_memory() -> int | None:
+    """The host's available memory in bytes (MemAvailable), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) << 10
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 @dataclass
@@ -78,12 +98,22 @@ class SandboxRegistry:
         idle_seconds: float = IDLE_SECONDS,
         max_live: int = MAX_LIVE,
         busy_seconds: float = BUSY_SECONDS,
+        available: MemoryReading = available_memory,
+        min_available_mb: int | None = None,
     ) -> None:
+        """Keep live sessions; ``available`` reads the host's free memory.
+
+        ``min_available_mb`` defaults to ``RLM_MIN_AVAILABLE_MB``, else ``MIN_AVAILABLE_MB``.
+        """
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._idle_seconds = idle_seconds
         self._max_live = max_live
-        self._busy_seconds = busy_seconds
+        self._busy_seconds = min(busy_seconds, idle_seconds)
+        self._available = available
+        if min_available_mb is None:
+            min_available_mb = env_number(os.environ, MIN_AVAILABLE_ENV, MIN_AVAILABLE_MB, 0)
+        self._min_available = min_available_mb << 20
 
     def __len__(self) -> int:
         with self._lock:
@@ -217,7 +247,7 @@ class SandboxRegistry:
             return self._entries.setdefault(sandbox_id, _Entry())
 
     def _evict(self) -> None:
-        """Close idle sessions and keep at most ``max_live`` (least recently used go).
+        """Close idle sessions, keep at most ``max_live``, and give memory back to the host.
 
         A session used within ``busy_seconds`` belongs to a run that is still going (it is
         between two cells): closing it would only make that run rebuild it, so a burst of
@@ -227,15 +257,28 @@ class SandboxRegistry:
         for key, entry in list(self._entries.items()):
             if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
                 _close(self._entries.pop(key))
-        if len(self._entries) >= self._max_live:
-            idle = sorted(
-                (e.last_used, k)
-                for k, e in self._entries.items()
-                if not e.lock.locked()
-                and now - e.last_used > min(self._busy_seconds, self._idle_seconds)
-            )
-            for _, key in idle[: len(self._entries) - self._max_live + 1]:
-                _close(self._entries.pop(key))
+        idle = self._least_recently_used(now)
+        over = max(0, len(self._entries) - self._max_live + 1)
+        for key in idle[:over]:
+            _close(self._entries.pop(key))
+        for key in idle[over:]:
+            # Read again after each close. The reading may lag (a worker drops a session
+            # after the message, and eryx keeps freed pages for reuse until its worker
+            # ends), so pressure may close more idle sandboxes than strictly needed:
+            # they are rebuilt by replay when their thread comes back.
+            free = self._available()
+            if free is None or free >= self._min_available:
+                break
+            _close(self._entries.pop(key))
+
+    def _least_recently_used(self, now: float) -> list[str]:
+        """Sessions no run holds or used within ``busy_seconds``, oldest use first."""
+        idle = sorted(
+            (e.last_used, k)
+            for k, e in self._entries.items()
+            if not e.lock.locked() and now - e.last_used > self._busy_seconds
+        )
+        return [key for _, key in idle]
 
 
 def _give_back(entry: _Entry, box: SandboxBase) -> None:

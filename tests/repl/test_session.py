@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sandboxes import LIMITS, Echo, loader, saved
 
@@ -134,8 +138,8 @@ def test_registry_keeps_at_most_max_live_and_closes_the_least_recently_used() ->
         registry.release(name)
 
 
-def test_registry_defaults_are_the_documented_ten_minutes_and_sixteen_live() -> None:
-    assert (IDLE_SECONDS, MAX_LIVE) == (600.0, 16)  # docs/security.md says so
+def test_registry_defaults_are_the_documented_ten_minutes_and_sixty_four_live() -> None:
+    assert (IDLE_SECONDS, MAX_LIVE) == (600.0, 64)  # docs/security.md says so
 
 
 @pytest.mark.parametrize(("mode", "kind"), [("process", "IsolatedSandbox"), ("inline", "Sandbox")])
@@ -160,3 +164,82 @@ def test_an_unknown_isolation_is_a_one_line_error(monkeypatch: pytest.MonkeyPatc
         registry.checkout("x", ref, [], LIMITS, Echo(), loader("x")),
     ):
         pass
+
+
+class LowMemory:
+    """A host memory reading that stays under the threshold for ``low_reads`` reads."""
+
+    def __init__(self, low_reads: int = 0) -> None:
+        self.low_reads = low_reads
+
+    def __call__(self) -> int:
+        if self.low_reads:
+            self.low_reads -= 1
+            return 100 << 20
+        return 8 << 30
+
+
+def test_memory_pressure_closes_least_recently_used_idle_sandboxes() -> None:
+    reading = LowMemory()
+    registry = SandboxRegistry(busy_seconds=0.0, available=reading, min_available_mb=512)
+    ref = store_value("ctx")
+    for name in ("a", "b", "c", "d"):
+        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+            pass
+    assert len(registry) == 4  # plenty of memory: idle sandboxes are kept
+    reading.low_reads = 2  # two closes bring the host back above the threshold
+    with registry.checkout("e", ref, [], LIMITS, Echo(), loader("e")):
+        assert [n for n in "abcde" if n in registry] == ["c", "d", "e"]
+    for name in "cde":
+        registry.release(name)
+
+
+def test_memory_pressure_spares_sandboxes_of_runs_still_going() -> None:
+    reading = LowMemory(low_reads=1_000)
+    registry = SandboxRegistry(available=reading, min_available_mb=512)
+    ref = store_value("ctx")
+    with registry.checkout("held", ref, [], LIMITS, Echo(), loader("held")):
+        for name in ("recent", "new"):
+            with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+                pass
+        assert all(n in registry for n in ("held", "recent", "new"))
+    for name in ("held", "recent", "new"):
+        registry.release(name)
+
+
+def test_min_available_memory_is_an_operator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = store_value("ctx")
+    one_gigabyte = lambda: 1 << 30  # noqa: E731 - above the default threshold of 512 MB
+    for threshold, evicted in (("", False), ("4096", True)):
+        monkeypatch.setenv("RLM_MIN_AVAILABLE_MB", threshold)
+        registry = SandboxRegistry(busy_seconds=0.0, available=one_gigabyte)
+        for name in ("a", "b"):
+            with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+                pass
+        assert ("a" not in registry) is evicted
+        for name in ("a", "b"):
+            registry.release(name)
+    monkeypatch.setenv("RLM_MIN_AVAILABLE_MB", "lots")
+    with pytest.raises(SandboxError, match="RLM_MIN_AVAILABLE_MB='lots': a whole number"):
+        SandboxRegistry()
+
+
+def test_the_inline_cell_pool_has_the_operator_s_size() -> None:
+    """Eight cells waiting at once take ``RLM_CELL_THREADS`` threads, 64 by default."""
+    script = """
+import threading
+from rlm_graph.repl.session import cell_pool
+go = threading.Event()
+def name():
+    go.wait(60)
+    return threading.current_thread().name
+waiting = [cell_pool().submit(name) for _ in range(8)]
+go.set()
+print(len({w.result() for w in waiting}))
+"""
+    for setting, threads in (("", "8"), ("3", "3")):
+        env = {**os.environ, "RLM_CELL_THREADS": setting}
+        ran = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert ran.stdout.strip() == threads
