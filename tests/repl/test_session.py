@@ -243,3 +243,18 @@ print(len({w.result() for w in waiting}))
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
         )
         assert ran.stdout.strip() == threads
+def test_concurrent_sub_calls_replay_from_a_journal_in_another_order() -> None:
+    code = (
+        "import asyncio\nboth = await asyncio.gather(llm_query('a'), llm_query('b'))\nprint(both)"
+    )
+    ref = store_value("ctx")
+    first = Sandbox(ref, LIMITS)
+    first.handler = Echo()
+    journal = first.run(code).journal
+    assert len(journal) == 2
+    second = Sandbox(ref, LIMITS)
+    replay_handler = Echo()
+    second.handler = replay_handler
+    # The calls finished the other way round this time: matched by call, not by position.
+    assert second.run(code, journal[::-1]).stdout == "['<a>', '<b>']\n"
+    assert replay_handler.calls == []

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
 from pathlib import Path
 
 import pytest
+from langgraph.store.memory import InMemoryStore
 
+from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import (
     ContextError,
     ContextWarning,
     blob_dir,
     check_ref,
     context_file,
+    materialize,
+    share,
     store_path,
     store_value,
 )
@@ -104,3 +109,19 @@ def test_a_file_changed_after_it_was_stored_in_place_is_refused_not_mixed(
         check_ref(ref)
     again = store_path(log)
     assert again["hash"] != ref["hash"] and check_ref(again) == again
+
+
+def test_a_context_is_rebuilt_from_the_store_out_of_4_mb_chunks() -> None:
+    text = f"{uuid.uuid4()} " + "x" * (9 << 20)  # three chunks: 4 MiB, 4 MiB, the rest
+    ref = store_value(text)
+    blobs = Blobs(InMemoryStore())
+    share(ref, blobs)
+    meta = blobs.get(("contexts", ref["hash"]), "meta")
+    assert meta == {"chunks": 3}
+    sizes = [
+        len(base64.b64decode(blobs.get(("contexts", ref["hash"]), str(i))["b64"])) for i in range(3)
+    ]
+    assert sizes[:2] == [4 << 20, 4 << 20] and sum(sizes) == len(text.encode())
+    context_file(ref).unlink()  # another worker: the store has it, its disk does not
+    assert materialize(ref, blobs)
+    assert context_file(ref).read_text() == text

@@ -384,6 +384,38 @@ def test_fork_from_an_earlier_checkpoint_rebuilds_that_sandbox(stub: Start, tmp_
         assert again["answer"] == 20
 
 
+def test_a_fork_shares_the_memo_of_its_parent_branch(stub: Start, tmp_path: Path) -> None:
+    scripts: dict[str, list[StubReply | str]] = {
+        "original": [tool("x = 1"), tool("a = await llm_query('same')"), "FINAL_VAR(a)"],
+        # From after `x = 1`: other code, the same prompt.
+        "fork": [tool("x = 1"), tool("b = await llm_query('same')"), "FINAL_VAR(b)"],
+    }
+    phase = ["original"]
+
+    def answer(body: dict[str, Any]) -> StubReply | str:
+        if not is_root_request(body):
+            return "SUB " + last_user_text(body)
+        script = scripts[phase[0]]
+        return script[min(replies_so_far(body), len(script) - 1)]
+
+    server = stub(answer)
+    settings = Settings(**fast_settings(server))
+    with open_persistence(str(tmp_path / "m.sqlite")) as persistence:
+        graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
+        cfg = config("memo-fork")
+        assert graph.invoke({"question": "a?", "context": "c"}, cfg, context=settings)["answer"]
+        after_first = next(
+            s
+            for s in graph.get_state_history(cfg)
+            if s.next == ("plan",) and len(s.values.get("cells", [])) == 1
+        )
+        phase[0] = "fork"
+        forked = graph.invoke(None, after_first.config, context=settings)
+    assert forked["answer"] == "SUB same"
+    # The fork's prompt was answered on the parent branch, after the fork point: not asked again.
+    assert sum(not is_root_request(r.body) for r in server.requests) == 1
+
+
 # -- a person approves, edits or rejects code ------------------------------------------------
 
 
