@@ -243,6 +243,8 @@ print(len({w.result() for w in waiting}))
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
         )
         assert ran.stdout.strip() == threads
+
+
 def test_concurrent_sub_calls_replay_from_a_journal_in_another_order() -> None:
     code = (
         "import asyncio\nboth = await asyncio.gather(llm_query('a'), llm_query('b'))\nprint(both)"
