@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check rlm_graph graphs deploy tests bench
+	$(VENV)/bin/ruff format --check rlm_graph graphs deploy tests bench
 	$(VENV)/bin/mypy
 
 # The PostgreSQL tests need a server: .ci/postgres.sh runs pytest beside a throwaway one

@@ -183,7 +183,7 @@ def timeline_section(root: RunTree) -> str:
         f'<div class="meta">{len(calls):,} sub-calls over {span:.2f} s, '
         f"at most {max(rows) + 1} at once; colour = depth</div>"
         f'<svg width="{TIMELINE_WIDTH}" height="{height + AXIS_HEIGHT}" role="img">'
-        f'{"".join(bars)}{time_axis(span, height)}</svg>'
+        f"{''.join(bars)}{time_axis(span, height)}</svg>"
         "</section>"
     )
 
@@ -199,7 +199,6 @@ def time_axis(span: float, top: int) -> str:
             f'text-anchor="{anchor}">{tick / (AXIS_TICKS - 1) * span:.3g} s</text>'
         )
     return f'<g class="axis">{"".join(labels)}</g>'
-
 
 
 def cell_html(cell: CellRecord) -> str:
