@@ -61,10 +61,16 @@ KILL_SCRIPT = [
 ]
 
 
-class KillableModel:
-    """Root replies by iteration; sub-calls for odd items hang until released."""
+class HangingModel:
+    """Root replies by iteration from a script; chosen sub-calls hang until released."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        script: list[StubReply | str],
+        hangs: Callable[[str], bool],
+        answer: Callable[[str], str],
+    ) -> None:
+        self.script, self.hangs, self.answer = script, hangs, answer
         self.root_turns: list[int] = []
         self.sub_prompts: list[str] = []
         self.hang = True
@@ -76,13 +82,20 @@ class KillableModel:
             turn = replies_so_far(body)
             with self._lock:
                 self.root_turns.append(turn)
-            return KILL_SCRIPT[min(turn, len(KILL_SCRIPT) - 1)]
+            return self.script[min(turn, len(self.script) - 1)]
         prompt = last_user_text(body)
         with self._lock:
             self.sub_prompts.append(prompt)
-        if self.hang and int(prompt.split()[-1]) % 2:
+        if self.hang and self.hangs(prompt):
             self.release.wait(60)
-        return f"answer to {prompt}"
+        return self.answer(prompt)
+
+
+def killable_model() -> HangingModel:
+    """Sub-calls for odd items hang."""
+    return HangingModel(
+        KILL_SCRIPT, lambda p: int(p.split()[-1]) % 2 == 1, lambda p: f"answer to {p}"
+    )
 
 
 def memo_rows(target: str) -> int:
@@ -138,7 +151,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def kill_and_resume(stub: Start, tmp_path: Path, target: str) -> None:
-    model = KillableModel()
+    model = killable_model()
     server = stub(model)
     context = tmp_path / "numbers.txt"
     context.write_text("irrelevant context\n" * 50)
@@ -204,24 +217,9 @@ HANDOVER_SCRIPT = [
 ]
 
 
-class HandoverModel:
-    """Root replies by iteration; the 'slow one' sub-call hangs until released."""
-
-    def __init__(self) -> None:
-        self.root_turns: list[int] = []
-        self.sub_prompts: list[str] = []
-        self.release = threading.Event()
-
-    def __call__(self, body: dict[str, Any]) -> StubReply | str:
-        if is_root_request(body):
-            turn = replies_so_far(body)
-            self.root_turns.append(turn)
-            return HANDOVER_SCRIPT[min(turn, len(HANDOVER_SCRIPT) - 1)]
-        prompt = last_user_text(body)
-        self.sub_prompts.append(prompt)
-        if prompt == "slow one":
-            self.release.wait(60)
-        return prompt.split()[0]
+def handover_model() -> HangingModel:
+    """The 'slow one' sub-call hangs."""
+    return HangingModel(HANDOVER_SCRIPT, lambda p: p == "slow one", lambda p: p.split()[0])
 
 
 def worker_env(home: Path) -> dict[str, str]:
@@ -246,7 +244,7 @@ def test_a_thread_moves_to_another_worker_when_its_worker_dies(
     a home of its own, resumes the same run and thread: it rebuilds the sandbox by replay
     and asks only the prompt that was in flight again.
     """
-    model = HandoverModel()
+    model = handover_model()
     server = stub(model)
     context = tmp_path / "context.txt"
     context.write_text("some context\n" * 20)
