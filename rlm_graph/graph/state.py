@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from rlm_graph.models.pricing import CostReport
 from rlm_graph.models.usage import add_usage
@@ -28,13 +30,20 @@ class TurnRecord(TypedDict):
 
 
 class InputState(TypedDict, total=False):
-    """What a caller sends: a question and the context (or where to find it)."""
+    """A question, and the context to answer it over: text or JSON, or a file or folder."""
 
-    question: str
-    context: Any
-    context_path: str
-    context_ref: ContextRef
-    messages: Annotated[list[AnyMessage], add_messages]
+    question: Annotated[str, Field(description="What to find out from the context.")]
+    context: Annotated[Any, Field(description="The context itself: text or JSON.")]
+    context_path: Annotated[
+        str, Field(description="Or a file or folder to read it from, where the graph runs.")
+    ]
+    # Studio draws its input form from this schema's JSON schema, so fields a person
+    # does not type are left out of it while still accepted: ``context_ref`` comes from
+    # ``rlm_graph.api.reference`` (embedders), ``messages`` from Studio's chat view (the
+    # last human message is the question). LangGraph takes a reducer from the last
+    # ``Annotated`` item, so ``add_messages`` stays last.
+    context_ref: Annotated[ContextRef, SkipJsonSchema()]
+    messages: Annotated[list[AnyMessage], SkipJsonSchema(), add_messages]
 
 
 class Step(TypedDict):
