@@ -79,7 +79,7 @@ def measure(path: Path) -> list[tuple[str, str]]:
     if result.answer != "7213" or not marks:
         raise RuntimeError(f"the needle was not found: {result.answer!r} {result.error}")
     started = time.perf_counter()
-    hits = search_file(path, PATTERN, 5, 0, size)
+    hits = search_file(path, PATTERN, 5, 0, size).hits
     searched = time.perf_counter() - started
     assert len(hits) == 1
     grep = min(_grep_seconds(path) for _ in range(2))

@@ -156,6 +156,13 @@ class Settings:
             "searches on the host (always above 2000 MiB, the wasm32 string limit)."
         },
     )
+    cell_scan_mb: int = field(
+        default=32_768,
+        metadata={
+            "description": "MiB of a lazy context one cell may read and search (slices, "
+            "lines, chunks, context.search); the cell's output says how much it scanned."
+        },
+    )
     model_timeout: float = field(
         default=180.0,
         metadata={"description": "Seconds one model request may take before it is retried."},
@@ -223,6 +230,7 @@ class Settings:
             ("sub_model_window_tokens", 0),
             ("sandbox_memory_mb", 64),
             ("lazy_context_mb", 1),
+            ("cell_scan_mb", 1),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
             ("max_tokens", 0),

@@ -101,6 +101,7 @@ def sandbox_limits(settings: Settings) -> Limits:
         settings.cell_cpu_instructions,
         settings.sandbox_memory_mb,
         settings.lazy_context_mb << 20,
+        settings.cell_scan_mb << 20,
     )
 
 

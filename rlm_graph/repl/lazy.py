@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 # Bytes read per step: big enough that a literal search runs at memory speed, small
 # enough to stay a rounding error beside the sandbox's own memory.
@@ -30,11 +30,19 @@ class Hit(TypedDict):
     line: str
 
 
-def search_file(path: Path, pattern: str, max_hits: int, start: int, stop: int) -> list[Hit]:
+class Scan(NamedTuple):
+    """What a search found, and how far into the file it read (its cost to the cell)."""
+
+    hits: list[Hit]
+    end: int
+
+
+def search_file(path: Path, pattern: str, max_hits: int, start: int, stop: int) -> Scan:
     """Matches of ``pattern`` (a regex over the UTF-8 bytes) in bytes [start, stop) of ``path``.
 
     The file is scanned in blocks cut after a line break, so a match never spans two
-    lines' worth of blocks: like grep, a match lies within a block of whole lines.
+    lines' worth of blocks: like grep, a match lies within a block of whole lines. The
+    scan ends at ``stop`` or at the ``max_hits``-th hit, whichever comes first.
     """
     try:
         regex = re.compile(pattern.encode("utf-8", errors="surrogatepass"))
@@ -42,13 +50,14 @@ def search_file(path: Path, pattern: str, max_hits: int, start: int, stop: int) 
         raise ValueError(f"bad pattern {pattern!r}: {exc}") from exc
     max_hits = min(max(max_hits, 0), MAX_HITS)
     hits: list[Hit] = []
-    base, tail = start, b""
+    base, tail, end = start, b"", start
     with path.open("rb") as reader:
         reader.seek(start)
         remaining = max(stop - start, 0)
         while len(hits) < max_hits:
             data = reader.read(min(SEARCH_BLOCK, remaining))
             remaining -= len(data)
+            end += len(data)
             block = tail + data
             last = not data or remaining <= 0
             cut = len(block) if last else block.rfind(b"\n") + 1 or len(block)
@@ -59,7 +68,7 @@ def search_file(path: Path, pattern: str, max_hits: int, start: int, stop: int) 
             if last:
                 break
             base, tail = base + cut, block[cut:]
-    return hits
+    return Scan(hits, end)
 
 
 def _hit(block: bytes, cut: int, match: re.Match[bytes], base: int) -> Hit:
@@ -77,13 +86,50 @@ def _text(data: bytes) -> str:
     return data[:MAX_LINE_BYTES].decode("utf-8", errors="replace")
 
 
-def search_request(kwargs: dict[str, Any]) -> tuple[str, int, int, int] | str:
+class SearchRequest(NamedTuple):
+    """A ``_rlm_search`` call: the search, and the bytes the cell has read so far."""
+
+    pattern: str
+    max_hits: int
+    start: int
+    stop: int
+    read: int
+
+
+def search_request(kwargs: dict[str, Any]) -> SearchRequest | str:
     """The arguments of a ``_rlm_search`` call, or why they are refused."""
-    if set(kwargs) != {"pattern", "max_hits", "start", "stop"}:
-        return "_rlm_search takes keyword arguments pattern, max_hits, start, stop"
-    pattern, numbers = kwargs["pattern"], [kwargs[k] for k in ("max_hits", "start", "stop")]
+    names = SearchRequest._fields
+    if set(kwargs) != set(names):
+        return "_rlm_search takes keyword arguments " + ", ".join(names)
+    pattern, numbers = kwargs["pattern"], [kwargs[k] for k in names[1:]]
     if not isinstance(pattern, str) or not all(
         isinstance(n, int) and not isinstance(n, bool) for n in numbers
     ):
-        return "_rlm_search takes pattern=str and integer max_hits, start, stop"
-    return pattern, numbers[0], numbers[1], numbers[2]
+        return "_rlm_search takes pattern=str and integer " + ", ".join(names[1:])
+    return SearchRequest(pattern, *numbers)
+
+
+def search_budgeted(path: Path, request: SearchRequest, budget: int) -> tuple[Scan, str]:
+    """:func:`search_file` reading at most ``budget`` bytes; why it stopped short, if it did.
+
+    A search cut short by the budget is refused rather than answered with some of its
+    hits: a partial list would read as "no more matches".
+    """
+    pattern, max_hits, start, stop, _ = request
+    end = min(stop, start + max(budget, 0))
+    scan = search_file(path, pattern, max_hits, start, end)
+    if end >= stop or len(scan.hits) >= min(max_hits, MAX_HITS):
+        return scan, ""
+    return scan, (
+        f"the search reached the cell's scan limit at byte {scan.end:,}: search "
+        f"[{start:,}, {scan.end:,}) and the rest in separate cells, or narrow it with "
+        "start/stop"
+    )
+
+
+def scanned_note(count: int) -> str:
+    """The line the model reads below a cell that read or searched a lazy context."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"[scanned {count / (1 << shift):.1f} {unit} of the context in this cell]"
+    return f"[scanned {count:,} bytes of the context in this cell]"

@@ -23,6 +23,31 @@ class SubCallFailed(RuntimeError):
     """Raised by llm_query when the sub-call could not be answered."""
 
 
+class ScanLimitError(RuntimeError):
+    """The cell read and searched as much of a lazy context as one cell may."""
+
+
+# Bytes of a lazy context this cell read (counted here: reads go to the mount directly)
+# and searched (counted by the host, which sends its count with every search reply).
+_rlm_scan = {"limit": 0, "read": 0, "searched": 0}
+
+
+def _rlm_begin_cell(number):
+    _rlm_random.seed(number)  # so random draws replay
+    _rlm_scan["read"] = _rlm_scan["searched"] = 0
+
+
+def _rlm_charge(count):
+    total = _rlm_scan["read"] + _rlm_scan["searched"] + count
+    if total > _rlm_scan["limit"]:
+        raise ScanLimitError(
+            f"reading {count:,} more bytes would bring this cell's reads and searches of the "
+            f"context to {total:,} bytes, over the {_rlm_scan['limit']:,} one cell may "
+            "(cell_scan_mb): go on in the next cell"
+        )
+    _rlm_scan["read"] += count
+
+
 _rlm_final = []
 answer = {"content": None, "ready": False}
 
@@ -119,6 +144,7 @@ class LazyText:
                 f"a read of {stop - start:,} bytes is over the {self.MAX_READ:,} allowed at "
                 "once: use context.chunks(...) or await context.search(...)"
             )
+        _rlm_charge(stop - start)
         self._file.seek(start)
         return self._file.read(stop - start)
 
@@ -180,9 +206,11 @@ class LazyText:
         reply = await _rlm_search(
             max_hits=int(max_hits),
             pattern=str(pattern),
+            read=_rlm_scan["read"],
             start=self._offset(start, 0),
             stop=self._offset(stop, self.size),
         )
+        _rlm_scan["searched"] = reply.get("searched", _rlm_scan["searched"])
         if reply["ok"]:
             return reply["value"]
         raise ValueError(reply["error"])
@@ -226,8 +254,9 @@ def _rlm_char_start(data):
     return index
 
 
-def _rlm_bind_context(path, kind, lazy):
+def _rlm_bind_context(path, kind, lazy, scan_limit):
     _rlm_seal_streams()
+    _rlm_scan["limit"] = scan_limit
     if lazy:
         import os
 
@@ -240,9 +269,10 @@ def _rlm_bind_context(path, kind, lazy):
 
 
 def _rlm_collect():
-    """Report (and clear) a final answer given by FINAL, FINAL_VAR or the answer dict."""
+    """Report the bytes of a lazy context the cell read, and (clearing it) a final answer
+    given by FINAL, FINAL_VAR or the answer dict."""
     global _rlm_result
-    _rlm_result = None
+    _rlm_result = {"read": _rlm_scan["read"]}
     if _rlm_final:
         value = _rlm_final.pop()  # cleared first: an answer that fails to convert
     elif isinstance(answer, dict) and answer.get("ready"):
@@ -250,5 +280,5 @@ def _rlm_collect():
         value = answer.get("content")
     else:
         return
-    _rlm_result = {"value": _rlm_jsonable(value)}
+    _rlm_result = {"read": _rlm_scan["read"], "value": _rlm_jsonable(value)}
 '''

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import eryx
 
-from rlm_graph.repl.lazy import search_file, search_request
+from rlm_graph.repl.lazy import SearchRequest, scanned_note, search_budgeted, search_request
 from rlm_graph.repl.prelude import PRELUDE
 from rlm_graph.storage.contexts import blob_dir, blob_name, context_file, is_lazy
 from rlm_graph.storage.home import home
@@ -108,6 +108,8 @@ class Limits:
     memory_mb: int
     # Text contexts larger than this are a LazyText handle instead of a str.
     lazy_context_bytes: int = 256 << 20
+    # Bytes of a lazy context one cell may read and search.
+    scan_bytes: int = 32 << 30
 
     def resource_limits(self) -> eryx.ResourceLimits:
         """Eryx limits: the callback timeout outlasts the host's own wait for a sub-call.
@@ -135,6 +137,8 @@ class CellOutcome:
     journal: list[Any]
     final: dict[str, Any] | None
     seconds: float
+    scanned: int = 0
+    """Bytes of a lazy context the cell read and searched."""
 
     @property
     def output(self) -> str:
@@ -144,6 +148,8 @@ class CellOutcome:
             parts.append(self.stderr)
         if self.error and self.error not in self.stderr:  # eryx may print it there too
             parts.append(self.error)
+        if self.scanned:
+            parts.append(scanned_note(self.scanned))
         return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
@@ -365,6 +371,7 @@ class Sandbox(SandboxBase):
     def __init__(self, ref: ContextRef, limits: Limits) -> None:
         super().__init__(ref, limits)
         self._journal = _Journal()
+        self._searched = 0  # bytes the host searched for the current cell
         self._stdout = _Capture()
         self._stderr = _Capture()
         self._session = sandbox_factory().create_session(
@@ -394,7 +401,9 @@ class Sandbox(SandboxBase):
         path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
         lazy = is_lazy(ref, limits.lazy_context_bytes)
         try:
-            self._session.execute(f"_rlm_bind_context({path!r}, {ref['kind']!r}, {lazy})")
+            self._session.execute(
+                f"_rlm_bind_context({path!r}, {ref['kind']!r}, {lazy}, {limits.scan_bytes})"
+            )
         except (eryx.EryxError, TimeoutError) as exc:
             unit = "characters" if ref["kind"] == "text" else "items"
             # text can instead be read on demand, in a few MB whatever its size
@@ -430,14 +439,23 @@ class Sandbox(SandboxBase):
         request = search_request(kwargs)
         if isinstance(request, str) or args:
             return _refused(request if isinstance(request, str) else "keyword arguments only")
-        return guarded(lambda: self._search(*request))
+        return guarded(lambda: self._search(request))
 
-    def _search(self, pattern: str, max_hits: int, start: int, stop: int) -> dict[str, Any]:
+    def _search(self, request: SearchRequest) -> dict[str, Any]:
+        """Search on the host, within what is left of the cell's scan limit.
+
+        The guest counts its own reads (it reads the mount directly) and sends the sum;
+        the host counts what it searched, and the guest learns that from every reply.
+        """
+        budget = self.limits.scan_bytes - request.read - self._searched
         try:
-            hits = search_file(context_file(self.ref), pattern, max_hits, start, stop)
+            scan, stopped = search_budgeted(context_file(self.ref), request, budget)
         except ValueError as exc:  # a bad pattern: the model's to fix
-            return _refused(str(exc))
-        return {"ok": True, "value": hits}
+            return {**_refused(str(exc)), "searched": self._searched}
+        self._searched += scan.end - request.start
+        if stopped:
+            return {**_refused(stopped), "searched": self._searched}
+        return {"ok": True, "value": scan.hits, "searched": self._searched}
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error."""
@@ -454,11 +472,12 @@ class Sandbox(SandboxBase):
         self._stdout.take()
         self._stderr.take()
         self._journal = _Journal(journal)
+        self._searched = 0
         started = time.perf_counter()
         failure: Exception | None = None
         self.cells_run += 1
         try:
-            self._session.execute(f"_rlm_random.seed({self.cells_run})")
+            self._session.execute(f"_rlm_begin_cell({self.cells_run})")
             self._session.execute(code)
         except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
             failure = exc
@@ -468,33 +487,45 @@ class Sandbox(SandboxBase):
         entries = self._journal.entries
         if failure is not None and (halted or not self._alive()):
             self.broken = True
-            return CellOutcome(stdout, stderr, error, True, entries, None, seconds)
-        final, problem = self._collect()
+            return CellOutcome(stdout, stderr, error, True, entries, None, seconds, self._searched)
+        final, read, problem = self._collect()
+        scanned = self._searched + read
         if problem and not self._alive():
             self.broken = True
-            return CellOutcome(stdout, stderr, problem + REBUILT, True, entries, None, seconds)
+            error = problem + REBUILT
+            return CellOutcome(stdout, stderr, error, True, entries, None, seconds, scanned)
         error = "\n".join(part for part in (error, problem) if part)
-        return CellOutcome(stdout, stderr, error, False, entries, final, seconds)
+        return CellOutcome(stdout, stderr, error, False, entries, final, seconds, scanned)
 
-    def _collect(self) -> tuple[dict[str, Any] | None, str]:
-        """The answer the cell gave, if any, or why it cannot be taken out of the sandbox.
+    def _collect(self) -> tuple[dict[str, Any] | None, int, str]:
+        """The cell's answer, if any, and the bytes of a lazy context its code read.
 
-        The answer crosses as JSON: a huge one (measured: 200 MB) fails inside eryx, and
-        one that crosses would still land in every checkpoint of the thread.
+        Or why the answer cannot be taken out of the sandbox: it crosses as JSON, and a
+        huge one (measured: 200 MB) fails inside eryx, and one that crosses would still
+        land in every checkpoint of the thread.
         """
         try:
             data = self._session.execute("_rlm_collect()").result_json
         except (eryx.EryxError, TimeoutError) as exc:
-            return None, (
-                f"FinalError: the answer could not be taken out of the sandbox "
-                f"({_last_line(exc)}): answer with a smaller value"
+            return (
+                None,
+                0,
+                (
+                    f"FinalError: the answer could not be taken out of the sandbox "
+                    f"({_last_line(exc)}): answer with a smaller value"
+                ),
             )
         if data and len(data) > MAX_ANSWER_BYTES:
-            return None, (
-                f"FinalError: the answer is {len(data):,} bytes as JSON, over the "
-                f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
+            return (
+                None,
+                0,
+                (
+                    f"FinalError: the answer is {len(data):,} bytes as JSON, over the "
+                    f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
+                ),
             )
-        return (json.loads(data) if data else None), ""
+        result = json.loads(data) if data else {}
+        return ({"value": result["value"]} if "value" in result else None), result["read"], ""
 
 
 def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:

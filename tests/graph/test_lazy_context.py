@@ -31,3 +31,4 @@ def test_the_needle_is_found_in_two_cells_and_the_model_sees_only_the_preview(
     bodies = [json.dumps(r.body) for r in server.requests]
     assert "read on demand through a handle" in bodies[0]
     assert all("0090000 filler" not in body for body in bodies)  # never past the preview
+    assert "[scanned 3.5 MiB of the context in this cell]" in bodies[1]

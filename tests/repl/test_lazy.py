@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -85,9 +86,9 @@ def test_search_finds_every_hit_across_block_seams(
     monkeypatch.setattr(lazy, "SEARCH_BLOCK", 4096)  # hundreds of seams
     data = TEXT.encode()
     expected = [m.start() for m in re.finditer(rb"word[36]", data)]
-    hits = lazy.search_file(context_file(box.ref), "word[36]", 100_000, 0, len(data))
+    hits = lazy.search_file(context_file(box.ref), "word[36]", 100_000, 0, len(data)).hits
     assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS]
-    window = lazy.search_file(context_file(box.ref), "word", 3, 1000, 2000)
+    window = lazy.search_file(context_file(box.ref), "word", 3, 1000, 2000).hits
     assert [h["offset"] for h in window] == [
         m.start() + 1000 for m in re.finditer(rb"word", data[1000:2000])
     ][:3]
@@ -99,6 +100,35 @@ def test_cells_that_read_the_handle_replay_to_the_same_values(box: Sandbox) -> N
     again = Sandbox(box.ref, LAZY)
     again.replay([cell(code, [])])
     assert printed(again, "print(seen)") == printed(box, "print(seen)")
+
+
+def test_a_cell_reports_what_it_scanned(box: Sandbox) -> None:
+    out = box.run("await context.search('no such text')")
+    assert out.scanned == len(TEXT.encode())
+    assert out.output == "[scanned 1.5 MiB of the context in this cell]"
+    out = box.run("head = context[0:1000]")  # 1,000 bytes and 4 to find a character's start
+    assert out.scanned == 1004
+    assert box.run("x = 1").output == ""  # a cell that reads nothing says nothing
+
+
+def test_reads_and_searches_stop_at_the_cells_scan_limit() -> None:
+    limits = dataclasses.replace(LAZY, scan_bytes=1 << 20)
+    box = IsolatedSandbox(store_value(TEXT), limits)  # the count crosses the worker's socket
+    try:
+        out = box.run("await context.search('no such text')")
+        assert "reached the cell's scan limit at byte 1,048,576" in out.error
+        assert out.scanned == 1 << 20
+        out = box.run("a = context[0:600_000]\nb = context[600_000:1_200_000]")
+        assert "ScanLimitError" in out.error and "(cell_scan_mb)" in out.error
+        assert 600_000 < out.scanned < 1 << 20  # the refused read was not made
+        # each cell has the whole limit; a search that ends at max_hits is answered
+        out = box.run("print(len(await context.search('word3', max_hits=2)))")
+        assert out.stdout == "2\n" and not out.error
+        out = box.run("a = context[0:1_000_000]\nawait context.search('word3', max_hits=10**4)")
+        assert "reached the cell's scan limit" in out.error  # reads and searches share it
+        assert out.scanned == 1 << 20
+    finally:
+        box.close()
 
 
 def _memory(pid: int, field: str) -> int:
