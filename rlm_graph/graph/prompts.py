@@ -100,6 +100,8 @@ Offsets are UTF-8 byte offsets; no cut splits a character.
   run on the host over the whole context, far faster than a loop: search first, then
   read around the hits, e.g. `context.lines(hits[0]["offset"] - 2000, 40)`.
 `str(context)` and `print(context)` raise; `len(context)` fails above 2 GB.
+A cell's reads and searches are capped in bytes (cell_scan_mb); its output ends with
+how much it scanned.
 """
 
 BEST_EFFORT_PROMPT = """\
