@@ -9,13 +9,15 @@ from collections.abc import Sequence
 
 from rlm_graph.redact import redact_secrets
 
+_NARROWER = "print a narrower slice to see them"
 
-def truncate(text: str, limit: int) -> str:
+
+def truncate(text: str, limit: int, why: str = _NARROWER) -> str:
     """Keep the head and tail of ``text`` within ``limit`` characters.
 
     Both ends matter in REPL output (the head shows what started, the tail shows the
-    error or the final print), and the marker tells the model how much it did not see,
-    so it can narrow its next print instead of guessing.
+    error or the final print), and the marker tells the model how much it did not see
+    and ``why``, so it can narrow its next print instead of guessing.
     """
     if len(text) <= limit:
         return text
@@ -23,7 +25,7 @@ def truncate(text: str, limit: int) -> str:
     # shrink what is kept until the two agree (the count only grows, so this ends).
     keep = limit
     while True:
-        marker = _cut_marker(len(text) - keep)
+        marker = _cut_marker(len(text) - keep, why)
         fitted = max(limit - len(marker), 0)
         if fitted == keep:
             break
@@ -33,8 +35,8 @@ def truncate(text: str, limit: int) -> str:
     return text[:head] + marker + (text[-tail:] if tail else "")
 
 
-def _cut_marker(cut: int) -> str:
-    return f"\n[... {cut:,} characters cut; print a narrower slice to see them ...]\n"
+def _cut_marker(cut: int, why: str) -> str:
+    return f"\n[... {cut:,} characters cut; {why} ...]\n"
 
 
 def preview(text: str, limit: int) -> str:

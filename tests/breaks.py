@@ -72,7 +72,7 @@ BREAKS = (
             ),
             Edit(
                 "rlm_graph/graph/prompts.py",
-                'truncate(cell["output"], max_output_chars) or "(no output)"',
+                'truncate(cell["output"], limit) or "(no output)"',
                 'cell["output"] or "(no output)"',
             ),
         ),

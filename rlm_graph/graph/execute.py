@@ -16,6 +16,7 @@ from langgraph.types import interrupt
 
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph.approval import review
+from rlm_graph.graph.prompts import root_window
 from rlm_graph.graph.recursion import executor_for
 from rlm_graph.graph.runtime import (
     blobs_of,
@@ -128,7 +129,7 @@ async def run_step(
             reply=step["reply"],
             tool_call_id=step["tool_call_id"],
         )
-        outcome, cell = await bench.arun(code, meta, settings.max_output_chars)
+        outcome, cell = await bench.arun(code, meta, root_window(settings).output_chars)
         if kind == "model":
             cell["sub_calls"] = broker.calls
             if note := broker.failure_note():

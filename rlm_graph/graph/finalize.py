@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph import prompts
-from rlm_graph.graph.plan import call_root, conversation, reply_event
+from rlm_graph.graph.plan import WindowFull, ask_fitted, conversation, reply_event
 from rlm_graph.graph.runtime import (
     blobs_of,
     emit,
@@ -36,16 +36,15 @@ from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.records import load_cell
-from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
 from rlm_graph.text import one_line
 
 
 def best_effort_request(
-    state: State, settings: Settings, scope: Scope, blobs: Blobs
+    state: State, settings: Settings, scope: Scope, blobs: Blobs, tightness: int = 0
 ) -> list[AnyMessage]:
     """The conversation so far, ending in the request for the best answer it supports."""
-    messages = conversation(state, settings, scope, blobs, tool_calling=False)
+    messages = conversation(state, settings, scope, blobs, tool_calling=False, tightness=tightness)
     if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))
@@ -56,10 +55,8 @@ async def best_effort(
     state: State, settings: Settings, scope: Scope, blobs: Blobs
 ) -> tuple[str, dict[str, Any]]:
     """One last model call, without tools, for the best answer the history supports."""
-    messages = await asyncio.to_thread(best_effort_request, state, settings, scope, blobs)
-    started = time.perf_counter()
-    reply = await in_call_pool(lambda: call_root(messages, settings, scope, tools=False))
-    seconds = time.perf_counter() - started
+    build = partial(best_effort_request, state, settings, scope, blobs)
+    reply, seconds = await ask_fitted(build, settings, scope, tools=False)
     event = reply_event(reply, settings, scope.depth, state.get("iteration", 0), seconds, "")
     event["best_effort"] = True
     emit(event)
@@ -83,6 +80,16 @@ def release_run_sandbox(state: State, thread: str) -> None:
         Blobs.forget(state["sandbox_id"])
 
 
+async def cut_short(
+    state: State, scope: Scope, blobs: Blobs, reason: str
+) -> tuple[FinalStatus, Any, dict[str, Any]]:
+    """How a run stopped by ``reason`` ends: the root answers with its last output."""
+    if scope.answers_partially:
+        last = await asyncio.to_thread(best_so_far, state, blobs)
+        return "budget_exhausted", last, {"stop_reason": reason}
+    return "budget_exhausted", "", {"error": f"{reason} before this sub-RLM answered"}
+
+
 async def outcome(
     state: State, settings: Settings, scope: Scope, blobs: Blobs
 ) -> tuple[FinalStatus, Any, dict[str, Any]]:
@@ -90,12 +97,11 @@ async def outcome(
     if state.get("status") == "answered":
         return "answered", state.get("answer"), {}
     if reason := state.get("stop_reason") or scope.blocked(settings):
-        if scope.answers_partially:
-            last = await asyncio.to_thread(best_so_far, state, blobs)
-            return "budget_exhausted", last, {"stop_reason": reason}
-        return "budget_exhausted", "", {"error": f"{reason} before this sub-RLM answered"}
+        return await cut_short(state, scope, blobs, reason)
     try:
         answer, extra = await best_effort(state, settings, scope, blobs)
+    except WindowFull as exc:
+        return await cut_short(state, scope, blobs, str(exc))
     except Exception as exc:  # the run's cells stay in state either way
         return "failed", "", {"error": f"best-effort answer failed: {one_line(exc)}"}
     return "budget_exhausted", answer, extra

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -30,7 +32,7 @@ from rlm_graph.graph.runtime import (
 )
 from rlm_graph.graph.state import State
 from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
-from rlm_graph.models.endpoints import call_failure
+from rlm_graph.models.endpoints import call_failure, exceeds_window
 from rlm_graph.models.loading import ModelConfigError
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
@@ -127,14 +129,21 @@ def root_model(settings: Settings, scope: Scope) -> BaseChatModel:
 
 
 def conversation(
-    state: State, settings: Settings, scope: Scope, blobs: Blobs, *, tool_calling: bool
+    state: State,
+    settings: Settings,
+    scope: Scope,
+    blobs: Blobs,
+    tightness: int = 0,
+    *,
+    tool_calling: bool,
 ) -> list[AnyMessage]:
     """What the root model reads: instructions, the question, this turn's cells."""
     turn = state.get("turn", 1)
     refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
+    window = prompts.root_window(settings, tightness)
     system = prompts.system_prompt(
         state["context_ref"],
-        max_output_chars=settings.max_output_chars,
+        max_output_chars=window.output_chars,
         max_iterations=settings.max_iterations,
         max_sub_calls=settings.max_sub_calls,
         sub_window_tokens=settings.sub_window,
@@ -150,8 +159,54 @@ def conversation(
         load_cells(blobs, state["sandbox_id"], refs),
         iteration=state.get("iteration", 0),
         max_iterations=settings.max_iterations,
-        max_output_chars=settings.max_output_chars,
+        window=window,
     )
+
+
+class WindowFull(RuntimeError):
+    """The root model refused the conversation as too long, even trimmed harder."""
+
+
+async def ask_fitted(
+    build: Callable[[int], list[AnyMessage]],
+    settings: Settings,
+    scope: Scope,
+    *,
+    tools: bool,
+    config: RunnableConfig | None = None,
+    first: Callable[[list[AnyMessage]], None] = lambda messages: None,
+) -> tuple[AIMessage, float]:
+    """The reply to the conversation ``build`` makes (given a tightness), and its latency.
+
+    A server that refuses the prompt as too long (its tokenizer counts more tokens than
+    3 characters each, or a window set by hand is wrong) is asked once more with the
+    conversation trimmed to half the room; a second refusal raises :class:`WindowFull`.
+    ``first`` sees the first conversation built.
+    """
+
+    async def attempt(tightness: int) -> tuple[AIMessage, float]:
+        messages = await asyncio.to_thread(build, tightness)
+        if not tightness:
+            first(messages)
+        started = time.perf_counter()
+        ask = partial(call_root, messages, settings, scope, tools=tools, config=config)
+        reply = await in_call_pool(ask)
+        return reply, time.perf_counter() - started
+
+    try:
+        return await attempt(0)
+    except Exception as exc:
+        if not exceeds_window(exc):
+            raise
+    try:
+        return await attempt(1)
+    except Exception as exc:
+        if exceeds_window(exc):
+            raise WindowFull(
+                f"the root model's window ({settings.root_window:,} tokens) is full: "
+                f"{call_failure(exc)}"
+            ) from exc
+        raise
 
 
 async def ask_root(
@@ -159,17 +214,15 @@ async def ask_root(
 ) -> tuple[AIMessage, float]:
     """One root-model call on the conversation so far: the reply and its latency."""
     iteration = view.get("iteration", 0) + 1
-    messages = await asyncio.to_thread(
-        conversation, view, settings, scope, blobs, tool_calling=settings.tool_calling
-    )
-    emit(iteration_event(messages, iteration, scope.depth))
-    config: RunnableConfig = {"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])}
-    started = time.perf_counter()
     tools = settings.tool_calling
-    reply = await in_call_pool(
-        lambda: call_root(messages, settings, scope, tools=tools, config=config)
+    return await ask_fitted(
+        partial(conversation, view, settings, scope, blobs, tool_calling=tools),
+        settings,
+        scope,
+        tools=tools,
+        config={"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])},
+        first=lambda messages: emit(iteration_event(messages, iteration, scope.depth)),
     )
-    return reply, time.perf_counter() - started
 
 
 def call_root(
@@ -230,6 +283,8 @@ async def plan(
         reply, seconds = await ask_root(view, settings, scope, blobs)
     except (MissingRecord, ModelConfigError) as exc:  # their text says what to do
         return {**update, **stopped("failed", error=str(exc))}
+    except WindowFull as exc:  # finalize answers from what the cells showed
+        return {**update, **stopped("budget_exhausted", stop_reason=str(exc))}
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         return {**update, **stopped("failed", error=f"root model call failed: {call_failure(exc)}")}
     step = step_from(parse_reply(reply))
@@ -266,7 +321,7 @@ def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> I
     event = events.iteration(
         depth=depth,
         iteration=iteration,
-        prompt_chars=sum(len(str(m.content)) for m in messages),
+        prompt_chars=prompts.prompt_chars(messages),
         prompt_messages=len(messages),
     )
     if iteration == 1:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 
 from rlm_graph.graph.replies import TOOL_NAME
 from rlm_graph.graph.state import TurnRecord
+from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
+from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextRef
 from rlm_graph.storage.records import Cell
 from rlm_graph.text import preview, truncate
@@ -109,10 +112,46 @@ The iteration budget is spent. From what the cells above showed, give your best 
 answer to the question now, as plain text with no code. If it is uncertain, say what is
 known and what is not."""
 
+# The root window's share left for the reply: a 1.5B model's replies ran to ~500 tokens,
+# and a server counts a requested max_tokens into the window too.
+REPLY_SHARE = 4
+# One cell's output may fill an eighth of the window: 3,072 characters of an 8,192-token
+# window (five such outputs and the 2,600-character system prompt fit before older ones
+# shrink); from
+# 53,334 tokens up the 20,000 default is the smaller and holds.
+OUTPUT_SHARE = 8
+OLDER_OUTPUT_CHARS = 400  # what an older output keeps when the conversation must shrink
+OLDER_CUT = "an older output, shortened to fit the model's window"
+LEFT_OUT = (
+    "[Left out to fit the model's window: the first {} cell(s) of this question; what "
+    "they defined is still in the REPL.]"
+)
+
 CHILD_QUESTION = (
     "The variable `context` holds a request from a calling program. Do what it asks and "
     "return the result with FINAL."
 )
+
+
+@dataclass(frozen=True)
+class RootWindow:
+    """What the root model's window holds, in characters (at the conservative estimate)."""
+
+    tokens: int
+    max_output_chars: int
+    tightness: int = 0
+    """1 after the server refused a prompt as too long: half the room."""
+
+    @property
+    def prompt_chars(self) -> int:
+        """Room for the whole prompt; a quarter of the window stays for the reply."""
+        chars = self.tokens * WINDOW_CHARS_PER_TOKEN
+        return (chars - chars // REPLY_SHARE) >> self.tightness
+
+    @property
+    def output_chars(self) -> int:
+        """What one cell's output may show: ``max_output_chars``, less on a small window."""
+        return min(self.max_output_chars, self.tokens * WINDOW_CHARS_PER_TOKEN // OUTPUT_SHARE)
 
 
 def describe_context(ref: ContextRef) -> str:
@@ -167,34 +206,70 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def render_cells(cells: Sequence[Cell], max_output_chars: int) -> list[AnyMessage]:
-    """The conversation so far: each model reply followed by what its code printed."""
-    messages: list[AnyMessage] = []
-    for cell in cells:
-        if cell["kind"] == "system":
-            continue
-        shown = (truncate(cell["output"], max_output_chars) or "(no output)") + cell.get(
-            "host_note", ""
-        )
-        if cell["tool_call_id"]:
-            messages.append(
-                AIMessage(
-                    content=cell["reply"],
-                    tool_calls=[
-                        {
-                            "id": cell["tool_call_id"],
-                            "name": TOOL_NAME,
-                            "args": {"code": cell["code"]},
-                        }
-                    ],
-                )
-            )
-            messages.append(ToolMessage(content=shown, tool_call_id=cell["tool_call_id"]))
-        else:
-            messages.append(AIMessage(content=cell["reply"]))
-            label = "REPL output" if cell["code"] else "Note"
-            messages.append(HumanMessage(content=f"{label}:\n{shown}"))
+def root_window(settings: Settings, tightness: int = 0) -> RootWindow:
+    """The root model's window for these settings; ``tightness`` 1 halves the prompt's room."""
+    return RootWindow(settings.root_window, settings.max_output_chars, tightness)
+
+
+def prompt_chars(messages: Sequence[AnyMessage]) -> int:
+    """The characters a conversation sends: texts and the code of its tool calls."""
+    return sum(
+        len(str(m.content))
+        + sum(len(str(call["args"])) for call in getattr(m, "tool_calls", None) or [])
+        for m in messages
+    )
+
+
+def shown_output(cell: Cell, limit: int) -> str:
+    """What the model reads of a cell's output, before any note of the host."""
+    return truncate(cell["output"], limit) or "(no output)"
+
+
+def exchange(cell: Cell, shown: str) -> list[AnyMessage]:
+    """One cell as messages: the model's reply, then ``shown`` and the host's note."""
+    shown += cell.get("host_note", "")
+    if not cell["tool_call_id"]:
+        label = "REPL output" if cell["code"] else "Note"
+        return [AIMessage(content=cell["reply"]), HumanMessage(content=f"{label}:\n{shown}")]
+    call = {"id": cell["tool_call_id"], "name": TOOL_NAME, "args": {"code": cell["code"]}}
+    return [
+        AIMessage(content=cell["reply"], tool_calls=[call]),
+        ToolMessage(content=shown, tool_call_id=cell["tool_call_id"]),
+    ]
+
+
+def render_cells(cells: Sequence[Cell], window: RootWindow, room: int) -> list[AnyMessage]:
+    """The conversation so far, each reply followed by what its code printed, in ``room``.
+
+    Past the room, older outputs shrink first, oldest first, to their head and tail with
+    a note; then the oldest exchanges are left out; the newest output, what the model
+    acts on, shrinks last of all. Two cells printing 20,000 characters each pushed a 1.5B
+    model's next request past its 8,192-token window and lost the run (issue 18).
+    """
+    kept = [c for c in cells if c["kind"] != "system"]
+    shown = [shown_output(c, window.output_chars) for c in kept]
+    over = sum(prompt_chars(exchange(c, s)) for c, s in zip(kept, shown, strict=True)) - room
+    over = _shrink(shown, range(len(kept) - 1), over)
+    left_out = 0
+    while over > 0 and left_out < len(kept) - 1:
+        over -= prompt_chars(exchange(kept[left_out], shown[left_out]))
+        left_out += 1
+    _shrink(shown, range(left_out, len(kept)), over)
+    messages: list[AnyMessage] = [HumanMessage(LEFT_OUT.format(left_out))] if left_out else []
+    for cell, text in zip(kept[left_out:], shown[left_out:], strict=True):
+        messages.extend(exchange(cell, text))
     return messages
+
+
+def _shrink(shown: list[str], indices: range, over: int) -> int:
+    """Cut the outputs at ``indices`` in turn until ``over`` characters are gone; what is left."""
+    for i in indices:
+        if over <= 0:
+            break
+        shorter = truncate(shown[i], OLDER_OUTPUT_CHARS, OLDER_CUT)
+        over -= len(shown[i]) - len(shorter)
+        shown[i] = shorter
+    return over
 
 
 def build_messages(
@@ -204,17 +279,18 @@ def build_messages(
     *,
     iteration: int,
     max_iterations: int,
-    max_output_chars: int,
+    window: RootWindow,
 ) -> list[AnyMessage]:
-    """System prompt, the question, the history, and where the budget stands."""
+    """System prompt, the question, the history within the window, where the budget stands."""
     messages: list[AnyMessage] = [SystemMessage(system), HumanMessage(f"Question: {question}")]
-    messages.extend(render_cells(cells, max_output_chars))
+    ending: list[AnyMessage] = []
     if cells:
         left = max_iterations - iteration
-        messages.append(
+        ending.append(
             HumanMessage(
                 f"Iteration {iteration + 1} of {max_iterations} ({left - 1} left after this). "
                 f"Continue towards the answer to: {preview(question, 500)}"
             )
         )
-    return messages
+    room = window.prompt_chars - prompt_chars([*messages, *ending])
+    return [*messages, *render_cells(cells, window, room), *ending]

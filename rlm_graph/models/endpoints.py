@@ -65,3 +65,21 @@ def call_failure(exc: BaseException) -> str:
     text = one_line(exc)
     url = str(getattr(getattr(exc, "request", None), "url", "") or "")
     return redact_secrets(f"{text} ({url})") if url and url not in text else text
+
+
+# How servers word a prompt past the window: vLLM, llama-cpp-python and OpenAI
+# ("maximum context length", code context_length_exceeded), llama.cpp's llama-server
+# ("exceeds the available context size"), Anthropic ("prompt is too long").
+_WINDOW_ERRORS = (
+    "maximum context length",
+    "context_length_exceeded",
+    "exceeds the available context size",
+    "exceed_context_size",
+    "prompt is too long",
+)
+
+
+def exceeds_window(exc: BaseException) -> bool:
+    """Whether a model call failed because its prompt did not fit the model's window."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _WINDOW_ERRORS)

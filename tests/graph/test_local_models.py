@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from support import Script, fast_settings, tool
 
@@ -37,3 +38,53 @@ def test_tool_calls_written_as_text_still_run(stub: Serve) -> None:
     server = stub(Script([tool("FINAL(6 * 7)")]), local=LocalServer(tool_calls="text"))
     result = answer("q", "ctx", **fast_settings(server))
     assert (result.answer, result.status) == (42, "answered")
+
+
+def _root_requests(server: StubServer) -> list[dict[str, Any]]:
+    return [r.body for r in server.requests if r.body["messages"][0]["role"] == "system"]
+
+
+def test_the_root_prompt_stays_inside_a_small_window(stub: Serve) -> None:
+    # Two cells printing 20,000 characters each took the next request past 8,192 tokens
+    # and the run failed (issue 18); now the output is scaled to the window, and older
+    # outputs shrink once six of them would not fit.
+    prints = [tool(f"print('{letter}' * 20_000)") for letter in "abcdef"]
+    server = stub(Script([*prints, "FINAL(done)"]), local=LLAMA_CPP_8K)
+    result = answer("q", "ctx", **fast_settings(server, max_iterations=8))
+
+    assert (result.status, result.answer) == ("answered", "done")
+    assert all(r.reply.status == 200 for r in server.requests if r.path.endswith("/completions"))
+    system = all_text(server.requests[0].body)
+    assert "at most 3,072 characters per cell" in system
+    last = all_text(_root_requests(server)[-1])
+    assert "a" * 1_000 not in last and "a" * 200 in last  # older output: head and tail
+    assert "shortened to fit the model's window" in last
+    assert "f" * 2_000 in last  # the newest is shown as the window allows
+
+
+def test_a_prompt_the_server_refuses_is_sent_again_trimmed(stub: Serve) -> None:
+    # A window set by hand larger than the server's (20,000 vs 8,192 tokens): the
+    # request after the fifth cell is refused, the retry with half the room fits.
+    prints = [tool(f"print('{letter}' * 7_000)") for letter in "abcde"]
+    server = stub(Script([*prints, "FINAL(done)"]), local=LLAMA_CPP_8K)
+    settings = fast_settings(server, root_window_tokens=20_000, max_iterations=8)
+    result = answer("q", "ctx", **settings)
+
+    assert (result.status, result.answer) == ("answered", "done")
+    refused = [r for r in server.requests if r.reply.status == 400]
+    assert len(refused) == 1
+    assert "shortened to fit the model's window" in all_text(_root_requests(server)[-1])
+
+
+def test_a_root_that_cannot_fit_answers_best_effort_instead_of_failing(stub: Serve) -> None:
+    # A window set by hand far too large (100,000 tokens): even trimmed, the request
+    # is refused; the run ends with what its cells printed, saying why.
+    prints = [tool(f"print('{letter}' * 20_000)") for letter in "ab"]
+    server = stub(Script([*prints, "FINAL(done)"]), local=LLAMA_CPP_8K)
+    result = answer("q", "ctx", **fast_settings(server, root_window_tokens=100_000))
+
+    assert result.status == "budget_exhausted"
+    assert "root model's window (100,000 tokens) is full" in result.stop_reason
+    assert "maximum context length is 8192 tokens" in result.stop_reason
+    assert result.answer == "b" * 20_000
+    assert [r.reply.status for r in server.requests if r.reply.status != 200] == [400, 400]
