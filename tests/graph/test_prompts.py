@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
+from sandboxes import cell
+
 from rlm_graph.graph.prompts import RootWindow, prompt_chars, render_cells
 from rlm_graph.storage.records import Cell
 
 
-def cell(reply: str, output: str) -> Cell:
-    return Cell(
-        kind="model",
-        turn=1,
-        code="print(x)",
-        reply=reply,
-        tool_call_id="",
-        output=output,
-        error="",
-        halted=False,
-        journal=[],
-        sub_calls=0,
-        seconds=0.0,
-    )
+def exchange_of(reply: str, output: str) -> Cell:
+    made = cell("print(x)", [])
+    made["reply"], made["output"] = reply, output
+    return made
 
 
 def test_older_outputs_shrink_first_then_the_oldest_exchanges_are_left_out() -> None:
     window = RootWindow(tokens=8192, max_output_chars=20_000)
-    cells = [cell(f"reply {i} " + "r" * 2_000, f"out{i} " + "o" * 3_000) for i in range(8)]
+    cells = [exchange_of(f"reply {i} " + "r" * 2_000, f"out{i} " + "o" * 3_000) for i in range(8)]
 
     roomy = render_cells(cells, window, room=100_000)
     assert len(roomy) == 16 and "left out" not in str(roomy[0].content)
