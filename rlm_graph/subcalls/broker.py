@@ -25,7 +25,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
-from rlm_graph.models.endpoints import call_failure
+from rlm_graph.models.endpoints import call_failure, exceeds_window
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
 from rlm_graph.observe import events
@@ -51,6 +51,25 @@ class ChildResult:
 # Runs ``prompt`` as a sub-RLM with the given settings and scope (one level deeper),
 # forwarding its progress events to the emitter.
 RunChild = Callable[[str, Settings, Scope, Emit | None], Awaitable[ChildResult]]
+
+
+# What the model is told to do about failed sub-calls, by cause (the first that applies).
+STOP = "do not retry them: no more sub-calls can be made, so answer from what you have"
+SMALLER = "a prompt was too long for the sub model: send smaller chunks"
+FEWER = "the batch was too large: send fewer prompts per llm_batch"
+RETRY = "retry them"
+_ADVICE_ORDER = (STOP, SMALLER, FEWER, RETRY)
+
+
+def failed(error: str, advice: str = RETRY) -> dict[str, Any]:
+    """A sub-call's failure for the guest, with what to do about it for the cell's note."""
+    return {"ok": False, "error": error, "advice": advice}
+
+
+def advice_for(failures: list[dict[str, Any]]) -> str:
+    """The advice of the most telling cause among ``failures``."""
+    given = {f.get("advice", RETRY) for f in failures}
+    return next(advice for advice in _ADVICE_ORDER if advice in given)
 
 
 class SubCallBroker:
@@ -83,7 +102,7 @@ class SubCallBroker:
         self._in_flight: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
         self._active = 0
         self._asked = 0
-        self._failures: list[str] = []
+        self._failures: list[dict[str, Any]] = []
 
     @property
     def recursive(self) -> bool:
@@ -105,7 +124,7 @@ class SubCallBroker:
     def _tally(self, answers: list[dict[str, Any]]) -> None:
         with self._lock:
             self._asked += len(answers)
-            self._failures += [a["error"] for a in answers if not a["ok"]]
+            self._failures += [a for a in answers if not a["ok"]]
 
     def failure_note(self) -> str:
         """A line on this cell's failed sub-calls for the model, or "" when none failed.
@@ -113,17 +132,17 @@ class SubCallBroker:
         A failed llm_batch item is a string starting "Error:", which a model's own code
         easily filters out: a 1.5B model dropped nine context-length failures this way
         and saw `[]` for nine iterations (issue 18). This line reaches it whatever the
-        code printed.
+        code printed. Its advice follows the cause: retrying a call a limit refused only
+        burns iterations.
         """
         with self._lock:
-            failed, asked = len(self._failures), self._asked
-            first = self._failures[0] if failed else ""
-        if not failed:
+            failures, asked = list(self._failures), self._asked
+        if not failures:
             return ""
         return (
-            f"\n[{failed} of {asked} sub-calls in this cell failed (their results are strings "
-            'starting "Error:"): send smaller chunks if a prompt was too long, otherwise '
-            f"retry them. The first error: {preview(first, 300)}]"
+            f"\n[{len(failures)} of {asked} sub-calls in this cell failed (their results are "
+            f'strings starting "Error:"): {advice_for(failures)}. The first error: '
+            f"{preview(failures[0]['error'], 300)}]"
         )
 
     def _wait(self, coro: Awaitable[Any]) -> Any:
@@ -133,7 +152,7 @@ class SubCallBroker:
         except FutureTimeout:
             future.cancel()
             limit = self.settings.cell_timeout
-            late = {"ok": False, "error": f"sub-call timed out after {limit:g} s (cell_timeout)"}
+            late = failed(f"sub-call timed out after {limit:g} s (cell_timeout)")
             self._tally([late])
             return late
 
@@ -154,12 +173,12 @@ class SubCallBroker:
     async def _query(self, prompt: str) -> dict[str, Any]:
         """One sub-call with budget, window check, cache and error capture."""
         if refusal := self._refusal(prompt):
-            return {"ok": False, "error": refusal}
+            return failed(refusal, SMALLER)
         if await asyncio.to_thread(self.memo.get, prompt) is None:  # a store may be remote
             if stop := self._cost_stop():
-                return {"ok": False, "error": stop}
+                return failed(stop, STOP)
             if not self.budget.take(1):
-                return {"ok": False, "error": self._budget_message(1)}
+                return failed(self._budget_message(1), STOP)
         return await self._answer_cached(prompt)
 
     async def _batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
@@ -170,24 +189,24 @@ class SubCallBroker:
         own error, and gives their reservations back to the budget.
         """
         if len(prompts) > self.settings.max_batch_size:
-            return {"ok": False, "error": self._batch_message(len(prompts))}
+            return failed(self._batch_message(len(prompts)), FEWER)
         distinct = {p for p in prompts if not self._refusal(p)}
         await asyncio.to_thread(self.memo.prefetch, distinct)
         fresh = sum(1 for p in distinct if self.memo.get(p) is None)
         if fresh and (stop := self._cost_stop()):
-            return {"ok": False, "error": stop}
+            return failed(stop, STOP)
         if not self.budget.take(fresh):
-            return {"ok": False, "error": self._budget_message(fresh)}
+            return failed(self._budget_message(fresh), STOP)
         gate = asyncio.Semaphore(self.settings.max_concurrency)
         refused: set[str] = set()
 
         async def one(prompt: str) -> dict[str, Any]:
             if refusal := self._refusal(prompt):
-                return {"ok": False, "error": refusal}
+                return failed(refusal, SMALLER)
             async with gate:
                 if stop := self._unsent_cost_stop(prompt):
                     refused.add(prompt)
-                    return {"ok": False, "error": stop}
+                    return failed(stop, STOP)
                 return await self._answer_cached(prompt)
 
         answers = list(await asyncio.gather(*(one(p) for p in prompts)))
@@ -257,7 +276,7 @@ class SubCallBroker:
         try:
             value, usage = await asyncio.shield(pending)
         except Exception as exc:
-            failure = {"ok": False, "error": call_failure(exc)}
+            failure = failed(call_failure(exc), SMALLER if exceeds_window(exc) else RETRY)
             self._ended(call_id, started, failure, cached=joined)
             return failure
         finally:

@@ -46,4 +46,16 @@ def test_failed_sub_calls_are_summed_up_whatever_the_code_printed(stub: Any) -> 
     seen = all_text(server.requests[-1].body)
     assert "['echo:short']" in seen
     assert "[2 of 3 sub-calls in this cell failed" in seen
+    assert "a prompt was too long for the sub model: send smaller chunks" in seen
     assert "maximum context length is 1500 tokens" in seen
+
+
+def test_the_failure_line_says_not_to_retry_what_a_limit_refused(stub: Any) -> None:
+    # It advised a retry after any failure, a refusal by the sub-call budget included.
+    code = "r = await llm_batch(['a', 'b'])\nr2 = await llm_batch(['c', 'd'])\nprint(r + r2)"
+    server = stub(Script([tool(code), "FINAL(done)"]))
+    answer("q", "ctx", **fast_settings(server, max_sub_calls=3))
+
+    seen = all_text(server.requests[-1].body)
+    assert "do not retry them: no more sub-calls can be made" in seen
+    assert "retry them." not in seen
