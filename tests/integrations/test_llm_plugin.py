@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 import sys
 import types
 import uuid
@@ -537,3 +539,80 @@ def test_llm_models_without_the_llm_package_name_the_extra(
     monkeypatch.setitem(sys.modules, "rlm_graph.models.llm_cli", None)  # as if llm were missing
     with pytest.raises(ModelConfigError, match=r"pip install 'rlm-graph\[llm\]'"):
         load_chat_model("llm:4o", "", 10.0, 0)
+
+
+# -- every `llm` command the README shows, through llm's own CLI ------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+COUNT_RUNS = "runs = globals().get('runs', 0) + 1\nprint(len(context), runs)"
+
+
+def readme_llm_commands() -> list[str]:
+    """The commands of the README's section for llm users, one line each, comments cut."""
+    section = README.read_text(encoding="utf-8").split("## For `llm` users", 1)[1]
+    blocks = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], re.DOTALL)
+    lines = "".join(blocks).replace("\\\n", " ").splitlines()
+    return [re.split(r"\s+# ", line, maxsplit=1)[0].strip() for line in lines if line.strip()]
+
+
+def readme_model(body: dict[str, Any]) -> StubReply | str:
+    """The stub's root and sub models for the README's commands.
+
+    `llm rlm` (the graph's ``execute_python`` tool) answers with the context's length; the
+    toolbox loads a file when asked to ("load PATH"), runs :data:`COUNT_RUNS` and says
+    what it printed; a sub-call is answered upper-cased.
+    """
+    tools = [tool["function"]["name"] for tool in body.get("tools") or []]
+    if not tools:
+        return last_user_text(body).upper()
+    if "execute_python" in tools:
+        return stub_tool("FINAL(len(context))")
+    last = body["messages"][-1]
+    if last["role"] == "tool" and not last["content"].startswith("Loaded"):
+        return f"Printed: {last['content']}"
+    if last["role"] == "user" and last_user_text(body).startswith("load "):
+        call = {"name": "RLM_load_context", "arguments": {"path": last_user_text(body)[5:]}}
+    else:
+        call = {"name": "RLM_execute_python", "arguments": {"code": COUNT_RUNS}}
+    return StubReply(content=None, tool_calls=[call])
+
+
+def run_readme_command(command: str) -> Result:
+    """One README command through llm's CLI; ``cat FILE | llm ...`` pipes FILE to it."""
+    stdin = "load big.log\nquit\n" if command.startswith("llm chat") else None
+    if " | " in command:
+        source, command = command.split(" | ")
+        stdin = Path(shlex.split(source)[1]).read_text()
+    program, *args = shlex.split(command)
+    assert program == "llm", command
+    return run_llm(*args, stdin=stdin)
+
+
+def test_every_llm_command_in_the_readme_runs(
+    stub_models: Callable[[Responder], StubServer], llm_home: Path, big: Path
+) -> None:
+    """llm's parser takes ``RLM("path")`` or ``RLM(key=value, ...)``, never both: the
+    README must show only forms that parse, and every one of them must run."""
+    stub_models(readme_model)
+    (llm_home / "aliases.json").write_text(json.dumps({"4o": "stub-root", "4o-mini": "stub-sub"}))
+    (llm_home / "default_model.txt").write_text("stub-root")
+    big.rename("big.log")
+    size = Path("big.log").stat().st_size
+    Path("dump.json").write_text(json.dumps({"errors": [500, 404, 500]}))
+    Path("docs").mkdir()
+    for name in ("a.md", "b.md"):
+        Path("docs", name).write_text(f"document {name}\n")
+    session = f"crashes-{uuid.uuid4().hex}"  # sessions outlive a test run: never reuse one
+    commands = readme_llm_commands()
+    assert commands[0].startswith("llm install -e ")  # installs: how this venv was made
+    outputs = []
+    for command in commands[1:]:
+        result = run_readme_command(command.replace('session="crashes"', f'session="{session}"'))
+        assert result.exit_code == 0, f"{command}\n{result.output}"
+        outputs.append(result.stdout)
+    plugins, tools, *graph_runs, one_shot, with_session, follow_up, chat = outputs
+    assert "rlm-graph" in plugins and "RLM_execute_python" in tools
+    assert graph_runs[0] == f"{size}\n" and json.loads(graph_runs[2])["answer"] == 2
+    assert [one_shot, with_session] == [f"Printed: {size} 1\n"] * 2
+    assert follow_up == f"Printed: {size} 2\n"  # same session: same variables
+    assert f"Printed: {size} 1" in chat
