@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -35,6 +37,22 @@ def test_store_value_kinds_and_dedup() -> None:
     with pytest.warns(ContextWarning, match="replaced 1 invalid byte"):
         lenient = store_value(b"ok \xff bad")
     assert "\ufffd" in lenient["preview"]
+
+
+def test_a_large_string_is_stored_a_piece_at_a_time_like_a_whole() -> None:
+    # Pieces of 2**20 characters: a 4-byte and a lone surrogate character straddle a cut.
+    text = f"{uuid.uuid4()}" + "x" * ((1 << 20) - 37) + "é😀\udc80" + "y" * (24 << 20)
+    whole = text.encode("utf-8", errors="surrogatepass")
+    tracemalloc.start()
+    try:
+        ref = store_value(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ref["hash"] == hashlib.sha256(b"text\0" + whole).hexdigest()
+    assert context_file(ref).read_bytes() == whole
+    # Pieces, not the whole encoded copy (and its prefixed copy): 9 MB here, was 104 MB.
+    assert peak < len(whole) // 2
 
 
 def test_store_path_file_json_dir_and_errors(tmp_path: Path) -> None:
