@@ -1,9 +1,11 @@
-"""rlms' and dspy's own call, importing nothing but that framework.
+"""Each framework's own call on a string, importing nothing but that framework.
 
 ``python -m bench.calls PEER BASE_URL CONTEXT_FILE QUESTION`` runs one call in a fresh
 process and prints the answer: the cold figure times that whole process, so it must not
-pay for rlm-graph's imports (nor the stub's) on a peer's behalf. Both models are
-:data:`ROOT_MODEL` and :data:`SUB_MODEL` at ``BASE_URL``; no retries, no cache.
+pay for rlm-graph's imports (nor the stub's) on a peer's behalf, nor a peer's on
+rlm-graph's (``graph``: ``rlm_graph.answer`` as an embedder calls it, the context a
+string). Both models are :data:`ROOT_MODEL` and :data:`SUB_MODEL` at ``BASE_URL``; no
+retries, no cache.
 """
 
 from __future__ import annotations
@@ -62,16 +64,33 @@ def run_dspy(question: str, context: Any, base_url: str, *, max_iterations: int)
         return rlm(context=context, query=question).answer
 
 
+def run_graph(question: str, context: Any, base_url: str, *, max_iterations: int) -> Any:
+    """rlm-graph's ``answer`` on ``context`` as given; returns its answer."""
+    from rlm_graph.api import answer
+
+    return answer(
+        question,
+        context,
+        model=ROOT_MODEL,
+        sub_model=SUB_MODEL,
+        base_url=base_url,
+        model_max_retries=0,
+        max_iterations=max_iterations,
+    ).answer
+
+
 def main(argv: list[str]) -> None:
     """One call, as a script would make it: read the file, ask, print the answer."""
     peer, base_url, path, question = argv
     context = Path(path).read_text(encoding="utf-8")
-    if peer == "rlms":
+    if peer == "graph":
+        print(run_graph(question, context, base_url, max_iterations=3))
+    elif peer == "rlms":
         print(run_rlms(question, context, base_url, max_iterations=3, max_depth=1))
     elif peer == "dspy":
         print(run_dspy(question, context, base_url, max_iterations=3))
     else:
-        raise SystemExit(f"bench.calls: unknown peer {peer!r} (rlms or dspy)")
+        raise SystemExit(f"bench.calls: unknown peer {peer!r} (graph, rlms or dspy)")
 
 
 if __name__ == "__main__":
