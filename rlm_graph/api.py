@@ -17,19 +17,20 @@ from rlm_graph.graph import graph as default_graph
 from rlm_graph.graph.runner import Graph, RLMResult, Run, arun_graph, run_graph
 from rlm_graph.observe.progress import Sink
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import ContextRef, store_path, store_value
+from rlm_graph.storage.contexts import LAZY_FOLDER_FILES, ContextRef, store_path, store_value
 
 __all__ = ["RLMResult", "aanswer", "answer", "reference"]
 
 
-def reference(context: Any) -> ContextRef:
+def reference(context: Any, lazy_folder_files: int = LAZY_FOLDER_FILES) -> ContextRef:
     """Store a context given as a value or a path, returning its reference.
 
     Send it to a graph as ``{"context_ref": ...}``: the input, and so the first
     checkpoint of a thread, then holds a few hundred bytes instead of the whole text.
+    A folder of more than ``lazy_folder_files`` files is read in place (docs/huge.md).
     """
     if isinstance(context, os.PathLike):
-        return store_path(Path(context))
+        return store_path(Path(context), lazy_folder_files)
     return store_value(context)
 
 
@@ -43,11 +44,12 @@ def run_of(
     settings: dict[str, Any],
 ) -> Run:
     """What :func:`answer` and :func:`aanswer` run; a graph exception is raised to the caller."""
+    parsed = Settings.from_mapping(settings)
     return Run(
         question=question,
-        settings=Settings.from_mapping(settings),
+        settings=parsed,
         graph=graph or default_graph,
-        context_ref=None if context is None else reference(context),
+        context_ref=None if context is None else reference(context, parsed.lazy_folder_files),
         config=config,
         trace=trace,
         sink=progress,

@@ -156,6 +156,14 @@ class Settings:
             "searches on the host (always above 2000 MiB, the wasm32 string limit)."
         },
     )
+    lazy_folder_files: int = field(
+        default=10_000,
+        metadata={
+            "description": "Folders with more files than this are not loaded: `context` is "
+            "a handle that lists the files, reads one when asked and searches them all on "
+            "the host; they are read in place, never copied."
+        },
+    )
     cell_scan_mb: int = field(
         default=32_768,
         metadata={
@@ -231,6 +239,7 @@ class Settings:
             ("sandbox_memory_mb", 64),
             ("lazy_context_mb", 1),
             ("cell_scan_mb", 1),
+            ("lazy_folder_files", 0),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
             ("max_tokens", 0),

@@ -35,6 +35,7 @@ __all__ = [
     "fast_settings",
     "fenced",
     "is_child",
+    "many_files",
     "missing",
     "python_probe",
     "replies_so_far",
@@ -200,3 +201,14 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 90.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def many_files(folder: Path, count: int) -> Path:
+    """``count`` small files in 20 subfolders, a hidden file and a link out."""
+    for i in range(count):
+        file = folder / f"d{i % 20:02d}" / f"f{i:04d}.txt"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f"file {i} filler\n")
+    (folder / ".env").write_text("TOKEN=secret\n")
+    (folder / "passwd").symlink_to("/etc/passwd")
+    return folder

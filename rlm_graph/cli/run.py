@@ -106,7 +106,9 @@ def run_request(request: RunRequest) -> int:
     if request.context is None and not request.thread:
         raise UsageError("--context is needed (a file, a folder, or - for stdin)")
     # A follow-up on a thread may leave the context out: the thread keeps its own.
-    context_ref = None if request.context is None else read_context(request.context, sys.stdin)
+    context_ref = (
+        None if request.context is None else read_context(request.context, sys.stdin, settings)
+    )
     check_models(settings)  # after the context's checks: this one may ask the server
     run = Run(
         question=request.question,
@@ -206,7 +208,7 @@ def check_models(settings: Settings) -> None:
             raise UsageError(str(exc)) from exc
 
 
-def read_context(source: str, stdin: TextIO) -> ContextRef:
+def read_context(source: str, stdin: TextIO, settings: Settings) -> ContextRef:
     """Store the context named on the command line ('-' is stdin) and return its reference.
 
     stdin is streamed as bytes and decoded leniently: piped logs often hold a stray
@@ -222,7 +224,7 @@ def read_context(source: str, stdin: TextIO) -> ContextRef:
                     )
                 ref = store_stream(stdin.buffer, "stdin")
             else:
-                ref = store_path(Path(source))
+                ref = store_path(Path(source), settings.lazy_folder_files)
         except ContextError as exc:
             raise UsageError(str(exc)) from exc
     for warning in caught:

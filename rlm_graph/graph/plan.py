@@ -94,7 +94,9 @@ def begin_turn(state: State, question: str) -> dict[str, Any]:
     }
 
 
-def ingest_context(state: State, blobs: Blobs, deployment: Deployment) -> dict[str, Any]:
+def ingest_context(
+    state: State, blobs: Blobs, deployment: Deployment, settings: Settings
+) -> dict[str, Any]:
     """Move a context given in the input to the blob store, keeping only its reference.
 
     A path is read only where the deployment allows (on a server: under its operator's
@@ -104,7 +106,7 @@ def ingest_context(state: State, blobs: Blobs, deployment: Deployment) -> dict[s
     if state.get("context") is not None:
         ref = store_value(state["context"])
     elif state.get("context_path"):
-        ref = store_path(deployment.readable(state["context_path"]))
+        ref = store_path(deployment.readable(state["context_path"]), settings.lazy_folder_files)
     elif state.get("context_ref"):
         ref = check_ref(state["context_ref"], blobs)
     else:
@@ -246,7 +248,7 @@ def call_root(
 
 
 def start_step(
-    state: State, blobs: Blobs, deployment: Deployment
+    state: State, blobs: Blobs, deployment: Deployment, settings: Settings
 ) -> tuple[dict[str, Any], State | None]:
     """The turn's update and the state the model is asked from (None: the run stops)."""
     question = question_of(state)
@@ -254,7 +256,7 @@ def start_step(
         raise ValueError("no question given: send `question` (or a human message)")
     update = begin_turn(state, question)
     try:  # a missing path, bad JSON: the run ends saying which
-        update.update(ingest_context(state, blobs, deployment))
+        update.update(ingest_context(state, blobs, deployment, settings))
     except ContextError as exc:
         return {**update, **stopped("failed", error=str(exc))}, None
     view: State = {**state, **update}  # type: ignore[typeddict-item]
@@ -271,7 +273,7 @@ async def plan(
     """
     settings = settings_of(runtime, deployment)
     blobs = blobs_of(runtime)
-    update, view = await asyncio.to_thread(start_step, state, blobs, deployment)
+    update, view = await asyncio.to_thread(start_step, state, blobs, deployment, settings)
     if view is None:
         return update
     scope = scope_of(settings, view, deployment)

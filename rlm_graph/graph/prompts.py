@@ -89,10 +89,16 @@ _KIND_DESCRIPTIONS = {
     "text": "a str of {length:,} characters",
     "json": "parsed JSON, a {type_name} of {length:,} items",
     "directory": "a dict of {length:,} files (relative path -> text) from a directory",
+    "folder": "a folder of {length:,} files, read on demand through a handle (below); the "
+    "preview lists their paths",
 }
 
 LAZY_DESCRIPTION = "text of {length:,} characters, read on demand through a handle (below)"
-LAZY_NOTE = """
+SCAN_NOTE = """A cell's reads and searches are capped in bytes (cell_scan_mb); its output ends with
+how much it scanned.
+"""
+LAZY_NOTE = (
+    """
 This context is too large to hold in memory: `context` is a read-only handle, not a str.
 Offsets are UTF-8 byte offsets; no cut splits a character.
 - `context.size` (bytes); `context[a:b]` -> str (at most 64 MB per read)
@@ -103,9 +109,21 @@ Offsets are UTF-8 byte offsets; no cut splits a character.
   run on the host over the whole context, far faster than a loop: search first, then
   read around the hits, e.g. `context.lines(hits[0]["offset"] - 2000, 40)`.
 `str(context)` and `print(context)` raise; `len(context)` fails above 2 GB.
-A cell's reads and searches are capped in bytes (cell_scan_mb); its output ends with
-how much it scanned.
 """
+    + SCAN_NOTE
+)
+FOLDER_NOTE = (
+    """
+This folder has too many files to load: `context` is a read-only handle, not a dict.
+- `context.keys()` (paths relative to the folder), `len(context)`, `path in context`
+- `context[path]`, `context.get(path)` -> the file's text (at most 64 MB); `context.items()`
+- `hits = await context.search(r"regex", max_hits=100)` -> [{"path", "offset", "match",
+  "line"}] over every file, run on the host, far faster than reading them: search first,
+  then read the files it names. `start`/`stop` are indices into `list(context.keys())`.
+`str(context)` raises.
+"""
+    + SCAN_NOTE
+)
 
 BEST_EFFORT_PROMPT = """\
 The iteration budget is spent. From what the cells above showed, give your best final
@@ -184,9 +202,11 @@ def system_prompt(
             "defined; the list `history` holds them in full):\n" + "\n".join(lines)
         )
     return SYSTEM_PROMPT.format(
-        context_description=LAZY_DESCRIPTION.format(**ref) if lazy else describe_context(ref),
+        context_description=LAZY_DESCRIPTION.format(**ref)
+        if lazy and ref["kind"] == "text"
+        else describe_context(ref),
         context_preview=ref["preview"],
-        lazy_note=LAZY_NOTE if lazy else "",
+        lazy_note=FOLDER_NOTE if ref["kind"] == "folder" else LAZY_NOTE if lazy else "",
         code_protocol=_TOOL_PROTOCOL if tool_calling else _FENCE_PROTOCOL,
         max_output_chars=max_output_chars,
         sub_model_note=RECURSIVE_NOTE

@@ -33,7 +33,7 @@ MAX_LANES = 48
 AXIS_HEIGHT = 16
 AXIS_TICKS = 5
 # What a context's length counts (ContextRef.length), by kind.
-LENGTH_UNITS = {"text": "characters", "json": "items", "directory": "files"}
+LENGTH_UNITS = {"text": "characters", "json": "items", "directory": "files", "folder": "files"}
 DEPTH_COLOURS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6")
 
 STYLE = """

@@ -1,4 +1,4 @@
-"""The host side of a lazy context: regex search over the stored file, in blocks.
+"""The host side of a lazy context: regex search over the stored file(s), in blocks.
 
 A context over the lazy threshold is a ``LazyText`` handle in the guest (see
 ``prelude``) that reads its slices from the read-only mount itself. Searching is done
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
+
+from rlm_graph.storage.folders import FILES, changed, read_manifest
 
 # Bytes read per step: big enough that a literal search runs at memory speed, small
 # enough to stay a rounding error beside the sandbox's own memory.
@@ -23,11 +25,13 @@ MAX_LINE_BYTES = 1_000
 
 
 class Hit(TypedDict):
-    """One match: its byte offset in the context, the match and the line it is in."""
+    """One match: its byte offset in the context (or its file), the match, its line."""
 
     offset: int
     match: str
     line: str
+    path: NotRequired[str]
+    """The file of a lazy folder that holds the match."""
 
 
 class Scan(NamedTuple):
@@ -109,8 +113,16 @@ def search_request(kwargs: dict[str, Any]) -> SearchRequest | str:
     return SearchRequest(pattern, *numbers)
 
 
-def search_budgeted(path: Path, request: SearchRequest, budget: int) -> tuple[Scan, str]:
-    """:func:`search_file` reading at most ``budget`` bytes; why it stopped short, if it did.
+class Found(NamedTuple):
+    """A search's answer: its hits, the bytes it read, and why it stopped short, if it did."""
+
+    hits: list[Hit]
+    scanned: int
+    stopped: str
+
+
+def search_text(path: Path, request: SearchRequest, budget: int) -> Found:
+    """:func:`search_file` over a lazy text, reading at most ``budget`` bytes.
 
     A search cut short by the budget is refused rather than answered with some of its
     hits: a partial list would read as "no more matches".
@@ -119,12 +131,44 @@ def search_budgeted(path: Path, request: SearchRequest, budget: int) -> tuple[Sc
     end = min(stop, start + max(budget, 0))
     scan = search_file(path, pattern, max_hits, start, end)
     if end >= stop or len(scan.hits) >= min(max_hits, MAX_HITS):
-        return scan, ""
-    return scan, (
+        return Found(scan.hits, scan.end - start, "")
+    return Found(
+        scan.hits,
+        scan.end - start,
         f"the search reached the cell's scan limit at byte {scan.end:,}: search "
         f"[{start:,}, {scan.end:,}) and the rest in separate cells, or narrow it with "
-        "start/stop"
+        "start/stop",
     )
+
+
+def search_folder(folder: Path, request: SearchRequest, budget: int) -> Found:
+    """:func:`search_file` over the files ``start`` to ``stop`` of a lazy folder, in order.
+
+    Hits name their file (``path``); offsets are within it. A file changed since the
+    folder was stored is refused, as the guest refuses to read it.
+    """
+    pattern, max_hits, start, stop, _ = request
+    hits: list[Hit] = []
+    scanned = 0
+    for index, entry in enumerate(read_manifest(folder)[start:stop], start):
+        file = folder / FILES / entry.path
+        if changed(file, entry):
+            return Found(hits, scanned, f"{entry.path} changed since the folder was stored")
+        if scanned + entry.size > budget:
+            return Found(
+                hits,
+                scanned,
+                f"the search reached the cell's scan limit at file {index:,} ({entry.path}):"
+                f" search on from start={index} in another cell",
+            )
+        scan = search_file(file, pattern, max_hits - len(hits), 0, entry.size)
+        scanned += scan.end
+        for hit in scan.hits:
+            hit["path"] = entry.path
+            hits.append(hit)
+        if len(hits) >= min(max_hits, MAX_HITS):
+            break
+    return Found(hits, scanned, "")
 
 
 def scanned_note(count: int) -> str:

@@ -10,6 +10,7 @@ clean message, never a host traceback.
 PRELUDE = r'''
 import builtins as _rlm_builtins
 import json as _rlm_json
+import os as _rlm_os
 import random as _rlm_random
 import sys as _rlm_sys
 from itertools import islice as _rlm_islice
@@ -118,7 +119,26 @@ def _rlm_seal_streams():
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
 
 
-class LazyText:
+class _RlmHandle:
+    """What the lazy handles share: they refuse to become one str, naming what to use."""
+
+    _LIKE = ""  # what the handle stands in for
+    _USE = ""  # what to use instead
+
+    def __str__(self):
+        raise TypeError(f"the context {self._what()}, too many to make one str: {self._USE}")
+
+    def __format__(self, spec):
+        return self.__str__()
+
+    def __getattr__(self, name):
+        raise AttributeError(
+            f"the context is a {type(self).__name__} handle, not a {self._LIKE}, and has no "
+            f"{name!r}: {self._USE}"
+        )
+
+
+class LazyText(_RlmHandle):
     """A text context too large to load, read from /ctx on demand in bounded pieces.
 
     Offsets are UTF-8 byte offsets (equal to character offsets for ASCII): a 10 GB file
@@ -127,16 +147,18 @@ class LazyText:
     """
 
     MAX_READ = 64 << 20  # one read; more would only fill the sandbox's memory
+    _LIKE = "str"
+    _USE = (
+        "slice it (context[a:b]), read context.lines(offset, count) or "
+        "context.chunks(size), or await context.search(pattern); context.size is its size"
+    )
 
     def __init__(self, path, size):
         self._file = open(path, "rb")
         self.size = size
 
     def _offset(self, value, default):
-        if value is None:
-            return default
-        value = int(value)
-        return min(max(value + self.size if value < 0 else value, 0), self.size)
+        return _rlm_clamp(value, default, self.size)
 
     def _bytes(self, start, stop):
         if stop - start > self.MAX_READ:
@@ -203,17 +225,9 @@ class LazyText:
     async def search(self, pattern, max_hits=100, start=0, stop=None):
         """Regex ``pattern`` over the UTF-8 bytes, run on the host: a list of hits
         {"offset", "match", "line"}, at most ``max_hits``; go on with start=offset+1."""
-        reply = await _rlm_search(
-            max_hits=int(max_hits),
-            pattern=str(pattern),
-            read=_rlm_scan["read"],
-            start=self._offset(start, 0),
-            stop=self._offset(stop, self.size),
+        return await _rlm_search_context(
+            pattern, max_hits, self._offset(start, 0), self._offset(stop, self.size)
         )
-        _rlm_scan["searched"] = reply.get("searched", _rlm_scan["searched"])
-        if reply["ok"]:
-            return reply["value"]
-        raise ValueError(reply["error"])
 
     def __len__(self):
         if self.size > _rlm_sys.maxsize:
@@ -226,24 +240,116 @@ class LazyText:
     def __contains__(self, text):
         raise TypeError("`in` would read the whole context: await context.search(re.escape(text))")
 
-    def __str__(self):
-        raise TypeError(
-            f"the context holds {self.size:,} bytes, too many to make one str: slice it "
-            "(context[a:b]), read context.lines(offset, count) or context.chunks(size), "
-            "or await context.search(pattern)"
-        )
-
-    def __format__(self, spec):
-        return self.__str__()
+    def _what(self):
+        return f"holds {self.size:,} bytes"
 
     def __repr__(self):
         return f"<LazyText: {self.size:,} bytes of UTF-8 text, read on demand>"
 
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"the context is a LazyText handle, not a str, and has no {name!r}: use "
-            "slices, .lines(), .chunks(), await .search(), .size"
+
+class LazyFolder(_RlmHandle):
+    """A folder of too many files to load: its files, read from /ctx/files when asked.
+
+    Keys are paths relative to the folder, in the order of context.keys(). A file whose
+    size or mtime changed since the folder was stored is refused, not read: earlier
+    cells saw the old content.
+    """
+
+    _LIKE = "dict"
+    _USE = (
+        "read context[path] (paths: context.keys()) or await context.search(pattern), "
+        "which searches every file"
+    )
+
+    def __init__(self, root):
+        self._root = root
+        self._index = None
+
+    def _files(self):
+        if self._index is None:  # ~100 bytes a file: loaded when first needed
+            with open(self._root + "/manifest", "rb") as handle:
+                parts = handle.read().decode("utf-8", "surrogateescape").split("\0")
+            self._index = {
+                parts[i]: (int(parts[i + 1]), int(parts[i + 2]))
+                for i in range(0, len(parts) - 1, 3)
+            }
+        return self._index
+
+    def keys(self):
+        return self._files().keys()
+
+    def __iter__(self):
+        return iter(self._files())
+
+    def __len__(self):
+        return len(self._files())
+
+    def __contains__(self, path):
+        return path in self._files()
+
+    def __getitem__(self, path):
+        size, mtime = self._files()[path]
+        if size > LazyText.MAX_READ:
+            raise ValueError(
+                f"{path} holds {size:,} bytes, over the {LazyText.MAX_READ:,} one read may: "
+                "await context.search(pattern, ...) finds what it holds"
+            )
+        name = f"{self._root}/files/{path}"
+        info = _rlm_os.stat(name)
+        if (info.st_size, info.st_mtime_ns) != (size, mtime):
+            raise RuntimeError(
+                f"{path} changed since the folder was stored: ask again with the folder"
+            )
+        _rlm_charge(size)
+        with open(name, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def get(self, path, default=None):
+        return self[path] if path in self._files() else default
+
+    def items(self):
+        """(path, text) of every file, read one at a time."""
+        return ((path, self[path]) for path in self._files())
+
+    def values(self):
+        return (self[path] for path in self._files())
+
+    async def search(self, pattern, max_hits=100, start=0, stop=None):
+        """Regex ``pattern`` over every file's UTF-8 bytes, run on the host: a list of hits
+        {"path", "offset", "match", "line"}, at most ``max_hits``; ``start``/``stop`` are
+        indices into list(context.keys())."""
+        count = len(self)
+        return await _rlm_search_context(
+            pattern, max_hits, _rlm_clamp(start, 0, count), _rlm_clamp(stop, count, count)
         )
+
+    def _what(self):
+        return f"is a folder of {len(self):,} files"
+
+    def __repr__(self):
+        return f"<LazyFolder: {len(self):,} files, read on demand>"
+
+
+def _rlm_clamp(value, default, size):
+    """An offset or index within ``size``: None is ``default``, negative counts from the end."""
+    if value is None:
+        return default
+    value = int(value)
+    return min(max(value + size if value < 0 else value, 0), size)
+
+
+async def _rlm_search_context(pattern, max_hits, start, stop):
+    reply = await _rlm_search(
+        max_hits=int(max_hits),
+        pattern=str(pattern),
+        read=_rlm_scan["read"],
+        start=start,
+        stop=stop,
+    )
+    _rlm_scan["searched"] = reply.get("searched", _rlm_scan["searched"])
+    if reply["ok"]:
+        return reply["value"]
+    raise ValueError(reply["error"])
 
 
 def _rlm_char_start(data):
@@ -257,10 +363,10 @@ def _rlm_char_start(data):
 def _rlm_bind_context(path, kind, lazy, scan_limit):
     _rlm_seal_streams()
     _rlm_scan["limit"] = scan_limit
-    if lazy:
-        import os
-
-        _rlm_builtins.context = LazyText(path, os.stat(path).st_size)
+    if kind == "folder":
+        _rlm_builtins.context = LazyFolder(_rlm_os.path.dirname(path))
+    elif lazy:
+        _rlm_builtins.context = LazyText(path, _rlm_os.stat(path).st_size)
     else:
         with open(path, encoding="utf-8", errors="replace") as handle:
             data = handle.read()

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import eryx
 
-from rlm_graph.repl.lazy import SearchRequest, scanned_note, search_budgeted, search_request
+from rlm_graph.repl.lazy import (
+    SearchRequest,
+    scanned_note,
+    search_folder,
+    search_request,
+    search_text,
+)
 from rlm_graph.repl.prelude import PRELUDE
 from rlm_graph.storage.contexts import blob_dir, blob_name, context_file, is_lazy
 from rlm_graph.storage.home import home
@@ -448,14 +454,18 @@ class Sandbox(SandboxBase):
         the host counts what it searched, and the guest learns that from every reply.
         """
         budget = self.limits.scan_bytes - request.read - self._searched
+        folder = self.ref["kind"] == "folder"
         try:
-            scan, stopped = search_budgeted(context_file(self.ref), request, budget)
+            if folder:
+                found = search_folder(blob_dir(self.ref), request, budget)
+            else:
+                found = search_text(context_file(self.ref), request, budget)
         except ValueError as exc:  # a bad pattern: the model's to fix
             return {**_refused(str(exc)), "searched": self._searched}
-        self._searched += scan.end - request.start
-        if stopped:
-            return {**_refused(stopped), "searched": self._searched}
-        return {"ok": True, "value": scan.hits, "searched": self._searched}
+        self._searched += found.scanned
+        if found.stopped:
+            return {**_refused(found.stopped), "searched": self._searched}
+        return {"ok": True, "value": found.hits, "searched": self._searched}
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error."""

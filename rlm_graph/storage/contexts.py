@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import warnings
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
+from rlm_graph.storage.folders import MANIFEST, Entry, link_tree, list_files, manifest
 from rlm_graph.storage.home import home
 from rlm_graph.text import first_of, preview
 
@@ -39,14 +41,16 @@ class ContextRef(TypedDict):
     """
 
     hash: str
-    kind: Literal["text", "json", "directory"]
+    kind: Literal["text", "json", "directory", "folder"]
     length: int
     type_name: str
     preview: str
 
 
 PREVIEW_CHARS = 500
-_KINDS = ("text", "json", "directory")
+_KINDS = ("text", "json", "directory", "folder")
+# Folders with more files than this are read in place, file by file (storage.folders).
+LAZY_FOLDER_FILES = 10_000
 _CHUNK = 1 << 20
 # Bytes per store record: small enough for any store's value limits once base64'd.
 _SHARE_CHUNK = 4 << 20
@@ -114,7 +118,11 @@ def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
             "context_ref is malformed: pass a reference made by store_value/store_path"
         )
     if not context_file(ref).exists() and not materialize(ref, blobs):
-        raise ContextError(f"context_ref {digest[:12]}… is not in the blob store at {home()}")
+        # a folder's files are read in place: only the machine that stored it has them
+        where = "" if ref["kind"] != "folder" else " (a large folder is read where it was given)"
+        raise ContextError(
+            f"context_ref {digest[:12]}… is not in the blob store at {home()}{where}"
+        )
     if not _unchanged(ref):
         raise ContextError(
             f"the file of context {digest[:12]}… was read in place and has changed since it "
@@ -128,8 +136,13 @@ def _shared_namespace(ref: ContextRef) -> tuple[str, ...]:
 
 
 def share(ref: ContextRef, blobs: Blobs) -> None:
-    """Copy a stored context into the run's LangGraph store, once per content hash."""
-    if blobs.store is None or blobs.get(_shared_namespace(ref), "meta") is not None:
+    """Copy a stored context into the run's LangGraph store, once per content hash.
+
+    A large folder is not copied: its files stay where they were given.
+    """
+    if ref["kind"] == "folder" or blobs.store is None:
+        return
+    if blobs.get(_shared_namespace(ref), "meta") is not None:
         return
     chunks = 0
     with context_file(ref).open("rb") as reader:
@@ -171,7 +184,9 @@ def blob_dir(ref: ContextRef) -> Path:
 
 
 def blob_name(ref: ContextRef) -> str:
-    """The file name of the context inside its folder."""
+    """The file name of the context inside its folder (a large folder's: its manifest)."""
+    if ref["kind"] == "folder":
+        return MANIFEST
     return "context.txt" if ref["kind"] == "text" else "context.json"
 
 
@@ -183,11 +198,11 @@ def context_file(ref: ContextRef) -> Path:
 def is_lazy(ref: ContextRef, threshold: int) -> bool:
     """Whether the sandbox reads this context on demand instead of loading it.
 
-    Only text is lazy: JSON and folders are parsed whole. Text over 2 GB is always lazy,
-    since the wasm32 sandbox cannot hold it as one string.
+    Text over the threshold is lazy, and always over 2 GB (the wasm32 sandbox cannot
+    hold it as one string); a large folder always is; JSON and small folders never.
     """
     if ref["kind"] != "text":
-        return False
+        return ref["kind"] == "folder"
     return context_file(ref).stat().st_size > min(threshold, MAX_CONTEXT_BYTES)
 
 
@@ -203,10 +218,15 @@ def _publish(tmp: Path, digest: str, name: str) -> Path:
     return target
 
 
-def _temp_file() -> Path:
+def _staging() -> Path:
+    """Where contexts are written before they are renamed into place (same file system)."""
     staging = home() / "contexts"
     staging.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=staging, prefix=".incoming-")
+    return staging
+
+
+def _temp_file() -> Path:
+    fd, name = tempfile.mkstemp(dir=_staging(), prefix=".incoming-")
     os.close(fd)
     return Path(name)
 
@@ -314,18 +334,24 @@ def _too_large(what: str, size: int) -> ContextError:
     )
 
 
-def store_path(path: str | os.PathLike[str]) -> ContextRef:
+def store_path(
+    path: str | os.PathLike[str], lazy_folder_files: int = LAZY_FOLDER_FILES
+) -> ContextRef:
     """Store a file (streamed, so gigabytes do not pass through memory) or a directory.
 
-    A ``.json`` file is parsed; a directory becomes ``{relative path: text}``. Bytes that
-    are not UTF-8 are replaced with U+FFFD rather than refused: a log with one bad byte
-    is still worth reading.
+    A ``.json`` file is parsed; a directory becomes ``{relative path: text}``, or with
+    more than ``lazy_folder_files`` files a folder read in place. Bytes that are not
+    UTF-8 are replaced with U+FFFD rather than refused: a log with one bad byte is still
+    worth reading.
     """
     source = Path(path)
     if not source.exists():
         raise ContextError(f"context path {str(source)!r} does not exist")
     if source.is_dir():
-        ref = store_value(read_directory(source))
+        entries = list_files(source)
+        if len(entries) > lazy_folder_files:
+            return _store_folder(source, entries)
+        ref = store_value(read_directory(source, entries))
         ref["kind"] = "directory"
         return ref
     if not source.is_file():
@@ -501,32 +527,49 @@ def _unchanged(ref: ContextRef) -> bool:
     return not stamp.exists() or json.loads(stamp.read_text()) == _stamp(context_file(ref))
 
 
-def read_directory(folder: Path) -> dict[str, str]:
-    """All text files below ``folder`` as ``{relative posix path: text}``.
+def _store_folder(source: Path, entries: list[Entry]) -> ContextRef:
+    """Store a large folder by its manifest and links to its files: nothing is read."""
+    data = manifest(entries)
+    ref = ContextRef(
+        hash=hashlib.sha256(b"folder\0" + data).hexdigest(),
+        kind="folder",
+        length=len(entries),
+        type_name="LazyFolder",
+        preview=preview("\n".join(e.path for e in entries[:PREVIEW_CHARS]), PREVIEW_CHARS),
+    )
+    if context_file(ref).exists():
+        return ref
+    staging = Path(tempfile.mkdtemp(dir=_staging(), prefix=".incoming-"))
+    try:
+        link_tree(source, entries, staging / "files")
+        (staging / MANIFEST).write_bytes(data)
+        os.rename(staging, blob_dir(ref))
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not context_file(ref).exists():  # else stored meanwhile by another process
+            raise ContextError(f"cannot store context folder {str(source)!r}: {exc}") from exc
+    return ref
 
-    Hidden files are skipped, and symbolic links (a link must not pull in files from
-    outside the folder), and binary files: a PNG read as text is noise to the model.
-    Which binary files were left out is said in one warning.
+
+def read_directory(folder: Path, entries: list[Entry] | None = None) -> dict[str, str]:
+    """All text files below ``folder`` (those of :func:`list_files`) as ``{path: text}``.
+
+    Binary files are skipped too: a PNG read as text is noise to the model. Which binary
+    files were left out is said in one warning.
     """
     files: dict[str, str] = {}
     binary: list[str] = []
     total = 0
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            file = Path(root) / name
-            if name.startswith(".") or file.is_symlink() or not file.is_file():
-                continue
-            rel = file.relative_to(folder).as_posix()
-            total += file.stat().st_size
-            if total > MAX_CONTEXT_BYTES:
-                raise _too_large(f"context folder {str(folder)!r}", total)
-            data = file.read_bytes()
-            if is_binary(data):
-                binary.append(rel)
-                continue
-            with _Lenient(f"context file {rel!r} of the folder"):
-                files[rel] = data.decode("utf-8", errors="rlm-replace")
+    for entry in list_files(folder) if entries is None else entries:
+        total += entry.size
+        if total > MAX_CONTEXT_BYTES:
+            raise _too_large(f"context folder {str(folder)!r}", total)
+        data = (folder / entry.path).read_bytes()
+        if is_binary(data):
+            binary.append(entry.path)
+            continue
+        with _Lenient(f"context file {entry.path!r} of the folder"):
+            files[entry.path] = data.decode("utf-8", errors="rlm-replace")
     if binary:
         warnings.warn(
             f"skipped {len(binary):,} binary file(s) of the folder: {first_of(binary, 10)}",
