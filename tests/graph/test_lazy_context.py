@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from support import Script, fast_settings, many_files, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from support import Script, fast_settings, many_files, replies_so_far, tool
 
-from rlm_graph import answer
+from rlm_graph import answer, build_graph
 from rlm_graph.api import reference
+from rlm_graph.offline.stub_server import StubReply
 from rlm_graph.storage.contexts import blob_dir
 
 
@@ -60,3 +62,32 @@ def test_a_large_folder_is_searched_without_the_model_reading_its_files(
     assert "a folder of 2,000 files, read on demand" in bodies[0]
     assert "d00/f0000.txt" in bodies[0]  # the preview: paths, not contents
     assert all("filler" not in body and "TOKEN" not in body for body in bodies)
+
+
+def test_a_log_that_grew_while_the_run_was_down_is_refused_on_resume(
+    stub: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"{i:07d} line of the log\n" for i in range(100_000)))  # 2.4 MB
+    script = Script([tool("first = context.lines(0, 1)"), tool("FINAL(first)")])
+    down = {"now": False}
+
+    def responder(body: dict[str, Any]) -> StubReply | str:
+        if down["now"]:
+            return StubReply(status=503, error="overloaded")
+        down["now"] = replies_so_far(body) == 0  # down after the first cell's reply
+        return script(body)
+
+    server = stub(responder)
+    graph = build_graph(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "grown"}}
+    settings = fast_settings(server, lazy_context_mb=1)
+    failed = answer("q", log, graph=graph, config=config, **settings)
+    assert failed.status == "failed" and failed.iterations == 1
+    with log.open("a") as handle:  # the log grows while the run is down
+        handle.write("0100000 written after the crash\n")
+    down["now"] = False
+    resumed = answer("q", graph=graph, config=config, **settings)
+    assert resumed.status == "failed"
+    assert "was read in place and has changed since it was stored" in resumed.error
+    assert len(server.requests) == 2  # no model call on the changed context
