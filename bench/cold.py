@@ -20,6 +20,7 @@ shared machine hits them alike; the table's title gives the load average around 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -91,12 +92,24 @@ class Cold:
     tree_mb: float
     host_mb: float
     answer: str  # the last line the process printed
+    cpu: float  # user + system seconds of the process and of the children it waited for
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children so far.
+
+    Unlike wall time, it barely grows with the shared machine's load, so it shows what
+    a run costs when the wall figures are mostly waiting for a core.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cold_run(peer: str, cell: str, context: Path) -> Cold:
     """One fresh process of ``peer`` running ``cell`` on ``context``, measured."""
     stub_peer = peer if peer in ("rlms", "dspy") else "graph"  # the floors never ask it
     with StubServer(responder(stub_peer, [cell])) as server:
+        cpu = children_cpu()
         started = time.perf_counter()
         process = subprocess.Popen(
             command(peer, server.base_url, context),
@@ -110,7 +123,8 @@ def cold_run(peer: str, cell: str, context: Path) -> Cold:
         seconds = time.perf_counter() - started
     if process.returncode != 0 or not out.strip():
         raise RuntimeError(f"cold {peer} failed ({process.returncode}):\n{err[-3000:]}")
-    return Cold(seconds, memory.peak / MB, memory.root_peak / MB, out.strip().splitlines()[-1])
+    answer = out.strip().splitlines()[-1]
+    return Cold(seconds, memory.peak / MB, memory.root_peak / MB, answer, children_cpu() - cpu)
 
 
 def row(
@@ -145,6 +159,7 @@ def run(quick: bool = False) -> str:
                 for peer in peers:
                     runs[peer].append(cold_run(peer, cell, context))
             rows.append(row(f"{name}: seconds", runs, lambda c: c.seconds, target))
+            rows.append(row(f"{name}: CPU seconds (user+sys)", runs, lambda c: c.cpu))
             if size != 5 * MB:  # the small and the large context; 5 MB says little more
                 rss_target = TARGET_MB if size < MB else 0
                 rows.append(

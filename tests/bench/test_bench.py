@@ -96,7 +96,8 @@ def test_a_cold_run_is_the_whole_console_script_against_the_stub(tmp_path: Path)
     assert graph.answer == NEEDLE
     assert cold_run("graph-str", needle, context).answer == NEEDLE  # answer() on a string
     assert command("graph-str", "http://x/v1", context)[1:4] == ["-m", "bench.calls", "graph"]
-    assert graph.seconds > 0 and graph.tree_mb >= graph.host_mb > floor.host_mb > 0
+    assert graph.seconds > 0 and graph.cpu > floor.cpu > 0
+    assert graph.tree_mb >= graph.host_mb > floor.host_mb > 0
     assert command("graph", "http://x/v1", context)[1:3] == ["run", "--quiet"]
 
 
