@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlm_graph.repl.cell import CellMeta, workbench
-from rlm_graph.repl.registry import LoadCells, SandboxRegistry
+from rlm_graph.repl.registry import Checkout, LoadCells, SandboxRegistry
 from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import ContextRef
@@ -65,7 +65,8 @@ def run_cells(
     cells: list[CellRef] = []
     meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
     for step in steps:
-        with workbench(registry, sandbox_id, ref, cells, limits, handler, BLOBS) as bench:
+        want = Checkout(sandbox_id, ref, cells, limits, handler)
+        with workbench(registry, want, BLOBS) as bench:
             out, record = bench.run(step, meta, output_limit=20_000)
             cells.append(bench.record(record))
     return cells, out, bench.box

@@ -15,9 +15,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rlm_graph"
 
 # What each part may import, lowest layers first. A part never imports one above it,
 # so the sandbox and storage can be used (and tested) without the graph.
-BASE = {"redact", "text"}
+BASE = {"redact", "text", "offload"}
 ALLOWED: dict[str, set[str]] = {
     "redact": set(),
+    "offload": set(),
     "text": {"redact"},
     "offline": set(),
     "models": BASE,

@@ -30,8 +30,9 @@ def node(anode: Node, deployment: Deployment) -> RunnableCallable:
     The nodes are coroutines so that a server's event loop, not one of its few
     threads, waits while a cell waits on its sub-calls (issue 20). LangGraph runs a
     coroutine node only from ``ainvoke``/``astream``; under ``invoke`` (and ``stream``)
-    this runs it on the process's sub-call loop and blocks the caller's thread until it
-    is done. The deployment is given here, where no run's settings or config reach.
+    this runs it on a loop of the caller's thread, which waits for it anyway
+    (``subcalls.loop.run_blocking``). The deployment is given here, where no run's
+    settings or config reach.
     """
 
     async def bound(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:

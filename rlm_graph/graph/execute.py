@@ -7,7 +7,6 @@ safely start over when the run resumes, in this process or another.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -32,8 +31,9 @@ from rlm_graph.graph.steps import note_cell
 from rlm_graph.observe import events
 from rlm_graph.observe.events import CellEndEvent
 from rlm_graph.observe.tracing import cell_span, run_metadata
+from rlm_graph.offload import offload
 from rlm_graph.repl.cell import CellMeta, Workbench, aworkbench
-from rlm_graph.repl.registry import REGISTRY
+from rlm_graph.repl.registry import REGISTRY, Checkout
 from rlm_graph.repl.session import SandboxError
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextError, check_ref
@@ -60,7 +60,8 @@ async def execute(
     """Run the step's code in the sandbox (set-up code first) and record the cells.
 
     A coroutine: while a cell runs and waits on its sub-calls, no thread is held (the
-    sandbox's process answers on its socket); records are written on a thread.
+    sandbox's process answers on its socket); records are written on a thread
+    (``offload``).
     """
     settings = settings_of(runtime, deployment)
     step = reviewed(
@@ -70,12 +71,12 @@ async def execute(
     sandbox_id = state["sandbox_id"]
     if step["kind"] == "note":  # rejected by the person: the model is told why
         rejected = note_cell(step, turn, step.get("note", ""))
-        note = await asyncio.to_thread(save_cell, blobs, sandbox_id, rejected)
+        note = await offload(save_cell, blobs, sandbox_id, rejected)
         return {"cells": [*cells, note], "step": step}
     models = given_models()
     executor = executor_for(settings, models)
     # A cluster budget is an actor, and the first one connects to Ray: off the loop.
-    scope = await asyncio.to_thread(scope_of, settings, state, deployment, executor.open_budget)
+    scope = await offload(scope_of, settings, state, deployment, executor.open_budget)
     iteration = state.get("iteration", 0) + 1
     metadata = run_metadata(scope.depth, iteration, sandbox_id)
     emit(events.cell(depth=scope.depth, iteration=iteration, code=step["code"]))
@@ -91,12 +92,9 @@ async def execute(
             trace_metadata=metadata,
         )
         try:
-            context = await asyncio.to_thread(check_ref, state["context_ref"], blobs)
-            bench = await stack.enter_async_context(
-                aworkbench(
-                    REGISTRY, sandbox_id, context, cells, sandbox_limits(settings), broker, blobs
-                )
-            )
+            context = await offload(check_ref, state["context_ref"], blobs)
+            want = Checkout(sandbox_id, context, cells, sandbox_limits(settings), broker)
+            bench = await stack.enter_async_context(aworkbench(REGISTRY, want, blobs))
         except (SandboxError, MissingRecord, ContextError) as exc:  # stop, keep every cell
             return {"status": "failed", "error": str(exc)}
         new_cells = await run_step(bench, step, turn, settings, broker, (iteration, scope.depth))

@@ -7,7 +7,6 @@ returns the last output its code produced.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from functools import partial
 from typing import Any
@@ -32,6 +31,7 @@ from rlm_graph.models.pricing import cost_of
 from rlm_graph.models.usage import add_usage
 from rlm_graph.observe import events
 from rlm_graph.observe.events import FinalStatus
+from rlm_graph.offload import offload
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
@@ -85,7 +85,7 @@ async def cut_short(
 ) -> tuple[FinalStatus, Any, dict[str, Any]]:
     """How a run stopped by ``reason`` ends: the root answers with its last output."""
     if scope.answers_partially:
-        last = await asyncio.to_thread(best_so_far, state, blobs)
+        last = await offload(best_so_far, state, blobs)
         return "budget_exhausted", last, {"stop_reason": reason}
     return "budget_exhausted", "", {"error": f"{reason} before this sub-RLM answered"}
 
@@ -114,7 +114,7 @@ async def finalize(
     update: dict[str, Any] = {"step": None}
     if state.get("status") == "failed":
         update["messages"] = [AIMessage(content=f"The run failed: {state.get('error', '')}")]
-        await asyncio.to_thread(release_run_sandbox, state, thread_id())
+        await offload(release_run_sandbox, state, thread_id())
         return update
     settings = settings_of(runtime, deployment)
     scope = scope_of(settings, state, deployment)
@@ -137,5 +137,5 @@ async def finalize(
         *(state.get("history") or []),
         TurnRecord(question=question_of(state), answer=answer, status=status),
     ]
-    await asyncio.to_thread(release_run_sandbox, state, thread_id())
+    await offload(release_run_sandbox, state, thread_id())
     return update

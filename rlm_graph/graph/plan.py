@@ -6,7 +6,6 @@ a final answer or a note to inspect, a stop to finalize.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.observe import events
 from rlm_graph.observe.events import IterationEvent, ReplyEvent
 from rlm_graph.observe.tracing import run_metadata
+from rlm_graph.offload import offload
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
@@ -187,7 +187,7 @@ async def ask_fitted(
     """
 
     async def attempt(tightness: int) -> tuple[AIMessage, float]:
-        messages = await asyncio.to_thread(build, tightness)
+        messages = await offload(build, tightness)
         if not tightness:
             first(messages)
         started = time.perf_counter()
@@ -269,11 +269,11 @@ async def plan(
     """Ask the root model for the next step.
 
     A coroutine, so that a server holds no thread for it: records are read and written
-    on a thread, the model is asked on the call pool (``subcalls.loop``).
+    on a thread (``offload``), the model is asked on the call pool (``subcalls.loop``).
     """
     settings = settings_of(runtime, deployment)
     blobs = blobs_of(runtime)
-    update, view = await asyncio.to_thread(start_step, state, blobs, deployment, settings)
+    update, view = await offload(start_step, state, blobs, deployment, settings)
     if view is None:
         return update
     scope = scope_of(settings, view, deployment)
@@ -294,7 +294,7 @@ async def plan(
         step["setup"] = history_setup(view["history"])
     if step["kind"] == "note":
         note = note_cell(step, view.get("turn", 1), step.get("note", ""))
-        saved = await asyncio.to_thread(save_cell, blobs, view["sandbox_id"], note)
+        saved = await offload(save_cell, blobs, view["sandbox_id"], note)
         update["cells"] = [*(view.get("cells") or []), saved]
     iteration = view.get("iteration", 0) + 1
     event = reply_event(reply, settings, scope.depth, iteration, seconds, step["code"])

@@ -8,15 +8,14 @@ registry notes that the live session now holds it.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Literal, TypedDict
 
-from rlm_graph.repl.registry import LoadCells, SandboxRegistry
-from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase, SubCallHandler
+from rlm_graph.offload import offload
+from rlm_graph.repl.registry import Checkout, LoadCells, SandboxRegistry
+from rlm_graph.repl.session import CellOutcome, SandboxBase
 from rlm_graph.storage.blobs import Blobs
-from rlm_graph.storage.contexts import ContextRef
 from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
 from rlm_graph.text import truncate
 
@@ -62,8 +61,8 @@ class Workbench:
         return ref
 
     async def arecord(self, cell: Cell) -> CellRef:
-        """:meth:`record` for a coroutine (the write happens on a thread)."""
-        return await asyncio.to_thread(self.record, cell)
+        """:meth:`record` for a coroutine (the write happens on a thread, ``offload``)."""
+        return await offload(self.record, cell)
 
 
 def _cell(code: str, meta: CellMeta, outcome: CellOutcome, output_limit: int) -> Cell:
@@ -87,39 +86,23 @@ def _cell(code: str, meta: CellMeta, outcome: CellOutcome, output_limit: int) ->
 
 
 @contextmanager
-def workbench(
-    registry: SandboxRegistry,
-    sandbox_id: str,
-    context: ContextRef,
-    cells: Sequence[CellRef],
-    limits: Limits,
-    handler: SubCallHandler,
-    blobs: Blobs,
-) -> Iterator[Workbench]:
-    """Hold ``sandbox_id``'s session in the state ``cells`` describe.
+def workbench(registry: SandboxRegistry, want: Checkout, blobs: Blobs) -> Iterator[Workbench]:
+    """Hold the session ``want`` names, in the state its cells describe.
 
     A session that is missing, broken or elsewhere is rebuilt by replaying the records
-    in ``blobs``; ``handler`` answers its sub-calls while it is held.
+    in ``blobs``; ``want.handler`` answers its sub-calls while it is held.
     """
-    load = _loader(blobs, sandbox_id)
-    with registry.checkout(sandbox_id, context, cells, limits, handler, load) as box:
-        yield Workbench(box, registry, sandbox_id, blobs)
+    with registry.checkout(want, _loader(blobs, want.sandbox_id)) as box:
+        yield Workbench(box, registry, want.sandbox_id, blobs)
 
 
 @asynccontextmanager
 async def aworkbench(
-    registry: SandboxRegistry,
-    sandbox_id: str,
-    context: ContextRef,
-    cells: Sequence[CellRef],
-    limits: Limits,
-    handler: SubCallHandler,
-    blobs: Blobs,
+    registry: SandboxRegistry, want: Checkout, blobs: Blobs
 ) -> AsyncIterator[Workbench]:
     """:func:`workbench` for a coroutine (the graph's execute node)."""
-    load = _loader(blobs, sandbox_id)
-    async with registry.acheckout(sandbox_id, context, cells, limits, handler, load) as box:
-        yield Workbench(box, registry, sandbox_id, blobs)
+    async with registry.acheckout(want, _loader(blobs, want.sandbox_id)) as box:
+        yield Workbench(box, registry, want.sandbox_id, blobs)
 
 
 def _loader(blobs: Blobs, sandbox_id: str) -> LoadCells:

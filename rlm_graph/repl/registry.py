@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 
+from rlm_graph.offload import owns_loop
 from rlm_graph.repl.process import IsolatedSandbox
 from rlm_graph.repl.session import (
     Limits,
@@ -65,6 +66,20 @@ def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
 
 
 LoadCells = Callable[[Sequence[CellRef]], list[Cell]]
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A session asked of the registry: whose, in which state, answering whom while held."""
+
+    sandbox_id: str
+    ref: ContextRef
+    cells: Sequence[CellRef]
+    """The cells state records: the session is brought to exactly their effects."""
+    limits: Limits
+    handler: SubCallHandler
+
+
 MemoryReading = Callable[[], int | None]
 
 
@@ -141,84 +156,65 @@ class SandboxRegistry:
         threading.Thread(target=build, name=f"rlm-prepare-{sandbox_id[:8]}", daemon=True).start()
 
     @contextmanager
-    def checkout(
-        self,
-        sandbox_id: str,
-        ref: ContextRef,
-        cells: Sequence[CellRef],
-        limits: Limits,
-        handler: SubCallHandler,
-        load: LoadCells,
-    ) -> Iterator[SandboxBase]:
-        """Hold the session for ``sandbox_id`` in the state ``cells`` describe.
+    def checkout(self, want: Checkout, load: LoadCells) -> Iterator[SandboxBase]:
+        """Hold the session ``want`` names, in the state its cells describe.
 
         A missing session (new process, evicted), a broken one, one with other limits,
         or one whose applied cells differ from state (a fork, another worker moved on)
         is rebuilt by replay; one that is merely behind gets only the missing cells.
         Full records are loaded (``load``) only for the cells that must be replayed.
         """
-        entry, box = self._hold(sandbox_id, ref, cells, limits, handler, load)
+        entry, box = self._hold(want, load)
         try:
             yield box
         finally:
             _give_back(entry, box)
 
     @asynccontextmanager
-    async def acheckout(
-        self,
-        sandbox_id: str,
-        ref: ContextRef,
-        cells: Sequence[CellRef],
-        limits: Limits,
-        handler: SubCallHandler,
-        load: LoadCells,
-    ) -> AsyncIterator[SandboxBase]:
-        """:meth:`checkout` for a coroutine: waiting, building and replaying on a thread.
-
-        Cancelled while the thread still works, the session is given back when it is done,
-        so the next run on this sandbox never waits for a lock nobody holds.
-        """
-        holding = asyncio.ensure_future(
-            asyncio.to_thread(self._hold, sandbox_id, ref, cells, limits, handler, load)
-        )
-        try:
-            entry, box = await asyncio.shield(holding)
-        except asyncio.CancelledError:
-            holding.add_done_callback(_give_back_when_held)
-            raise
+    async def acheckout(self, want: Checkout, load: LoadCells) -> AsyncIterator[SandboxBase]:
+        """:meth:`checkout` for a coroutine (see :meth:`_ahold`)."""
+        entry, box = await self._ahold(want, load)
         try:
             yield box
         finally:
             _give_back(entry, box)
 
-    def _hold(
-        self,
-        sandbox_id: str,
-        ref: ContextRef,
-        cells: Sequence[CellRef],
-        limits: Limits,
-        handler: SubCallHandler,
-        load: LoadCells,
-    ) -> tuple[_Entry, SandboxBase]:
-        """Lock ``sandbox_id``'s entry and bring its session to ``cells`` (see checkout)."""
-        wanted = replayable(cells)
+    async def _ahold(self, want: Checkout, load: LoadCells) -> tuple[_Entry, SandboxBase]:
+        """:meth:`_hold` waiting, building and replaying on a thread (``offload``).
+
+        Inline when the loop is its synchronous caller's own, which nothing cancels.
+        Cancelled while the thread still works, the session is given back when it is done,
+        so the next run on this sandbox never waits for a lock nobody holds.
+        """
+        if owns_loop():
+            return self._hold(want, load)
+        holding = asyncio.ensure_future(asyncio.to_thread(self._hold, want, load))
+        try:
+            return await asyncio.shield(holding)
+        except asyncio.CancelledError:
+            holding.add_done_callback(_give_back_when_held)
+            raise
+
+    def _hold(self, want: Checkout, load: LoadCells) -> tuple[_Entry, SandboxBase]:
+        """Lock the entry ``want`` names and bring its session to its cells (see checkout)."""
+        wanted = replayable(want.cells)
         prints = [c["record"] for c in wanted]
-        entry = self._entry_for(sandbox_id)
+        entry = self._entry_for(want.sandbox_id)
         entry.lock.acquire()
         try:
             box = entry.sandbox
             if (
                 box is None
                 or box.broken
-                or box.ref != ref
-                or box.limits != limits
+                or box.ref != want.ref
+                or box.limits != want.limits
                 or entry.applied != prints[: len(entry.applied)]
             ):
                 if box is not None:
                     box.close()
-                box = entry.sandbox = open_sandbox(ref, limits)
+                box = entry.sandbox = open_sandbox(want.ref, want.limits)
                 entry.applied = []
-            box.handler = handler
+            box.handler = want.handler
             if len(entry.applied) < len(prints):
                 box.replay(load(wanted[len(entry.applied) :]))
                 entry.applied = prints

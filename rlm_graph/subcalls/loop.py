@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-# Threads for the short blocking steps of nodes on the background loop (reading and
-# writing records, checking a sandbox out): none waits on a model or a cell.
-_EXECUTOR_THREADS = 32
+from rlm_graph.offload import OFFLOAD_THREADS, owns_loop, run_owned
+
 _CALL_THREADS = 512
 _LOOP_LOCK = threading.Lock()
 
@@ -51,7 +50,7 @@ def background_loop() -> asyncio.AbstractEventLoop:
 @cache
 def _start_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
-    loop.set_default_executor(ThreadPoolExecutor(_EXECUTOR_THREADS, "rlm-subcall"))
+    loop.set_default_executor(ThreadPoolExecutor(OFFLOAD_THREADS, "rlm-subcall"))
     threading.Thread(target=loop.run_forever, name="rlm-subcalls", daemon=True).start()
     return loop
 
@@ -59,14 +58,25 @@ def _start_loop() -> asyncio.AbstractEventLoop:
 def run_blocking[T](coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to its end from synchronous code (a node under ``invoke``).
 
-    It runs on the background loop, in a copy of the caller's context (LangGraph's
-    config and stream writer travel in context variables). The caller must not be on
-    that loop: it would wait on itself.
+    It runs in a copy of the caller's context (LangGraph's config and stream writer
+    travel in context variables): on the thread's own loop (``offload.run_owned``),
+    or on the background loop when the thread already runs one (``answer()`` called
+    in a notebook). The caller must not be on the background loop: it would wait on
+    itself.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_owned(coroutine)
     return asyncio.run_coroutine_threadsafe(coroutine, background_loop()).result()
 
 
 async def in_call_pool[T](call: Callable[[], T]) -> T:
-    """A blocking model call on the call pool, awaited without holding the loop."""
+    """A blocking model call on the call pool, awaited without holding the loop.
+
+    Made inline when the loop is the caller's own (``offload``): its thread waits anyway.
+    """
+    if owns_loop():
+        return call()
     context = contextvars.copy_context()  # tracing and config follow the call
     return await asyncio.get_running_loop().run_in_executor(CALL_POOL, context.run, call)

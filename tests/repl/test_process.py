@@ -12,7 +12,7 @@ from sandboxes import LIMITS, loader
 from support import python_probe
 
 from rlm_graph.repl.process import IsolatedSandbox
-from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.registry import Checkout, SandboxRegistry
 from rlm_graph.storage.contexts import store_value
 
 # Four sandboxes share a worker; one of them aborts the worker (eryx's native stack
@@ -22,7 +22,7 @@ SHARED_CRASH_PROBE = """
 import json
 from rlm_graph.repl.cell import CellMeta, workbench
 from rlm_graph.repl.process import sandbox_processes
-from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.registry import Checkout, SandboxRegistry
 from rlm_graph.repl.session import Limits, NoSubCalls
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import store_value
@@ -33,7 +33,8 @@ meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
 cells = {f"s{i}": [] for i in range(4)}
 
 def step(name, code):
-    with workbench(registry, name, ref, cells[name], limits, NoSubCalls(), blobs) as bench:
+    want = Checkout(name, ref, cells[name], limits, NoSubCalls())
+    with workbench(registry, want, blobs) as bench:
         outcome, cell = bench.run(code, meta, 10_000)
         cells[name].append(bench.record(cell))
         return outcome
@@ -119,9 +120,10 @@ def test_a_registry_checkout_can_be_awaited() -> None:
     ref = store_value("ctx")
 
     async def twice() -> tuple[str, bool]:
-        async with registry.acheckout("a", ref, [], LIMITS, SlowEcho(), loader("a")) as box:
+        want = Checkout("a", ref, [], LIMITS, SlowEcho())
+        async with registry.acheckout(want, loader("a")) as box:
             first = (await box.arun("n = 7\nprint(n)")).stdout
-        async with registry.acheckout("a", ref, [], LIMITS, SlowEcho(), loader("a")) as again:
+        async with registry.acheckout(want, loader("a")) as again:
             return first, again is box
 
     assert asyncio.run(twice()) == ("7\n", True)

@@ -9,7 +9,13 @@ import sys
 import pytest
 from sandboxes import LIMITS, Echo, loader, saved
 
-from rlm_graph.repl.registry import IDLE_SECONDS, MAX_LIVE, SandboxRegistry, replayable
+from rlm_graph.repl.registry import (
+    IDLE_SECONDS,
+    MAX_LIVE,
+    Checkout,
+    SandboxRegistry,
+    replayable,
+)
 from rlm_graph.repl.session import Sandbox, SandboxError
 from rlm_graph.storage.contexts import store_value
 from rlm_graph.storage.records import CellRef
@@ -99,15 +105,15 @@ def test_registry_replays_only_what_a_live_session_lacks() -> None:
     ref = store_value("ctx")
     handler = Echo()
     cells: list[CellRef] = []
-    with registry.checkout("s1", ref, cells, LIMITS, handler, loader("s1")) as box:
+    with registry.checkout(Checkout("s1", ref, cells, LIMITS, handler), loader("s1")) as box:
         out = box.run("n = 1")
         done = saved("s1", "n = 1", out.journal)
         registry.record("s1", done)
     cells.append(done)
-    with registry.checkout("s1", ref, cells, LIMITS, handler, loader("s1")) as again:
+    with registry.checkout(Checkout("s1", ref, cells, LIMITS, handler), loader("s1")) as again:
         assert again is box
     # a fork to before that cell gets a fresh session without it
-    with registry.checkout("s1", ref, [], LIMITS, handler, loader("s1")) as forked:
+    with registry.checkout(Checkout("s1", ref, [], LIMITS, handler), loader("s1")) as forked:
         assert forked is not box
         assert "NameError" in forked.run("print(n)").output
     registry.release("s1")
@@ -118,7 +124,7 @@ def test_registry_closes_idle_sessions_whatever_the_cap() -> None:
     registry = SandboxRegistry(idle_seconds=0.0, max_live=100)
     ref = store_value("ctx")
     for name in ("a", "b"):
-        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+        with registry.checkout(Checkout(name, ref, [], LIMITS, Echo()), loader(name)):
             pass
     assert "a" not in registry and "b" in registry  # a was idle when b came
     registry.release("b")
@@ -130,7 +136,7 @@ def test_registry_keeps_at_most_max_live_and_closes_the_least_recently_used() ->
     registry = SandboxRegistry(idle_seconds=600.0, max_live=2, busy_seconds=0.0)
     ref = store_value("ctx")
     for name in ("a", "b", "c"):
-        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+        with registry.checkout(Checkout(name, ref, [], LIMITS, Echo()), loader(name)):
             pass
     assert len(registry) == 2
     assert "a" not in registry and "b" in registry and "c" in registry  # the oldest went
@@ -149,7 +155,7 @@ def test_isolation_setting_chooses_where_sandboxes_live(
     monkeypatch.setenv("RLM_SANDBOX_ISOLATION", mode)
     registry = SandboxRegistry()
     ref = store_value("ctx")
-    with registry.checkout("iso", ref, [], LIMITS, Echo(), loader("iso")) as box:
+    with registry.checkout(Checkout("iso", ref, [], LIMITS, Echo()), loader("iso")) as box:
         assert type(box).__name__ == kind
         assert box.run("print(len(context), await llm_query('q'))").stdout == "3 <q>\n"
     registry.release("iso")
@@ -161,7 +167,7 @@ def test_an_unknown_isolation_is_a_one_line_error(monkeypatch: pytest.MonkeyPatc
     ref = store_value("c")
     with (
         pytest.raises(SandboxError, match="use 'process' \\(the default\\) or 'inline'"),
-        registry.checkout("x", ref, [], LIMITS, Echo(), loader("x")),
+        registry.checkout(Checkout("x", ref, [], LIMITS, Echo()), loader("x")),
     ):
         pass
 
@@ -184,11 +190,11 @@ def test_memory_pressure_closes_least_recently_used_idle_sandboxes() -> None:
     registry = SandboxRegistry(busy_seconds=0.0, available=reading, min_available_mb=512)
     ref = store_value("ctx")
     for name in ("a", "b", "c", "d"):
-        with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+        with registry.checkout(Checkout(name, ref, [], LIMITS, Echo()), loader(name)):
             pass
     assert len(registry) == 4  # plenty of memory: idle sandboxes are kept
     reading.low_reads = 2  # two closes bring the host back above the threshold
-    with registry.checkout("e", ref, [], LIMITS, Echo(), loader("e")):
+    with registry.checkout(Checkout("e", ref, [], LIMITS, Echo()), loader("e")):
         assert [n for n in "abcde" if n in registry] == ["c", "d", "e"]
     for name in "cde":
         registry.release(name)
@@ -198,9 +204,9 @@ def test_memory_pressure_spares_sandboxes_of_runs_still_going() -> None:
     reading = LowMemory(low_reads=1_000)
     registry = SandboxRegistry(available=reading, min_available_mb=512)
     ref = store_value("ctx")
-    with registry.checkout("held", ref, [], LIMITS, Echo(), loader("held")):
+    with registry.checkout(Checkout("held", ref, [], LIMITS, Echo()), loader("held")):
         for name in ("recent", "new"):
-            with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+            with registry.checkout(Checkout(name, ref, [], LIMITS, Echo()), loader(name)):
                 pass
         assert all(n in registry for n in ("held", "recent", "new"))
     for name in ("held", "recent", "new"):
@@ -214,7 +220,7 @@ def test_min_available_memory_is_an_operator_setting(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("RLM_MIN_AVAILABLE_MB", threshold)
         registry = SandboxRegistry(busy_seconds=0.0, available=one_gigabyte)
         for name in ("a", "b"):
-            with registry.checkout(name, ref, [], LIMITS, Echo(), loader(name)):
+            with registry.checkout(Checkout(name, ref, [], LIMITS, Echo()), loader(name)):
                 pass
         assert ("a" not in registry) is evicted
         for name in ("a", "b"):

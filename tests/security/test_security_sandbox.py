@@ -18,7 +18,7 @@ from support import Script, fast_settings, python_probe, tool
 
 from rlm_graph import answer
 from rlm_graph.offline.stub_server import StubReply
-from rlm_graph.repl.registry import SandboxRegistry
+from rlm_graph.repl.registry import Checkout, SandboxRegistry
 from rlm_graph.repl.session import CAPTURE_LIMIT, Limits, Sandbox
 from rlm_graph.storage.contexts import blob_dir, store_value
 from rlm_graph.text import one_line
@@ -327,7 +327,9 @@ def test_runaway_code_is_contained_and_earlier_variables_survive(
     assert told in out.output, out.output[-500:]
     assert out.halted is halts and box.broken is halts
     assert len(out.output) < 2 * CAPTURE_LIMIT
-    with registry.checkout("hostile", ref, cells, limits, handler, loader("hostile")) as again:
+    with registry.checkout(
+        Checkout("hostile", ref, cells, limits, handler), loader("hostile")
+    ) as again:
         assert (again is not box) is halts  # a halted session is rebuilt by replay
         shown = again.run("print(f(), len(context), 'lost' in dir())").stdout
     assert shown == f"9 13 {not halts}\n"  # a halted cell's own variables are gone

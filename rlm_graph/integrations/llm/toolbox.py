@@ -31,7 +31,7 @@ from rlm_graph.graph.runtime import sandbox_limits
 from rlm_graph.models.llm_cli import default_model_id, keys_dir
 from rlm_graph.models.loading import LLM_PREFIX
 from rlm_graph.repl.cell import CellMeta, workbench
-from rlm_graph.repl.registry import REGISTRY
+from rlm_graph.repl.registry import REGISTRY, Checkout
 from rlm_graph.repl.session import CellOutcome, SandboxError
 from rlm_graph.settings import Settings
 from rlm_graph.storage.blobs import Blobs
@@ -269,9 +269,8 @@ class RLM(llm.Toolbox):  # type: ignore[no-untyped-call]  # llm's __init_subclas
         )
         check_ref(ref)  # a session may outlive its context's cached copy
         meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
-        with workbench(
-            REGISTRY, key, ref, space.cells, sandbox_limits(settings), broker, blobs
-        ) as bench:
+        want = Checkout(key, ref, space.cells, sandbox_limits(settings), broker)
+        with workbench(REGISTRY, want, blobs) as bench:
             outcome, cell = bench.run(code, meta, settings.max_output_chars)
             cell["sub_calls"] = broker.calls
             cell["output"] = cell["output"] or "(no output)"
