@@ -16,6 +16,9 @@ GENERATORS: dict[str, Generator] = {
     "multihop": multihop.generate,
 }
 FAMILIES: tuple[str, ...] = tuple(GENERATORS)
+# Families whose large contexts are written to disk as they are made (``STREAM_TOKENS``);
+# the others build theirs in memory, up to ``IN_MEMORY_TOKENS``.
+STREAMED: tuple[str, ...] = ("niah",)
 
 
 def generate(family: str, size: int, seed: int) -> Task:

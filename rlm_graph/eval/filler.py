@@ -8,6 +8,7 @@ planted sentences carry the words a question asks about.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 _SUBJECTS = (
     "The founder", "A careful reader", "Every startup", "The old essay", "Our investor",
@@ -32,7 +33,11 @@ _TAILS = (
 
 def sentences(chars: int, rng: random.Random) -> list[str]:
     """Sentences (paragraph breaks folded in) adding up to about ``chars`` characters."""
-    sentences: list[str] = []
+    return list(stream(chars, rng))
+
+
+def stream(chars: int, rng: random.Random) -> Iterator[str]:
+    """:func:`sentences` one at a time, for haystacks too large to hold."""
     total = 0
     while total < chars:
         sentence = (
@@ -40,6 +45,5 @@ def sentences(chars: int, rng: random.Random) -> list[str]:
             f"{rng.choice(_TAILS)}."
         )
         sentence += "\n\n" if rng.random() < 0.12 else " "
-        sentences.append(sentence)
         total += len(sentence)
-    return sentences
+        yield sentence

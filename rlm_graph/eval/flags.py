@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 from rlm_graph.eval import windows
-from rlm_graph.eval.families import FAMILIES
+from rlm_graph.eval.families import FAMILIES, STREAMED
 from rlm_graph.eval.plan import METHODS, OFFLINE_METHODS, Plan
-from rlm_graph.eval.tasks import parse_size
+from rlm_graph.eval.tasks import IN_MEMORY_TOKENS, MAX_TOKENS, format_size, parse_size
 from rlm_graph.settings import Settings
 
 DEFAULT_OUT = "rlm-eval.jsonl"
@@ -91,11 +91,17 @@ def plan_from(args: argparse.Namespace) -> Plan:
             "offline runs measure the framework with the oracle, which only answers "
             f"sub-calls: use --methods {','.join(OFFLINE_METHODS)}"
         )
+    tasks = _names(args.task, FAMILIES, "task")
+    sizes = list(dict.fromkeys(parse_size(s) for s in args.size.split(",")))
+    held = [t for t in tasks if t not in STREAMED]
+    if held and max(sizes) > IN_MEMORY_TOKENS:
+        raise ValueError(
+            f"{', '.join(held)} is built in memory, up to {format_size(IN_MEMORY_TOKENS)} "
+            f"tokens; only {', '.join(STREAMED)} is written to disk and goes to "
+            f"{format_size(MAX_TOKENS)}"
+        )
     return Plan(
-        tasks=_names(args.task, FAMILIES, "task"),
-        sizes=list(dict.fromkeys(parse_size(s) for s in args.size.split(","))),
-        seeds=list(range(args.seed, args.seed + args.n)),
-        methods=methods,
+        tasks=tasks, sizes=sizes, seeds=list(range(args.seed, args.seed + args.n)), methods=methods
     )
 
 

@@ -38,8 +38,9 @@ _WINDOW = re.compile(r"keep each prompt under\s+([\d,]+)\s+characters")
 _QUESTION_PREFIX = "Question: "
 
 PEEK = (
-    "# peek: what is the context?\n"
-    "print(type(context).__name__, f'{len(context):,} characters')\n"
+    "# peek: what is the context? (a handle, read on demand, when it is too large)\n"
+    "size = len(context) if isinstance(context, str) else context.size\n"
+    "print(type(context).__name__, f'{size:,} characters')\n"
     "print(context[:300])"
 )
 CHILD = "# a sub-RLM: hand the request to a sub-call as it is\nFINAL(await llm_query(context))"
@@ -47,10 +48,13 @@ CHILD = "# a sub-RLM: hand the request to a sub-call as it is\nFINAL(await llm_q
 NEEDLE_SEARCH = r"""
 # search: find the key, let sub-calls read the passages around it
 import re
-spots = [m.start() for m in re.finditer(re.escape(KEY), context)]
+if isinstance(context, str):
+    spots = [m.start() for m in re.finditer(re.escape(KEY), context)]
+else:  # a lazy handle: the host searches it
+    spots = [hit['offset'] for hit in await context.search(re.escape(KEY))]
 windows = [context[max(0, s - 2000): s + 2000] for s in spots]
 if not windows:
-    windows = [context[i:i + LIMIT] for i in range(0, len(context), LIMIT)]
+    windows = [context[i:i + LIMIT] for i in range(0, size, LIMIT)]
 print(len(spots), 'mentions of the key;', len(windows), 'passages to read')
 replies = await llm_batch([f'{INSTRUCTION}\nKey: {KEY}\n<<<\n{w}\n>>>' for w in windows])
 found = [r.strip() for r in replies if r.strip() != 'NONE']

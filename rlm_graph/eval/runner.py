@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -47,7 +48,8 @@ def method_settings(method: str, settings: Settings) -> Settings:
 
 def prompt_tokens(task: Task) -> int:
     """The plain model's prompt size, at the tasks' own 4 characters per token."""
-    return math.ceil((len(task.context) + len(task.question)) / TASK_CHARS_PER_TOKEN)
+    chars = len(task.context) if isinstance(task.context, str) else task.context.stat().st_size
+    return math.ceil((chars + len(task.question)) / TASK_CHARS_PER_TOKEN)
 
 
 def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
@@ -61,7 +63,8 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
         model = load_chat_model(
             settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
         )
-        reply = model.invoke([HumanMessage(f"{task.context}\n\nQuestion: {task.question}")])
+        context = task.context if isinstance(task.context, str) else task.context.read_text()
+        reply = model.invoke([HumanMessage(f"{context}\n\nQuestion: {task.question}")])
     except Exception as exc:
         seconds = time.perf_counter() - started
         return RLMResult(None, "failed", 0, 0, {}, seconds, one_line(exc), cost_of({}, {}))
@@ -153,6 +156,8 @@ def evaluate(
 def forget_context(task: Task) -> None:
     """Drop a generated context from the blob store: it is regenerated from its seed."""
     shutil.rmtree(blob_dir(reference(task.context)), ignore_errors=True)
+    if isinstance(task.context, Path):
+        task.context.unlink()
 
 
 def usage_models(settings: Settings) -> dict[str, str]:

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from rlm_graph.storage.home import home
 
 # The size unit of generated tasks (a "131k" task holds 131k x 4 characters, OOLONG's
 # ratio), not a window estimate: that is models.usage.WINDOW_CHARS_PER_TOKEN, kept at a
 # conservative 3 because it decides what is refused.
 TASK_CHARS_PER_TOKEN = 4
 MIN_TOKENS = 8_000
-MAX_TOKENS = 10_000_000
+MAX_TOKENS = 1_000_000_000
+IN_MEMORY_TOKENS = 10_000_000  # families that build their context as one str
+# Larger haystacks are written to a file as they are made (the RLM reads them lazily):
+# 4 GB of text at 1b tokens is no str to build, and its "base" run is never made.
+STREAM_TOKENS = 25_000_000
 # How an answer is scored: see ``scoring``.
 Kind = Literal["label", "number", "comparison", "pairs", "text"]
 
@@ -31,7 +38,7 @@ class Task:
     size: int
     seed: int
     question: str
-    context: str
+    context: str | Path  # a path: a generated file, read in place (``STREAM_TOKENS``)
     gold: Any
     kind: Kind
 
@@ -41,12 +48,12 @@ class Task:
         return self.size * TASK_CHARS_PER_TOKEN
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([km]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1_000, "m": 1_000_000}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmb]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 
 
 def parse_size(text: str) -> int:
-    """Tokens from "131k", "1m", "1.5m" or "8000"; a one-line ValueError otherwise."""
+    """Tokens from "131k", "1m", "1.5m", "1b" or "8000"; a one-line ValueError otherwise."""
     match = _SIZE.match(text)
     if match is None:
         raise ValueError(f"size {text!r} is not a token count: write e.g. 8k, 131k, 1m")
@@ -61,7 +68,14 @@ def parse_size(text: str) -> int:
 
 def format_size(tokens: int) -> str:
     """The short form of a token count: 131000 -> "131k", 1000000 -> "1m"."""
-    for unit, scale in (("m", 1_000_000), ("k", 1_000)):
+    for unit, scale in (("b", 1_000_000_000), ("m", 1_000_000), ("k", 1_000)):
         if tokens >= scale and tokens % (scale // 10) == 0:
             return f"{tokens / scale:g}{unit}"
     return str(tokens)
+
+
+def generated_file(name: str) -> Path:
+    """Where a generated context too large to hold is written (removed after its runs)."""
+    folder = home() / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

@@ -13,6 +13,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def test_sizes_parse_as_the_papers_write_them() -> None:
     assert [format_size(n) for n in (8_000, 131_000, 1_500_000, 8_192)] == [
         "8k", "131k", "1.5m", "8192",
     ]  # fmt: skip
-    for bad in ("7k", "11m", "big", "", "-8k"):
+    assert (parse_size("1b"), format_size(1_000_000_000)) == (1_000_000_000, "1b")
+    for bad in ("7k", "1.1b", "big", "", "-8k"):
         with pytest.raises(ValueError, match="size") as error:
             parse_size(bad)
         assert "\n" not in str(error.value)
@@ -130,6 +132,22 @@ def test_generators_are_seeded_sized_and_ask_what_their_parser_reads(family: str
         assert abs(len(task.context) - task.target_chars) <= 0.05 * task.target_chars
     parsers = [niah.parse_question, oolong.parse_question, multihop.parse_question]
     assert sum(parse(first.question) is not None for parse in parsers) == 1
+
+
+def test_a_needle_task_too_large_to_hold_streams_to_a_file_read_lazily(
+    stub: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_memory = niah.generate(400_000, 3)
+    monkeypatch.setattr(niah, "STREAM_TOKENS", 100_000)  # 1b tokens in CI's terms
+    streamed = niah.generate(400_000, 3)
+    assert isinstance(streamed.context, Path) and isinstance(in_memory.context, str)
+    assert streamed.context.read_text() == in_memory.context  # the same task either way
+    server = stub(policies.respond)
+    settings = replace(oracle_settings(server), lazy_context_mb=1)  # 1.6 MB: the lazy path
+    rows = run_plan(Plan(("niah",), [400_000], (3,), ("rlm",)), settings, tmp_path / "r.jsonl")
+    assert [(r["score"], r["answer"]) for r in rows] == [(1.0, in_memory.gold)]
+    assert "read on demand through a handle" in json.dumps(server.requests[0].body)
+    assert not streamed.context.exists()  # removed with the run's stored copy
 
 
 def test_needles_sweep_40_depths_and_appear_once() -> None:
@@ -351,6 +369,7 @@ def test_rlm_eval_offline_scores_resumes_and_prints_json(
         (["--n", "0"], "--n 0 is out of range"),
         (["--prices", "/nonexistent/prices.json"], "cannot read --prices"),
         (["--window", "0"], "--window 0 is out of range"),
+        (["--task", "niah,oolong", "--size", "1b"], "oolong is built in memory, up to 10m"),
     ],
 )
 def test_rlm_eval_usage_errors_are_one_line(
