@@ -84,10 +84,12 @@ def link_tree(source: Path, entries: Iterable[Entry], target: Path) -> None:
         if link.parent not in made:
             link.parent.mkdir(parents=True, exist_ok=True)
             made.add(link.parent)
+        # A file swapped for a symbolic link since it was listed is linked as that link,
+        # never followed out of the folder (and then refused: its stamp no longer holds).
         try:
-            os.link(source / entry.path, link)
+            os.link(source / entry.path, link, follow_symlinks=False)
         except OSError:
-            shutil.copy2(source / entry.path, link)
+            shutil.copy2(source / entry.path, link, follow_symlinks=False)
 
 
 def changed(file: Path, entry: Entry) -> bool:

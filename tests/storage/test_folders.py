@@ -8,7 +8,7 @@ from pathlib import Path
 from support import many_files
 
 from rlm_graph.storage.contexts import blob_dir, store_path
-from rlm_graph.storage.folders import FILES, read_manifest
+from rlm_graph.storage.folders import FILES, link_tree, list_files, read_manifest
 
 
 def test_a_large_folder_is_stored_as_links_to_its_files(tmp_path: Path) -> None:
@@ -37,3 +37,13 @@ def test_a_folder_at_the_threshold_is_still_one_dict(tmp_path: Path) -> None:
     folder = many_files(tmp_path / "small", 30)
     ref = store_path(folder, lazy_folder_files=30)
     assert (ref["kind"], ref["length"]) == ("directory", 30)
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
+    folder = many_files(tmp_path / "repo", 3)
+    entries = list_files(folder)
+    swapped = folder / entries[0].path
+    swapped.unlink()
+    swapped.symlink_to("/etc/passwd")
+    link_tree(folder, entries, tmp_path / "stored")
+    assert (tmp_path / "stored" / entries[0].path).is_symlink()  # not /etc/passwd's inode
