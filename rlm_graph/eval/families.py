@@ -11,6 +11,7 @@ Generator = Callable[[int, int], Task]
 
 GENERATORS: dict[str, Generator] = {
     "niah": niah.generate,
+    "niah-files": niah.generate_files,
     "oolong": oolong.generate,
     "pairs": oolong.generate_pairs,
     "multihop": multihop.generate,
@@ -18,7 +19,7 @@ GENERATORS: dict[str, Generator] = {
 FAMILIES: tuple[str, ...] = tuple(GENERATORS)
 # Families whose large contexts are written to disk as they are made (``STREAM_TOKENS``);
 # the others build theirs in memory, up to ``IN_MEMORY_TOKENS``.
-STREAMED: tuple[str, ...] = ("niah",)
+STREAMED: tuple[str, ...] = ("niah", "niah-files")
 
 
 def generate(family: str, size: int, seed: int) -> Task:

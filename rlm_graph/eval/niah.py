@@ -14,10 +14,11 @@ import io
 import itertools
 import random
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from rlm_graph.eval import filler
 from rlm_graph.eval.tasks import STREAM_TOKENS, TASK_CHARS_PER_TOKEN, Task, generated_file
@@ -29,6 +30,7 @@ QUESTION = (
     "Reply with the number only."
 )
 DEPTHS: tuple[float, ...] = tuple(i / 39 for i in range(40))
+FILE_CHARS = 10_000  # per file of the folder variant
 _QUESTION = re.compile(r"What is the special magic number for (\S+) mentioned")
 
 _ADJECTIVES = (
@@ -41,6 +43,14 @@ _NOUNS = (
     "quarry", "ledger", "falcon", "pillar", "canyon", "thimble", "beacon", "saddle",
     "kettle", "anchor", "garnet", "hammock", "island", "jigsaw", "marble", "nectar",
 )  # fmt: skip
+
+
+class Writer(Protocol):
+    """Where a haystack goes: a str buffer, a file or a folder of files."""
+
+    def write(self, text: str, /) -> object:
+        """Take the next piece of text."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,7 @@ def generate(size: int, seed: int) -> Task:
     path, read lazily by the RLM): at 1b tokens it is 4 GB, which no str should hold.
     Both ways write the same text.
     """
-    rng = random.Random(f"niah:{size}:{seed}")
-    key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
-    value = str(rng.randint(1_000_000, 9_999_999))
+    rng, key, value = _draw(size, seed)
     needle = NEEDLE.format(key=key, value=value) + " "
     context: str | Path
     if size > STREAM_TOKENS:
@@ -82,18 +90,67 @@ def generate(size: int, seed: int) -> Task:
         buffer = io.StringIO()
         _haystack(size, seed, rng, needle, buffer)
         context = buffer.getvalue()
-    return Task(
-        family="niah",
-        size=size,
-        seed=seed,
-        question=QUESTION.format(key=key),
-        context=context,
-        gold=value,
-        kind="text",
-    )
+    return _task("niah", size, seed, key, value, context)
 
 
-def _haystack(size: int, seed: int, rng: random.Random, needle: str, out: TextIO) -> None:
+def generate_files(size: int, seed: int) -> Task:
+    """The needle task as a folder of files, always on disk.
+
+    The same haystack as :func:`generate`'s, cut after sentences into files of about
+    ``FILE_CHARS`` characters: 250m tokens make 100,000 files.
+    """
+    rng, key, value = _draw(size, seed)
+    folder = generated_file(f"niah-files-{size}-{seed}")
+    shutil.rmtree(folder, ignore_errors=True)
+    with _Files(folder) as out:
+        _haystack(size, seed, rng, NEEDLE.format(key=key, value=value) + " ", out)
+    return _task("niah-files", size, seed, key, value, folder)
+
+
+def _draw(size: int, seed: int) -> tuple[random.Random, str, str]:
+    """The task's seeded generator, after drawing its key and value."""
+    rng = random.Random(f"niah:{size}:{seed}")
+    key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
+    return rng, key, str(rng.randint(1_000_000, 9_999_999))
+
+
+def _task(family: str, size: int, seed: int, key: str, value: str, context: str | Path) -> Task:
+    question = QUESTION.format(key=key)
+    return Task(family, size, seed, question, context, gold=value, kind="text")
+
+
+class _Files:
+    """Text written to numbered files, a new one once a file holds ``FILE_CHARS``."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._count = 0
+        self._held = FILE_CHARS
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> None:
+        if self._held >= FILE_CHARS:
+            self.close()
+            path = self._folder / f"{self._count // 1000:03d}" / f"{self._count:06d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("w", encoding="utf-8")
+            self._count, self._held = self._count + 1, 0
+        assert self._file is not None
+        self._file.write(text)
+        self._held += len(text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _haystack(size: int, seed: int, rng: random.Random, needle: str, out: Writer) -> None:
     """Filler sentences with ``needle`` at the seed's depth, written as they are made.
 
     Where the needle goes depends on how many sentences there are, so they are drawn

@@ -39,9 +39,10 @@ _QUESTION_PREFIX = "Question: "
 
 PEEK = (
     "# peek: what is the context? (a handle, read on demand, when it is too large)\n"
-    "size = len(context) if isinstance(context, str) else context.size\n"
-    "print(type(context).__name__, f'{size:,} characters')\n"
-    "print(context[:300])"
+    "folder = hasattr(context, 'keys')\n"
+    "size = context.size if type(context).__name__ == 'LazyText' else len(context)\n"
+    "print(type(context).__name__, f'{size:,}', 'files' if folder else 'characters')\n"
+    "print(list(context.keys())[:5] if folder else context[:300])"
 )
 CHILD = "# a sub-RLM: hand the request to a sub-call as it is\nFINAL(await llm_query(context))"
 
@@ -49,11 +50,13 @@ NEEDLE_SEARCH = r"""
 # search: find the key, let sub-calls read the passages around it
 import re
 if isinstance(context, str):
-    spots = [m.start() for m in re.finditer(re.escape(KEY), context)]
-else:  # a lazy handle: the host searches it
-    spots = [hit['offset'] for hit in await context.search(re.escape(KEY))]
-windows = [context[max(0, s - 2000): s + 2000] for s in spots]
-if not windows:
+    spots = [(None, m.start()) for m in re.finditer(re.escape(KEY), context)]
+elif isinstance(context, dict):  # a folder, loaded
+    spots = [(p, m.start()) for p, t in context.items() for m in re.finditer(re.escape(KEY), t)]
+else:  # a lazy handle, text or folder: the host searches it
+    spots = [(hit.get('path'), hit['offset']) for hit in await context.search(re.escape(KEY))]
+windows = [(context if p is None else context[p])[max(0, s - 2000): s + 2000] for p, s in spots]
+if not windows and not folder:
     windows = [context[i:i + LIMIT] for i in range(0, size, LIMIT)]
 print(len(spots), 'mentions of the key;', len(windows), 'passages to read')
 replies = await llm_batch([f'{INSTRUCTION}\nKey: {KEY}\n<<<\n{w}\n>>>' for w in windows])

@@ -31,7 +31,8 @@ from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.pricing import cost_of
 from rlm_graph.models.usage import total_tokens
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import blob_dir
+from rlm_graph.storage.contexts import blob_dir, read_directory
+from rlm_graph.storage.folders import list_files
 from rlm_graph.text import one_line
 
 MAX_ANSWER_CHARS = 4_000  # of an answer kept in the results file
@@ -48,8 +49,25 @@ def method_settings(method: str, settings: Settings) -> Settings:
 
 def prompt_tokens(task: Task) -> int:
     """The plain model's prompt size, at the tasks' own 4 characters per token."""
-    chars = len(task.context) if isinstance(task.context, str) else task.context.stat().st_size
-    return math.ceil((chars + len(task.question)) / TASK_CHARS_PER_TOKEN)
+    return math.ceil((context_chars(task.context) + len(task.question)) / TASK_CHARS_PER_TOKEN)
+
+
+def context_chars(context: str | Path) -> int:
+    """How long a task's context is: a str, a generated file or a folder of files (ASCII)."""
+    if isinstance(context, str):
+        return len(context)
+    if context.is_dir():
+        return sum(entry.size for entry in list_files(context))
+    return context.stat().st_size
+
+
+def context_text(context: str | Path) -> str:
+    """What the plain model reads: the text, or a folder's files one after another."""
+    if isinstance(context, str):
+        return context
+    if context.is_dir():
+        return "\n\n".join(f"### {path}\n{text}" for path, text in read_directory(context).items())
+    return context.read_text(encoding="utf-8")
 
 
 def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
@@ -63,7 +81,7 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
         model = load_chat_model(
             settings.model, settings.base_url, settings.model_timeout, settings.model_max_retries
         )
-        context = task.context if isinstance(task.context, str) else task.context.read_text()
+        context = context_text(task.context)
         reply = model.invoke([HumanMessage(f"{context}\n\nQuestion: {task.question}")])
     except Exception as exc:
         seconds = time.perf_counter() - started
@@ -76,7 +94,7 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
 
 def run_rlm(task: Task, settings: Settings) -> RLMResult:
     """The RLM graph on the task; a raised error is a failed run, not a crashed eval."""
-    ref = reference(task.context)
+    ref = reference(task.context, settings.lazy_folder_files)
     return run_graph(
         Run(question=task.question, settings=settings, graph=graph, context_ref=ref, catch=True)
     )
@@ -149,14 +167,17 @@ def evaluate(
             progress.finish(key, results.rows[key])
             rows.append(results.rows[key])
         if task is not None:
-            forget_context(task)
+            forget_context(task, config.settings)
     return rows
 
 
-def forget_context(task: Task) -> None:
-    """Drop a generated context from the blob store: it is regenerated from its seed."""
-    shutil.rmtree(blob_dir(reference(task.context)), ignore_errors=True)
-    if isinstance(task.context, Path):
+def forget_context(task: Task, settings: Settings) -> None:
+    """Drop a generated context (and its file or folder): it is regenerated from its seed."""
+    ref = reference(task.context, settings.lazy_folder_files)
+    shutil.rmtree(blob_dir(ref), ignore_errors=True)
+    if isinstance(task.context, Path) and task.context.is_dir():
+        shutil.rmtree(task.context)
+    elif isinstance(task.context, Path):
         task.context.unlink()
 
 

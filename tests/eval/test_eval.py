@@ -25,7 +25,7 @@ from rlm_graph.eval import families, multihop, niah, oolong, oracle, policies, r
 from rlm_graph.eval.families import FAMILIES, generate
 from rlm_graph.eval.plan import OFFLINE_METHODS, Plan
 from rlm_graph.eval.results import ResultsFile, RunKey
-from rlm_graph.eval.runner import Eval, evaluate
+from rlm_graph.eval.runner import Eval, context_chars, evaluate, forget_context
 from rlm_graph.eval.scoring import score
 from rlm_graph.eval.tasks import Task, format_size, parse_size
 from rlm_graph.graph.prompts import CHILD_QUESTION
@@ -66,7 +66,7 @@ def test_every_task_family_scores_100_percent_with_the_oracle(
     server = stub(policies.respond)
     plan = Plan(FAMILIES, [size], seeds, OFFLINE_METHODS)
     rows = run_plan(plan, oracle_settings(server), tmp_path / "gate.jsonl")
-    assert len(rows) == plan.total == 8 * len(seeds)
+    assert len(rows) == plan.total == 2 * len(FAMILIES) * len(seeds)
     misses = [(r["task"], r["size"], r["seed"], r["method"], r["answer"], r["gold"])
               for r in rows if r["score"] != 1.0]  # fmt: skip
     assert misses == []
@@ -127,9 +127,12 @@ def test_generators_are_seeded_sized_and_ask_what_their_parser_reads(family: str
     assert first == generate(family, 32_000, 5)
     other = generate(family, 32_000, 6)
     assert (other.context, other.question) != (first.context, first.question)
-    for size in (8_000, 32_000):
-        task = generate(family, size, 1)
-        assert abs(len(task.context) - task.target_chars) <= 0.05 * task.target_chars
+    sized = [generate(family, size, 1) for size in (8_000, 32_000)]
+    for task in sized:
+        chars = context_chars(task.context)
+        assert abs(chars - task.target_chars) <= 0.05 * task.target_chars
+    for task in (first, other, *sized):  # a folder or file is removed with it
+        forget_context(task, Settings())
     parsers = [niah.parse_question, oolong.parse_question, multihop.parse_question]
     assert sum(parse(first.question) is not None for parse in parsers) == 1
 
@@ -148,6 +151,24 @@ def test_a_needle_task_too_large_to_hold_streams_to_a_file_read_lazily(
     assert [(r["score"], r["answer"]) for r in rows] == [(1.0, in_memory.gold)]
     assert "read on demand through a handle" in json.dumps(server.requests[0].body)
     assert not streamed.context.exists()  # removed with the run's stored copy
+
+
+def test_the_folder_variant_is_the_same_haystack_searched_across_files(
+    stub: Start, tmp_path: Path
+) -> None:
+    text = niah.generate(131_000, 7)
+    files = generate("niah-files", 131_000, 7)
+    assert isinstance(files.context, Path) and isinstance(text.context, str)
+    paths = sorted(files.context.rglob("*.txt"))
+    assert len(paths) == 53 and "".join(p.read_text() for p in paths) == text.context
+    forget_context(files, Settings())
+    server = stub(policies.respond)
+    settings = replace(oracle_settings(server), lazy_folder_files=10)  # 53 files: a handle
+    plan = Plan(("niah-files",), [131_000], (7,), ("rlm",))
+    rows = run_plan(plan, settings, tmp_path / "r.jsonl")
+    assert [(r["score"], r["answer"]) for r in rows] == [(1.0, text.gold)]
+    assert "a folder of 53 files, read on demand" in json.dumps(server.requests[0].body)
+    assert not files.context.exists()
 
 
 def test_needles_sweep_40_depths_and_appear_once() -> None:
