@@ -92,7 +92,7 @@ def link_tree(source: Path, entries: Iterable[Entry], target: Path) -> None:
             shutil.copy2(source / entry.path, link, follow_symlinks=False)
 
 
-def changed(file: Path, entry: Entry) -> bool:
+def changed(file: str | Path, entry: Entry) -> bool:
     """Whether a stored file no longer holds what its manifest entry says."""
-    info = file.stat()
+    info = os.stat(file)
     return (info.st_size, info.st_mtime_ns) != (entry.size, entry.mtime_ns)
