@@ -97,7 +97,9 @@ async def llm_batch(prompts):
 
 
 def _rlm_jsonable(value):
-    return _rlm_json.loads(_rlm_json.dumps(value, default=repr))
+    # allow_nan=False: eryx gives no JSON at all for NaN or infinity, which dropped such
+    # an answer silently; refused here, the model reads why.
+    return _rlm_json.loads(_rlm_json.dumps(value, default=repr, allow_nan=False))
 
 
 def _rlm_seal_streams():

@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -43,7 +44,7 @@ from rlm_graph.repl.lazy import (
 from rlm_graph.repl.prelude import PRELUDE
 from rlm_graph.storage.contexts import blob_dir, blob_name, context_file, is_lazy
 from rlm_graph.storage.home import home
-from rlm_graph.text import one_line
+from rlm_graph.text import one_line, preview
 
 if TYPE_CHECKING:
     from rlm_graph.storage.contexts import ContextRef
@@ -468,9 +469,14 @@ class Sandbox(SandboxBase):
         return {"ok": True, "value": found.hits, "searched": self._searched}
 
     def _alive(self) -> bool:
-        """Whether the session still runs and still holds its state after an error."""
+        """Whether the session still runs and still holds its state after an error.
+
+        Only the marker set when the context was bound is read: a cell that deleted
+        ``FINAL`` or ``llm_query`` once made every later error a rebuild that lost the
+        erring cell's variables (issue 13).
+        """
         try:
-            self._session.execute("_rlm_alive and llm_query and FINAL")
+            self._session.execute("_rlm_alive")
         except (eryx.EryxError, TimeoutError):
             return False
         return True
@@ -486,8 +492,8 @@ class Sandbox(SandboxBase):
         started = time.perf_counter()
         failure: Exception | None = None
         self.cells_run += 1
+        self._begin_cell()
         try:
-            self._session.execute(f"_rlm_begin_cell({self.cells_run})")
             self._session.execute(code)
         except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
             failure = exc
@@ -507,6 +513,18 @@ class Sandbox(SandboxBase):
         error = "\n".join(part for part in (error, problem) if part)
         return CellOutcome(stdout, stderr, error, False, entries, final, seconds, scanned)
 
+    def _begin_cell(self) -> None:
+        """Seed ``random`` by the cell's position (so draws replay), zero the read count.
+
+        A cell that replaced ``_rlm_begin_cell`` or ``_rlm_random`` gives up replayable
+        draws and its count of reads, nothing more: had the failure ended the cell, none
+        of its code, nor any later cell's, would ever run again (issue 13). After a halt
+        here (a replacement that loops) the session refuses the code too, and the cell
+        halts as any other.
+        """
+        with suppress(eryx.EryxError, TimeoutError):
+            self._session.execute(f"_rlm_begin_cell({self.cells_run})")
+
     def _collect(self) -> tuple[dict[str, Any] | None, int, str]:
         """The cell's answer, if any, and the bytes of a lazy context its code read.
 
@@ -522,7 +540,8 @@ class Sandbox(SandboxBase):
                 0,
                 (
                     f"FinalError: the answer could not be taken out of the sandbox "
-                    f"({_last_line(exc)}): answer with a smaller value"
+                    f"({_last_line(exc)}): answer with plain data (text, finite numbers, "
+                    "lists, dicts), a summary if it is large"
                 ),
             )
         if data and len(data) > MAX_ANSWER_BYTES:
@@ -534,8 +553,34 @@ class Sandbox(SandboxBase):
                     f"{MAX_ANSWER_BYTES:,} an answer may hold: answer with a summary instead"
                 ),
             )
-        result = json.loads(data) if data else {}
-        return ({"value": result["value"]} if "value" in result else None), result["read"], ""
+        return _collected(data)
+
+
+def _collected(data: str | None) -> tuple[dict[str, Any] | None, int, str]:
+    """The answer and read count in the JSON ``_rlm_collect()`` left, or why it is none.
+
+    The collector is guest code like any other: a cell may redefine it, or what it reads,
+    and leave anything in ``_rlm_result``. Taking that on trust made the host raise in
+    the execute node, and every resume of the thread raise again (issue 13). Only
+    ``{"read": n}`` or ``{"read": n, "value": ...}`` is taken; no JSON at all (what eryx
+    gives for a value it cannot convert) is an error the model reads, never a silent miss.
+    """
+    found = json.loads(data) if data else None
+    if not isinstance(found, dict) or not {"read"} <= found.keys() <= {"read", "value"}:
+        return None, 0, _not_collected(preview(data, 80) if data else "no JSON")
+    read = found["read"]
+    if type(read) is not int or read < 0:
+        return None, 0, _not_collected(preview(data or "", 80))
+    return ({"value": found["value"]} if "value" in found else None), read, ""
+
+
+def _not_collected(left: str) -> str:
+    return (
+        f"FinalError: no answer could be collected: _rlm_collect() left {left}, not an "
+        "answer. A cell redefined the sandbox's _rlm_collect or what it reads (_rlm_final, "
+        "_rlm_scan, _rlm_jsonable, answer): leave them alone, or answer in plain text with "
+        "FINAL(...)"
+    )
 
 
 def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -596,7 +641,16 @@ class SandboxError(RuntimeError):
 
 
 def _last_line(exc: BaseException) -> str:
+    """The line that says what failed: a guest traceback's exception line, else the last.
+
+    Python 3.14's json adds notes after the exception line ("when serializing list item
+    0"), which alone told the model nothing about a circular or NaN answer.
+    """
     lines = str(exc).strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if starts:
+        after = (line for line in lines[starts[-1] + 1 :] if line and not line[0].isspace())
+        return next(after, lines[-1])
     return lines[-1] if lines else type(exc).__name__
 
 

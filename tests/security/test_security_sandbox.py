@@ -7,6 +7,7 @@ bottom show that a run survives them with the model told what happened.
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -18,7 +19,8 @@ from support import Script, fast_settings, python_probe, tool
 
 from rlm_graph import answer
 from rlm_graph.offline.stub_server import StubReply
-from rlm_graph.repl.registry import Checkout, SandboxRegistry
+from rlm_graph.repl.process import sandbox_processes
+from rlm_graph.repl.registry import REGISTRY, Checkout, SandboxRegistry
 from rlm_graph.repl.session import CAPTURE_LIMIT, Limits, Sandbox
 from rlm_graph.storage.contexts import blob_dir, store_value
 from rlm_graph.text import one_line
@@ -441,6 +443,16 @@ def test_a_provider_error_echoing_the_key_reaches_the_guest_redacted(stub: Any) 
             "answer = {'content': Opaque(), 'ready': True}",
             "could not be taken out of the sandbox (ValueError: no repr)",
         ),
+        # eryx gives no JSON for these: once dropped without a word (issue 13)
+        (
+            "FINAL(float('nan'))",
+            "(ValueError: Out of range float values are not JSON compliant: nan)",
+        ),
+        ("FINAL(float('inf'))", "not JSON compliant: inf)"),
+        ("FINAL({'rows': [1, float('-inf')]})", "not JSON compliant: -inf)"),
+        ("answer = {'content': float('nan'), 'ready': True}", "not JSON compliant: nan)"),
+        ("loop = []\nloop.append(loop)\nFINAL(loop)", "(ValueError: Circular reference detected)"),
+        ("FINAL({(1, 2): 'tuple key'})", "(TypeError: keys must be str, int, float, bool or None"),
     ],
 )
 def test_an_answer_that_cannot_leave_the_sandbox_is_an_error_not_a_crash(
@@ -451,3 +463,81 @@ def test_an_answer_that_cannot_leave_the_sandbox_is_an_error_not_a_crash(
     assert out.error.startswith("FinalError: ") and message in out.error, out.error
     again = box.run("FINAL(1)")  # nothing left half-collected
     assert (again.final, again.error) == ({"value": 1}, "")
+
+
+def test_an_answer_that_is_not_a_number_is_told_and_the_run_answers_after(stub: Any) -> None:
+    server = stub(Script([tool("FINAL(float('nan'))"), tool("FINAL(1.5)")]))
+    result = answer("q", "ctx", **fast_settings(server))
+    assert (result.answer, result.status, result.iterations) == (1.5, "answered", 2)
+    second = json.dumps(server.requests[1].body)
+    assert "FinalError: the answer could not be taken out of the sandbox" in second
+    assert "not JSON compliant: nan" in second
+
+
+# -- guest tampering with the prelude: the guest's problem, never the host's -----------------
+
+COLLECTOR_RETURNS = "def _rlm_collect():\n    global _rlm_result\n    _rlm_result = {}"
+TAMPERING = [
+    pytest.param("_rlm_result = 5\nFINAL(1)", {"value": 1}, "", id="result-variable"),
+    pytest.param(COLLECTOR_RETURNS.format("5"), None, "_rlm_collect() left 5,", id="int"),
+    pytest.param(COLLECTOR_RETURNS.format("{'x': 1}"), None, 'left {"x": 1},', id="dict"),
+    pytest.param(COLLECTOR_RETURNS.format("[1]"), None, "left [1],", id="list"),
+    pytest.param(COLLECTOR_RETURNS.format("float('nan')"), None, "left no JSON,", id="nan"),
+    pytest.param("del _rlm_collect", None, "(NameError: name '_rlm_collect'", id="deleted"),
+    pytest.param(
+        COLLECTOR_RETURNS.format("{'read': 'lots', 'value': 1}"),
+        None,
+        'left {"read": "lots", "value": 1},',
+        id="read-str",
+    ),
+    pytest.param(COLLECTOR_RETURNS.format("{'read': -1}"), None, "left {", id="read-negative"),
+    pytest.param("_rlm_scan = None", None, "(TypeError: 'NoneType' object is not", id="scan"),
+    pytest.param("_rlm_final = 5", None, "(AttributeError: 'int' object", id="final-list"),
+    pytest.param("FINAL = print", None, "", id="FINAL"),
+    pytest.param("_rlm_jsonable = lambda value: 'mine'", {"value": "mine"}, "", id="jsonable"),
+]
+
+
+@pytest.mark.parametrize(("tamper", "final", "told"), TAMPERING)
+def test_a_redefined_collector_is_an_error_the_model_reads(
+    tamper: str, final: dict[str, Any] | None, told: str
+) -> None:
+    # Through the one cell step, as the execute node runs it: the host raised there
+    # (outcome.final["value"] of an int), and again at every resume of the thread.
+    ref = store_value("ctx")
+    steps = [tamper, "FINAL(1)"]
+    cells, out, _ = run_cells(SandboxRegistry(), "tamper", ref, steps, LIMITS, Echo())
+    assert (out.final, out.halted) == (final, False)
+    assert ("FinalError: " in out.error and told in out.error) if told else not out.error
+    # A resume elsewhere replays the tampering cell and runs the next one (which may
+    # be told again: the collector stays what the guest made it)
+    again_at = Checkout("tamper", ref, cells, LIMITS, Echo())
+    with SandboxRegistry().checkout(again_at, loader("tamper")) as box:
+        again = box.run("print('still runs')")
+    assert (again.stdout, again.halted) == ("still runs\n", False)
+
+
+@pytest.mark.parametrize(
+    "tamper", ["_rlm_random = None", "import random\nrandom.seed = 5", "del FINAL, llm_query"]
+)
+def test_redefined_helpers_never_stop_later_cells(box: Sandbox, tamper: str) -> None:
+    # A broken seed once failed every later cell before its code ran; a deleted FINAL
+    # once made every later error a halt that lost the erring cell's variables.
+    box.run(tamper)
+    out = box.run("kept = 1\n1 / 0")
+    assert "ZeroDivisionError" in out.error and not out.halted, out.error
+    assert box.run("print(kept)").stdout == "1\n"
+
+
+def test_tampering_runs_leave_no_process_fd_or_sandbox_behind(stub: Any) -> None:
+    server = stub(Script([tool(COLLECTOR_RETURNS.format("5")), "FINAL(told)"]))
+    settings = fast_settings(server)
+    answer("q", "ctx", **settings)  # the worker pool and the clients' connections
+    before = (sorted(sandbox_processes()), len(os.listdir("/proc/self/fd")), len(REGISTRY))
+    for _ in range(4):
+        result = answer("q", "ctx", **settings)
+        assert (result.answer, result.status) == ("told", "answered")
+    after = (sorted(sandbox_processes()), len(os.listdir("/proc/self/fd")), len(REGISTRY))
+    assert after == before
+    # each run's model read why its FINAL was not taken
+    assert "_rlm_collect() left 5, not an answer" in json.dumps(server.requests[-1].body)
