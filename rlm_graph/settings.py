@@ -84,7 +84,10 @@ class Settings:
     )
     max_concurrency: int = field(
         default=16,
-        metadata={"description": "Sub-calls of one llm_batch running at the same time."},
+        metadata={
+            "description": "Sub-calls of one cell in flight at the same time, llm_query "
+            "and llm_batch alike."
+        },
     )
     sub_rlm_executor: str = field(
         default="local",

@@ -101,16 +101,17 @@ BREAKS = (
     ),
     Break(
         "concurrency-cap",
-        "an llm_batch has at most max_concurrency calls in flight",
+        "a cell has at most max_concurrency sub-calls in flight, however they are started",
         (
             Edit(
                 "rlm_graph/subcalls/broker.py",
-                "gate = asyncio.Semaphore(self.settings.max_concurrency)",
-                "gate = asyncio.Semaphore(len(prompts) or 1)",
+                "self._gate = asyncio.Semaphore(settings.max_concurrency)",
+                "self._gate = asyncio.Semaphore(settings.max_batch_size)",
             ),
         ),
         (
             "tests/subcalls/test_broker.py::test_a_batch_has_max_concurrency_calls_in_flight_at_once",
+            "tests/subcalls/test_broker.py::test_gathered_queries_share_the_cells_concurrency_cap",
         ),
     ),
     Break(

@@ -100,6 +100,10 @@ class SubCallBroker:
         self._emit = emit
         self._lock = threading.Lock()
         self._in_flight: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
+        # One gate for every sub-call of the cell, however the guest started it: a gate
+        # per llm_batch let asyncio.gather of 64 llm_query calls put 64 in flight with
+        # max_concurrency=2 (issue 13).
+        self._gate = asyncio.Semaphore(settings.max_concurrency)
         self._active = 0
         self._asked = 0
         self._failures: list[dict[str, Any]] = []
@@ -179,7 +183,10 @@ class SubCallBroker:
                 return failed(stop, STOP)
             if not self.budget.take(1):
                 return failed(self._budget_message(1), STOP)
-        return await self._answer_cached(prompt)
+        refused: set[str] = set()
+        answer = await self._gated(prompt, refused)
+        self.budget.give_back(len(refused))
+        return answer
 
     async def _batch(self, prompts: list[str]) -> list[dict[str, Any]] | dict[str, Any]:
         """Concurrent sub-calls, at most ``max_concurrency`` at once, answers in order.
@@ -197,21 +204,28 @@ class SubCallBroker:
             return failed(stop, STOP)
         if not self.budget.take(fresh):
             return failed(self._budget_message(fresh), STOP)
-        gate = asyncio.Semaphore(self.settings.max_concurrency)
         refused: set[str] = set()
 
         async def one(prompt: str) -> dict[str, Any]:
             if refusal := self._refusal(prompt):
                 return failed(refusal, SMALLER)
-            async with gate:
-                if stop := self._unsent_cost_stop(prompt):
-                    refused.add(prompt)
-                    return failed(stop, STOP)
-                return await self._answer_cached(prompt)
+            return await self._gated(prompt, refused)
 
         answers = list(await asyncio.gather(*(one(p) for p in prompts)))
         self.budget.give_back(len(refused))
         return answers
+
+    async def _gated(self, prompt: str, refused: set[str]) -> dict[str, Any]:
+        """The answer once one of the cell's ``max_concurrency`` slots is free.
+
+        A cost limit reached while it waited refuses it instead (noted in ``refused``,
+        so its reservation goes back to the budget).
+        """
+        async with self._gate:
+            if stop := self._unsent_cost_stop(prompt):
+                refused.add(prompt)
+                return failed(stop, STOP)
+            return await self._answer_cached(prompt)
 
     def _refusal(self, prompt: str) -> str:
         """Why a prompt cannot be sent, or "" when it can."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from support import Recorder, Script, fast_settings, tool
@@ -30,6 +31,34 @@ def test_a_batch_has_max_concurrency_calls_in_flight_at_once(stub: Any) -> None:
     # are started in one turn of the sub-call loop), so this is no race.
     started = [e["in_flight"] for e in recorder.events if e["event"] == "sub_call_start"]
     assert len(started) == 16 and max(started) == 8
+
+
+def test_gathered_queries_share_the_cells_concurrency_cap(stub: Any) -> None:
+    # 64 llm_query calls gathered, and a batch beside them: one cap for all (issue 13:
+    # the cap was per llm_batch, and these 64 were all in the stub at once).
+    together = threading.Barrier(2, timeout=10)  # at least 2 at once, or errors
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def sub(prompt: str) -> str:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        together.wait()
+        time.sleep(0.01)  # room for a third to arrive, if one could
+        with lock:
+            inside[0] -= 1
+        return prompt.upper()
+
+    code = (
+        "import asyncio\n"
+        "calls = [llm_query(f'q{i}') for i in range(64)] + [llm_batch(['b0', 'b1'])]\n"
+        "r = await asyncio.gather(*calls)\n"
+        "FINAL(r)"
+    )
+    server = stub(Script([tool(code)], sub=sub))
+    result = answer("q", "ctx", **fast_settings(server, max_concurrency=2))
+    assert result.answer == [f"Q{i}" for i in range(64)] + [["B0", "B1"]]
+    assert most[0] == 2
 
 
 def test_failed_sub_calls_are_summed_up_whatever_the_code_printed(stub: Any) -> None:
