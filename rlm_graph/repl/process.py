@@ -16,7 +16,8 @@ a process forked after that hangs. Host and worker talk over a socket pair, one 
 each way on the host; a cell's messages (its result, its sub-calls, made by guest code
 and answered by the host, so model clients and keys stay there) wait in its
 :class:`_Mailbox`, for a thread or a coroutine. Spare room is kept ready, so opening a
-sandbox costs what it costs in-process.
+sandbox costs what it costs in-process. A worker that holds more memory than its
+sandboxes were allowed ends itself (:class:`_MemoryBound`), as a crash would.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from rlm_graph.repl.session import (
     SandboxBroken,
     SandboxError,
     answer_awaited,
+    env_number,
     factory_ready,
     guarded,
     sandbox_factory,
@@ -70,6 +72,17 @@ SESSIONS_PER_WORKER = 16
 # A worker left without sandboxes that holds more than this ends rather than waiting as
 # the spare: eryx keeps freed sandbox memory resident for reuse.
 REUSE_BYTES = 384 << 20
+# Resident memory (MB) a worker may hold past what it held when it started, for each
+# sandbox on top of its sandbox_memory_mb, and once for the worker: what a sandbox holds
+# outside its wasm memory, chiefly sub-call prompts and answers in flight (each crosses
+# as ~3 copies: JSON, str, pickle). Measured: 16 sandboxes each sending a batch of 100
+# prompts of 100 KB and printing 8 MB took ~77 MB each, wasm memory included; 40
+# gathered prompts of 10 MB from a 256 MB sandbox took 470 MB outside it.
+HEADROOM_ENV = "RLM_SANDBOX_HEADROOM_MB"
+HEADROOM_MB = 256
+# Sub-call answers grew a worker by ~0.3 GB/s here; it was ended 1-60 MB past its bound.
+_WATCH_SECONDS = 0.05
+_OVER_MEMORY = "over its memory bound"
 
 
 # -- the child ----------------------------------------------------------------------------
@@ -125,6 +138,56 @@ class _RemoteHandler:
         return answers
 
 
+class _MemoryBound:
+    """The resident memory a worker may hold: its own at start, plus each sandbox's share.
+
+    Not ``RLIMIT_AS`` or ``RLIMIT_DATA`` (measured, pyeryx 0.11): wasmtime's pooling
+    allocator reserves address space for every instance slot up front, so a worker with
+    one sandbox has a VmSize of 4.25 TB and a VmData of 24 GB; and VmData never shrinks:
+    a sandbox that grew 600 MB and closed left it 607 MB higher (its RSS fell back), and
+    the next sandbox took another slot (+615 MB). A data limit would count every slot
+    ever used, and a busy worker would reach it holding nothing. Resident memory is what
+    the machine pays, so :func:`_watch` reads it.
+    """
+
+    def __init__(self, started: int, headroom_mb: int) -> None:
+        self._lock = threading.Lock()
+        self.headroom_mb = headroom_mb
+        self._base = started + (headroom_mb << 20)
+        self._shares: dict[int, int] = {}
+
+    def grant(self, sandbox: int, limits: Limits) -> None:
+        with self._lock:
+            self._shares[sandbox] = (limits.memory_mb + self.headroom_mb) << 20
+
+    def drop(self, sandbox: int) -> None:
+        with self._lock:
+            self._shares.pop(sandbox, None)
+
+    def allowed(self) -> int:
+        with self._lock:
+            return self._base + sum(self._shares.values())
+
+
+def _watch(bound: _MemoryBound) -> None:
+    """End the worker once it holds more than its bound, saying so for the host to read.
+
+    Its sandboxes end with it, as after any crash: the cell in flight is a
+    ``SandboxCrash`` and the registry rebuilds each sandbox by replay.
+    """
+    while True:
+        time.sleep(_WATCH_SECONDS)
+        held, allowed = _resident_bytes(os.getpid()), bound.allowed()
+        if held > allowed:
+            os.write(
+                2,
+                f"\n{_OVER_MEMORY}: held {held >> 20:,} MB, allowed {allowed >> 20:,} MB "
+                f"(sandbox_memory_mb plus {bound.headroom_mb} MB for each sandbox it holds, "
+                f"{HEADROOM_ENV})\n".encode(),
+            )
+            os._exit(1)
+
+
 def serve(conn: Connection) -> None:
     """A worker's life: warm up, then host the sandboxes the host opens, until it leaves.
 
@@ -135,6 +198,9 @@ def serve(conn: Connection) -> None:
         # The first session of a process pays ~70 ms of runtime set-up (measured; 8 ms
         # after): a throwaway one pays it while this worker still waits as the spare.
         sandbox_factory().create_session().execute("pass")
+    headroom = env_number(os.environ, HEADROOM_ENV, HEADROOM_MB, 0)
+    bound = _MemoryBound(_resident_bytes(os.getpid()), headroom)
+    threading.Thread(target=_watch, args=(bound,), daemon=True).start()
     link = _Link(conn)
     sandboxes: dict[int, Queue[tuple[Any, ...]]] = {}
     while True:
@@ -147,8 +213,9 @@ def serve(conn: Connection) -> None:
             link.deliver(message[2], message[3])
         elif kind == "init":
             sandboxes[sandbox] = Queue()
+            bound.grant(sandbox, message[3])
             args = (link, sandbox, message[2], message[3], sandboxes[sandbox])
-            threading.Thread(target=_host_sandbox, args=args, daemon=True).start()
+            threading.Thread(target=_host_sandbox, args=(*args, bound), daemon=True).start()
         elif sandbox in sandboxes:
             sandboxes[sandbox].put(message)
             if kind == "close":
@@ -161,8 +228,23 @@ def _host_sandbox(
     ref: ContextRef,
     limits: Limits,
     commands: Queue[tuple[Any, ...]],
+    bound: _MemoryBound,
 ) -> None:
-    """One sandbox's life in a worker: open it, run its cells one at a time, drop it."""
+    """One sandbox's life in a worker; its memory share goes once its session is gone."""
+    try:
+        _run_sandbox(link, sandbox, ref, limits, commands)
+    finally:
+        bound.drop(sandbox)
+
+
+def _run_sandbox(
+    link: _Link,
+    sandbox: int,
+    ref: ContextRef,
+    limits: Limits,
+    commands: Queue[tuple[Any, ...]],
+) -> None:
+    """Open the sandbox, run its cells one at a time, drop it."""
     try:
         box = Sandbox(ref, limits)
     except SandboxError as exc:
@@ -282,8 +364,11 @@ class _Worker:
         self._mailboxes: dict[int, _Mailbox] = {}
         self._numbers = itertools.count()
         self._lock = threading.Lock()
+        self._writer = threading.Thread(
+            target=self._write, name=f"rlm-worker-{self.pid}-out", daemon=True
+        )
+        self._writer.start()
         threading.Thread(target=self._read, name=f"rlm-worker-{self.pid}", daemon=True).start()
-        threading.Thread(target=self._write, name=f"rlm-worker-{self.pid}-out", daemon=True).start()
 
     @property
     def load(self) -> int:
@@ -337,6 +422,9 @@ class _Worker:
         for mailbox in mailboxes:
             mailbox.put(None)
         self._outbox.put(None)
+        # Closed only once the writer is done: closed under a send, the connection raised
+        # TypeError in the writer thread when a worker died as replies were going out.
+        self._writer.join()
         self._conn.close()
         self._sock.close()
 
@@ -612,6 +700,11 @@ class IsolatedSandbox(SandboxBase):
         with suppress(OSError, ValueError):
             errors.seek(0)
             printed = errors.read()[-2000:].decode("utf-8", errors="replace").strip()
+            if _OVER_MEMORY in printed:
+                return (
+                    f"the sandbox process was ended, {printed.splitlines()[-1]}: hold less at "
+                    "once outside the sandbox, such as fewer or smaller sub-calls in flight"
+                )
             if _STACK_OVERFLOW in printed:
                 return (
                     "the sandbox process crashed: the code nested too deeply for its native "

@@ -65,6 +65,68 @@ def test_a_crash_ends_one_workers_sandboxes_which_are_rebuilt_by_replay() -> Non
     assert seen["moved"]  # the crashed worker is gone; the rebuilt sessions live elsewhere
 
 
+# Two sandboxes share a worker; one gathers 20 sub-calls whose answers (40 MB each)
+# arrive together, far past what its worker may hold with 16 MB of headroom per sandbox.
+# The worker is ended for it; the other sandbox is rebuilt by replay, the host goes on.
+OVER_BOUND_PROBE = """
+import json, threading
+from rlm_graph.repl.cell import CellMeta, workbench
+from rlm_graph.repl.process import sandbox_processes
+from rlm_graph.repl.registry import Checkout, SandboxRegistry
+from rlm_graph.repl.session import Limits
+from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import store_value
+
+BIG, together = "y" * 40_000_000, threading.Barrier(20, timeout=30)
+
+class Big:
+    def query(self, prompt):
+        together.wait()
+        return {"ok": True, "value": BIG}
+
+    def batch(self, prompts):
+        return {"ok": False, "error": "no batches"}
+
+registry, blobs = SandboxRegistry(), Blobs(memory=True)
+limits, ref = Limits(30.0, 50_000_000_000, 64), store_value("ctx")
+meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
+cells = {"calm": [], "hog": []}
+
+def step(name, code):
+    with workbench(registry, Checkout(name, ref, cells[name], limits, Big()), blobs) as bench:
+        outcome, cell = bench.run(code, meta, 10_000)
+        cells[name].append(bench.record(cell))
+        return outcome
+
+step("calm", "x = 41")
+step("hog", "import asyncio")
+workers = sandbox_processes()
+hog = step("hog", "r = await asyncio.gather(*[llm_query(str(i)) for i in range(20)])")
+calm = step("calm", "print(x + 1)")
+print(json.dumps({
+    "workers": len(workers),
+    "hog": [hog.halted, hog.error],
+    "calm": [calm.stdout.strip(), calm.error],
+    "again": step("hog", "print(asyncio.__name__)").stdout.strip(),
+}))
+"""
+
+
+def test_a_worker_over_its_memory_bound_ends_as_a_crash_of_its_cell() -> None:
+    done = python_probe(OVER_BOUND_PROBE, timeout=180, RLM_SANDBOX_HEADROOM_MB="16")
+    assert done.returncode == 0, done.stderr[-2_000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2_000:]  # no host thread failed
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["workers"] == 1
+    halted, error = seen["hog"]
+    assert halted and error.startswith("SandboxCrash: the sandbox process was ended, over its "), (
+        error
+    )
+    assert "plus 16 MB for each sandbox it holds" in error
+    assert seen["calm"] == ["42", ""]  # rebuilt by replay in a new worker, told nothing
+    assert seen["again"] == "asyncio"
+
+
 class SlowEcho:
     """Answers after a pause, on the event loop, counting how many wait at once."""
 
