@@ -118,7 +118,9 @@ class SandboxRegistry:
     ) -> None:
         """Keep live sessions; ``available`` reads the host's free memory.
 
-        ``min_available_mb`` defaults to ``RLM_MIN_AVAILABLE_MB``, else ``MIN_AVAILABLE_MB``.
+        ``min_available_mb`` defaults to ``RLM_MIN_AVAILABLE_MB`` (else
+        ``MIN_AVAILABLE_MB``), read at each checkout: the registry is made at import,
+        where a bad value would stop every import of the package instead of saying so.
         """
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -126,9 +128,7 @@ class SandboxRegistry:
         self._max_live = max_live
         self._busy_seconds = min(busy_seconds, idle_seconds)
         self._available = available
-        if min_available_mb is None:
-            min_available_mb = env_number(os.environ, MIN_AVAILABLE_ENV, MIN_AVAILABLE_MB, 0)
-        self._min_available = min_available_mb << 20
+        self._min_available_mb = min_available_mb
 
     def __len__(self) -> int:
         with self._lock:
@@ -145,7 +145,10 @@ class SandboxRegistry:
         loading the runtime and reading a large context overlap the model's latency.
         A failure here is left for :meth:`checkout` to raise where it can be reported.
         """
-        entry = self._entry_for(sandbox_id)
+        try:
+            entry = self._entry_for(sandbox_id)
+        except SandboxError:  # a bad operator setting: the checkout reports it
+            return
 
         def build() -> None:
             with entry.lock:
@@ -249,6 +252,7 @@ class SandboxRegistry:
         between two cells): closing it would only make that run rebuild it, so a burst of
         more than ``max_live`` runs may exceed the cap until they finish.
         """
+        floor = self._min_available()
         now = time.monotonic()
         for key, entry in list(self._entries.items()):
             if now - entry.last_used > self._idle_seconds and not entry.lock.locked():
@@ -263,9 +267,16 @@ class SandboxRegistry:
             # ends), so pressure may close more idle sandboxes than strictly needed:
             # they are rebuilt by replay when their thread comes back.
             free = self._available()
-            if free is None or free >= self._min_available:
+            if free is None or free >= floor:
                 break
             _close(self._entries.pop(key))
+
+    def _min_available(self) -> int:
+        """Host memory (bytes) under which idle sessions close; SandboxError if set wrong."""
+        megabytes = self._min_available_mb
+        if megabytes is None:
+            megabytes = env_number(os.environ, MIN_AVAILABLE_ENV, MIN_AVAILABLE_MB, 0)
+        return megabytes << 20
 
     def _least_recently_used(self, now: float) -> list[str]:
         """Sessions no run holds or used within ``busy_seconds``, oldest use first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from support import Script, is_child, tool
 
 from rlm_graph.graph import graph
@@ -47,6 +48,17 @@ def test_code_runs_then_its_final_is_taken(in_process: InProcess) -> None:
     nodes, state = run(config)
     assert nodes == ["plan", "execute", "inspect", "finalize"]
     assert (state["status"], state["answer"]) == ("answered", len("the context"))
+
+
+def test_a_bad_memory_setting_fails_the_run_saying_which_in_one_line(
+    in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_MIN_AVAILABLE_MB", "lots")
+    _, config = in_process(Script([tool("x = 1")]))
+    nodes, state = run(config)
+    assert nodes == ["plan", "execute", "finalize"]
+    assert state["status"] == "failed"
+    assert state["error"] == "RLM_MIN_AVAILABLE_MB='lots': a whole number, at least 0"
 
 
 def test_an_unusable_context_stops_at_plan_without_a_model_call(in_process: InProcess) -> None:

@@ -226,8 +226,12 @@ def test_min_available_memory_is_an_operator_setting(monkeypatch: pytest.MonkeyP
         for name in ("a", "b"):
             registry.release(name)
     monkeypatch.setenv("RLM_MIN_AVAILABLE_MB", "lots")
-    with pytest.raises(SandboxError, match="RLM_MIN_AVAILABLE_MB='lots': a whole number"):
-        SandboxRegistry()
+    registry = SandboxRegistry()  # as the import makes it: a bad value must not fail there
+    with pytest.raises(SandboxError) as raised:
+        registry.prepare("bad", ref, LIMITS)  # a run's first step: the checkout reports it
+        with registry.checkout(Checkout("bad", ref, [], LIMITS, Echo()), loader("bad")):
+            pass
+    assert str(raised.value) == "RLM_MIN_AVAILABLE_MB='lots': a whole number, at least 0"
 
 
 def test_the_inline_cell_pool_has_the_operator_s_size() -> None:
