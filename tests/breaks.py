@@ -162,6 +162,77 @@ BREAKS = (
             "::test_a_cost_limit_reached_inside_a_batch_refuses_the_calls_not_yet_sent",
         ),
     ),
+    Break(
+        "threads-status",
+        "rlm threads tells a run waiting for approval from one cut off",
+        (
+            Edit(
+                "rlm_graph/cli/threads.py",
+                'if snapshot.interrupts:\n        status = "waiting for approval"\n    elif',
+                "if",
+            ),
+        ),
+        (
+            "tests/cli/test_threads.py"
+            "::test_threads_tells_a_cut_off_run_from_one_waiting_for_approval",
+        ),
+    ),
+    Break(
+        "registry-cap",
+        "at most max_live sandboxes stay live, the least recently used closed first",
+        (
+            Edit(
+                "rlm_graph/repl/registry.py",
+                "len(self._entries) - self._max_live + 1)",
+                "len(self._entries) - self._max_live)",
+            ),
+        ),
+        (
+            "tests/repl/test_session.py"
+            "::test_registry_keeps_at_most_max_live_and_closes_the_least_recently_used",
+        ),
+    ),
+    Break(
+        "registry-lru",
+        "the cap and memory pressure close the least recently used idle sandbox first",
+        (
+            Edit(
+                "rlm_graph/repl/registry.py",
+                "return [key for _, key in idle]",
+                "return [key for _, key in reversed(idle)]",
+            ),
+        ),
+        (
+            "tests/repl/test_session.py"
+            "::test_registry_keeps_at_most_max_live_and_closes_the_least_recently_used",
+            "tests/repl/test_session.py"
+            "::test_memory_pressure_closes_least_recently_used_idle_sandboxes",
+        ),
+    ),
+    Break(
+        "cell-threads",
+        "the inline cell pool has RLM_CELL_THREADS threads (64 by default)",
+        (
+            Edit(
+                "rlm_graph/repl/session.py",
+                "ThreadPoolExecutor(env_number(os.environ, CELL_THREADS_ENV, CELL_THREADS, 1),",
+                "ThreadPoolExecutor(CELL_THREADS,",
+            ),
+        ),
+        ("tests/repl/test_session.py::test_the_inline_cell_pool_has_the_operator_s_size",),
+    ),
+    Break(
+        "fork-memo",
+        "a fork shares the sub-call memo of its parent branch",
+        (  # the memo of each cell in memory only: nothing reaches another branch
+            Edit(
+                "rlm_graph/graph/execute.py",
+                "memo=SubCallMemo(blobs, sandbox_id, memo_scope(scope, settings)),",
+                "memo=SubCallMemo(None, sandbox_id, memo_scope(scope, settings)),",
+            ),
+        ),
+        ("tests/storage/test_durability.py::test_a_fork_shares_the_memo_of_its_parent_branch",),
+    ),
 )
 
 
