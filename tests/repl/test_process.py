@@ -11,8 +11,11 @@ from typing import Any
 from sandboxes import LIMITS, loader
 from support import python_probe
 
+from rlm_graph.offload import run_owned
+from rlm_graph.repl.cell import CellMeta, aworkbench
 from rlm_graph.repl.process import IsolatedSandbox
 from rlm_graph.repl.registry import Checkout, SandboxRegistry
+from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import store_value
 
 # Four sandboxes share a worker; one of them aborts the worker (eryx's native stack
@@ -175,6 +178,43 @@ def test_cells_awaited_together_hold_no_thread_each() -> None:
             box.close()
     assert handler.most == count  # every cell waited on its sub-call at the same time
     assert threads[1] - threads[0] <= 1  # no thread per waiting cell
+
+
+class BothWays:
+    """Answers a sub-call either way, noting which: on a thread or on the loop."""
+
+    def __init__(self) -> None:
+        self.ways: list[str] = []
+
+    def query(self, prompt: str) -> dict[str, Any]:
+        self.ways.append("thread")
+        return {"ok": True, "value": prompt}
+
+    def batch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        return [self.query(p) for p in prompts]
+
+    async def aquery(self, prompt: str) -> dict[str, Any]:
+        self.ways.append("loop")
+        return {"ok": True, "value": prompt}
+
+    async def abatch(self, prompts: list[str]) -> list[dict[str, Any]]:
+        return [await self.aquery(p) for p in prompts]
+
+
+def test_a_synchronous_callers_cell_runs_as_run_does_and_a_servers_on_its_loop() -> None:
+    registry, handler = SandboxRegistry(), BothWays()
+    want = Checkout("both", store_value("ctx"), [], LIMITS, handler)
+    meta = CellMeta(kind="model", turn=1, reply="", tool_call_id="")
+
+    async def one_cell() -> str:
+        async with aworkbench(registry, want, Blobs(memory=True)) as bench:
+            outcome, _ = await bench.arun("print(await llm_query('hi'))", meta, 1_000)
+        return outcome.stdout
+
+    assert run_owned(one_cell()) == "hi\n"  # answer(), invoke(): the caller's own loop
+    assert asyncio.run(one_cell()) == "hi\n"  # a server's loop
+    assert handler.ways == ["thread", "loop"]
+    registry.release("both")
 
 
 def test_a_registry_checkout_can_be_awaited() -> None:
