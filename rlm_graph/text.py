@@ -1,15 +1,46 @@
-"""Cutting long text down for the model without hiding that it was cut.
+"""Cutting long text down for the model without hiding that it was cut; valid text only.
 
 Imports only ``redact``: every layer may use it.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 
 from rlm_graph.redact import redact_secrets
 
 _NARROWER = "print a narrower slice to see them"
+_REPLACEMENT = "\ufffd".encode()
+
+
+def _as_replacement(error: UnicodeError) -> tuple[bytes, int]:
+    """An encode error handler: U+FFFD for each character UTF-8 cannot encode."""
+    assert isinstance(error, UnicodeEncodeError)
+    # As bytes: the UTF-8 encoder takes only ASCII from a handler that returns text.
+    return _REPLACEMENT * (error.end - error.start), error.end
+
+
+# The only characters UTF-8 cannot encode are lone surrogates.
+codecs.register_error("rlm-surrogates", _as_replacement)
+
+
+def utf8(text: str) -> bytes:
+    r"""``text`` in UTF-8, each lone surrogate as U+FFFD.
+
+    Python turns bytes that are not UTF-8 in file names and ``argv`` into lone surrogates
+    (surrogateescape), and JSON may spell one (``"\udcff"``). No model client, checkpoint
+    or trace can encode them ("surrogates not allowed"), so text from outside is made
+    valid where it enters: every context (``storage.contexts.store_value``) and every
+    question (``graph.runner.Run``). Valid text costs a plain encode: the handler runs
+    only for what cannot be encoded.
+    """
+    return text.encode("utf-8", errors="rlm-surrogates")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (see :func:`utf8`)."""
+    return utf8(text).decode("utf-8")
 
 
 def truncate(text: str, limit: int, why: str = _NARROWER) -> str:

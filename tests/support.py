@@ -40,6 +40,7 @@ __all__ = [
     "python_probe",
     "replies_so_far",
     "rlm",
+    "rlm_process",
     "stub_flags",
     "tool",
 ]
@@ -187,6 +188,16 @@ def rlm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def rlm_process(*argv: str | bytes, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
+    """Run the ``rlm`` command in a new process (bytes in ``argv`` pass as they are)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rlm_graph.cli.main", *argv],
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "LANGSMITH_TRACING": "false"},
+    )
 
 
 def stub_flags(server: StubServer) -> list[str]:

@@ -37,7 +37,7 @@ from rlm_graph.observe.progress import Sink, Tee
 from rlm_graph.observe.trajectory import TraceWriter
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import ContextRef
-from rlm_graph.text import one_line
+from rlm_graph.text import one_line, valid_text
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 Input = dict[str, Any] | Command[Any] | None  # None: continue a thread where it stopped
@@ -186,6 +186,11 @@ class Run:
     catch: bool = False  # an exception becomes a failed result (the CLI) or is raised (answer)
     durability: Durability | None = None  # "sync": each step saved before the next starts
     on_resume: Callable[[int], None] | None = None  # told the iteration a cut-off run resumes at
+
+    def __post_init__(self) -> None:
+        # Every driver's question enters here (argv holds a lone surrogate for each byte
+        # that is not UTF-8): the state, checkpoint and trace then hold only valid text.
+        object.__setattr__(self, "question", valid_text(self.question))
 
     def inputs(self) -> dict[str, Any]:
         """The graph input: the question and a reference to the stored context."""

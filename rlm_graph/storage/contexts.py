@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -27,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
 from rlm_graph.storage.folders import MANIFEST, Entry, link_tree, list_files, manifest
 from rlm_graph.storage.home import home
-from rlm_graph.text import first_of, preview
+from rlm_graph.text import first_of, preview, utf8, valid_text
 
 if TYPE_CHECKING:
     from rlm_graph.storage.blobs import Blobs
@@ -293,7 +294,7 @@ def store_value(value: Any) -> ContextRef:
         kind=kind,
         length=length,
         type_name=type(value).__name__,
-        preview=preview(text, PREVIEW_CHARS),
+        preview=valid_text(preview(text, PREVIEW_CHARS)),
     )
     if size > MAX_CONTEXT_BYTES:
         raise _too_large("the context", size)
@@ -321,9 +322,13 @@ def _as_text(value: Any) -> tuple[Literal["text", "json"], str, int]:
 
 
 def _utf8_pieces(text: str) -> Iterator[bytes]:
-    """``text`` in UTF-8, ``_CHUNK`` characters at a time (code points never split)."""
+    r"""``text`` in UTF-8, ``_CHUNK`` characters at a time (code points never split).
+
+    A lone surrogate (a file name that is not UTF-8, ``"\udcff"`` in JSON) is stored as
+    U+FFFD, as the preview shows it.
+    """
     for start in range(0, len(text), _CHUNK):
-        yield text[start : start + _CHUNK].encode("utf-8", errors="surrogatepass")
+        yield utf8(text[start : start + _CHUNK])
 
 
 def _too_large(what: str, size: int) -> ContextError:
@@ -394,6 +399,12 @@ def _parse_json_file(source: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ContextError(
             f"{what} is not valid JSON ({exc}); rename it (e.g. .txt) to read it as text"
+        ) from exc
+    except ValueError as exc:  # what json.loads raises besides: an integer too long
+        raise ContextError(
+            f"{what} holds an integer of over {sys.get_int_max_str_digits():,} digits, "
+            "more than Python (or the sandbox) converts: write it as a string, or rename the "
+            "file (e.g. .txt) to read it as text"
         ) from exc
     except RecursionError as exc:
         raise _too_deep(what) from exc
@@ -535,7 +546,9 @@ def _store_folder(source: Path, entries: list[Entry]) -> ContextRef:
         kind="folder",
         length=len(entries),
         type_name="LazyFolder",
-        preview=preview("\n".join(e.path for e in entries[:PREVIEW_CHARS]), PREVIEW_CHARS),
+        preview=valid_text(
+            preview("\n".join(e.path for e in entries[:PREVIEW_CHARS]), PREVIEW_CHARS)
+        ),
     )
     if context_file(ref).exists():
         return ref

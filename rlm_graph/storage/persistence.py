@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,17 +66,39 @@ def open_persistence(target: str) -> Iterator[Persistence]:
     path = Path(target)
     if path.is_dir() or not path.parent.is_dir():
         raise PersistenceError(f"--checkpoint {target!r} must be a file in an existing folder")
-    saver_conn = _sqlite(target)
-    store_conn = _sqlite(target, isolation_level=None)
-    try:
-        saver = SqliteSaver(saver_conn)
-        saver.setup()
-        store = SqliteStore(store_conn)
-        store.setup()
-        yield Persistence(saver, store)
-    finally:
-        saver_conn.close()
-        store_conn.close()
+    with ExitStack() as connections:
+        try:
+            persistence = _sqlite_persistence(target, connections)
+        except sqlite3.DatabaseError as exc:
+            raise PersistenceError(
+                f"--checkpoint {target!r} is not a usable SQLite database ({exc}): "
+                "restore it from a copy, or name a new file"
+            ) from None
+        yield persistence
+
+
+def _sqlite_persistence(target: str, connections: ExitStack) -> Persistence:
+    """The checkpointer and store on a checked SQLite file, closed with ``connections``."""
+    saver_conn = connections.enter_context(closing(_sqlite(target)))
+    store_conn = connections.enter_context(closing(_sqlite(target, isolation_level=None)))
+    _check_intact(saver_conn)
+    saver = SqliteSaver(saver_conn)
+    saver.setup()
+    store = SqliteStore(store_conn)
+    store.setup()
+    return Persistence(saver, store)
+
+
+def _check_intact(conn: sqlite3.Connection) -> None:
+    """Raise ``DatabaseError`` if the file is not SQLite, truncated or has a broken page.
+
+    A damaged page otherwise surfaces mid-run, after model calls were paid for, or not at
+    all (a page no query of this run reads). ``quick_check`` reads every page once: 0.27 s
+    for a 200 MB file (measured), a few milliseconds for a usual checkpoint.
+    """
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(str(problems[0]).splitlines()[-1])
 
 
 @contextmanager

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sqlite3
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Script, fast_settings, tool
+from support import Script, fast_settings, rlm_process, stub_flags, tool
 
 from rlm_graph import answer, build_graph
 from rlm_graph.cli.main import main
@@ -128,6 +130,44 @@ def test_symlinks_in_a_context_folder_are_not_followed(tmp_path: Path) -> None:
     assert store.read_directory(folder) == {"real.txt": "mine"}
 
 
+def test_a_folder_with_a_file_name_that_is_not_utf8_is_read_with_u_fffd(
+    stub: Start, tmp_path: Path
+) -> None:
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name")  # surrogateescape
+    server = stub(Script([tool("FINAL(sorted(context))")]))
+    run = rlm_process("run", *stub_flags(server), "--json", "--context", str(folder), "Names?")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["answer"] == ["caf\ufffd.txt"]
+
+
+def test_a_large_folder_previews_a_name_that_is_not_utf8_with_u_fffd(tmp_path: Path) -> None:
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("kept in place")
+    ref = store_path(tmp_path, lazy_folder_files=0)  # a manifest and links: nothing read
+    assert ref["kind"] == "folder"
+    assert ref["preview"] == "caf\ufffd.txt"
+
+
+def test_a_lone_surrogate_in_a_json_context_becomes_u_fffd(stub: Start, tmp_path: Path) -> None:
+    path = tmp_path / "lone.json"
+    path.write_text('{"name": "x\\udcffy"}')  # valid JSON, but no UTF-8 can encode it
+    server = stub(Script([tool("FINAL(context['name'])")]))
+    run = rlm_process("run", *stub_flags(server), "--json", "--context", str(path), "Name?")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["answer"] == "x\ufffdy"
+
+
+def test_bytes_that_are_not_utf8_in_the_question_become_u_fffd(stub: Start, tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("c")
+    server = stub(Script([LENGTH]))
+    run = rlm_process(
+        "run", *stub_flags(server), "--context", str(tmp_path / "c.txt"), b"caf\xe9 or tea?"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "caf\ufffd or tea?" in json.dumps(server.requests[0].body, ensure_ascii=False)
+
+
 # -- clear errors, exit 2, nothing run --------------------------------------------------------
 
 
@@ -167,6 +207,47 @@ def test_json_that_cannot_be_used_is_one_line(
     assert code == 2
     assert message in err.splitlines()[-1]
     assert "Traceback" not in err
+
+
+def test_an_integer_too_long_to_convert_is_one_line(stub: Start, tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text('{"n": ' + "7" * 5_000 + "}")  # Python converts at most 4,300 digits
+    server = stub(Script([LENGTH]))
+    run = rlm_process("run", *stub_flags(server), "--context", str(path), "Q?")
+    assert run.returncode == 2
+    assert "holds an integer of over 4,300 digits" in one_error_line(run.stderr.decode())
+    assert server.requests == []
+
+
+def damaged(tmp_path: Path, how: str) -> Path:
+    """A checkpoint file with a thread in it, then cut short or with a page overwritten."""
+    path = tmp_path / "run.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE filler (n INTEGER, text TEXT)")
+        conn.executemany("INSERT INTO filler VALUES (?, ?)", [(i, "x" * 500) for i in range(500)])
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        if how == "truncated":
+            handle.truncate(size // 2)
+        else:
+            handle.seek(size // 2)
+            handle.write(b"\xa5" * 4096)
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten"])
+def test_a_damaged_checkpoint_file_is_one_line(stub: Start, tmp_path: Path, how: str) -> None:
+    checkpoint = damaged(tmp_path, how)
+    (tmp_path / "c.txt").write_text("c")
+    server = stub(Script([LENGTH]))
+    durable = ["--checkpoint", str(checkpoint), "--thread", "t1"]
+    run = rlm_process(
+        "run", *stub_flags(server), "--context", str(tmp_path / "c.txt"), *durable, "Q?"
+    )
+    assert run.returncode == 2
+    line = one_error_line(run.stderr.decode())
+    assert f"--checkpoint {str(checkpoint)!r} is not a usable SQLite database" in line
+    assert server.requests == []
 
 
 @pytest.mark.parametrize("path", ["/no/such/file.txt", "/dev/zero", "/dev/null"])
