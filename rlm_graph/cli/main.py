@@ -69,6 +69,12 @@ def add_run(commands: Any) -> None:
         help="thread in the checkpoint: resume it, or ask a follow-up question that "
         "reuses its sandbox (default: a new thread, whose id is printed)",
     )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is running --thread, wait for it to end (default: exit 2 "
+        "at once; one process writes a thread at a time)",
+    )
     run.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     run.add_argument(
         "--approve-code",

@@ -63,6 +63,7 @@ class RunRequest:
     trace: str | None = None  # where to write the trajectory
     checkpoint: str | None = None  # a SQLite file or postgresql:// URL: a durable thread
     thread: str | None = None  # the thread in the checkpoint (default: a new one)
+    wait: bool = False  # wait while another process runs the thread (else exit 2)
     approve_code: bool = False  # ask at the terminal before each cell runs
     as_json: bool = False  # print one JSON object, not the answer
     quiet: bool = False  # no progress on stderr
@@ -79,6 +80,7 @@ class RunRequest:
             trace=args.trace,
             checkpoint=args.checkpoint,
             thread=args.thread,
+            wait=args.wait,
             approve_code=args.approve_code,
             as_json=args.json,
             quiet=args.quiet,
@@ -132,14 +134,20 @@ def run_durable(run: Run, checkpoint: str, request: RunRequest) -> int:
     # Imported here: the SQLite store brings numpy (16 MB and 0.05 s CPU, measured) that a
     # run without --checkpoint never uses.
     from rlm_graph.storage.persistence import PersistenceError, open_persistence
+    from rlm_graph.storage.thread_lock import ThreadBusy, thread_lock
 
     thread = request.thread or uuid.uuid4().hex[:12]
     if not request.thread:
         print(f"rlm: thread {thread} (resume or follow up with --thread {thread})", file=sys.stderr)
     try:
-        with open_persistence(checkpoint) as persistence:
+        with (
+            open_persistence(checkpoint) as persistence,
+            thread_lock(checkpoint, thread, waiting(thread) if request.wait else None),
+        ):
             durable = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
             result = run_graph(on_thread(run, durable, thread))
+    except ThreadBusy as exc:
+        raise UsageError(f"{exc}: run again when it ends, or add --wait to wait for it") from exc
     except PersistenceError as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
@@ -157,6 +165,18 @@ def on_thread(run: Run, checkpointed: Graph, thread: str) -> Run:
         durability="sync",  # each step is saved before the next starts
         on_resume=resuming(thread),
     )
+
+
+def waiting(thread: str) -> Callable[[], None]:
+    """What to say when ``--wait`` waits for another process's run of the thread."""
+
+    def say() -> None:
+        print(
+            f"rlm: thread {thread} is running in another process: waiting for it to end",
+            file=sys.stderr,
+        )
+
+    return say
 
 
 def resuming(thread: str) -> Callable[[int], None]:

@@ -25,6 +25,11 @@ from rlm_graph.storage.home import home
 _POSTGRES = ("postgres://", "postgresql://")
 
 
+def is_postgres(target: str) -> bool:
+    """Whether a checkpoint location names a PostgreSQL database (else a SQLite file)."""
+    return target.startswith(_POSTGRES)
+
+
 def default_checkpoint() -> Path:
     """The SQLite file durable threads live in when none is named (``rlm mcp``)."""
     home().mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,7 @@ def open_persistence(target: str) -> Iterator[Persistence]:
     ``target`` is a SQLite file path or a ``postgresql://`` URL (the ``postgres``
     extra). Tables are created on first use.
     """
-    if target.startswith(_POSTGRES):
+    if is_postgres(target):
         with _postgres(target) as persistence:
             yield persistence
         return

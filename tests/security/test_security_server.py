@@ -9,6 +9,7 @@ send any settings and any input.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from devserver import (
 )
 from support import Script, tool
 
-from rlm_graph.offline.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubReply, StubServer, all_text, is_root_request
 
 KEY = "sk-operator-key-that-must-never-leave-0123456789"
 SECRET_LINE = "THE-SERVER-SECRET-FILE"
@@ -162,3 +163,62 @@ def test_no_token_no_store_no_assistant_changes(server: tuple[DevServer, Path]) 
                 await bob.assistants.update(assistant, context={"max_iterations": 1})
 
     asyncio.run(asyncio.wait_for(go(), 2 * RUN_TIMEOUT))
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_thread_is_rejected_or_queued(
+    server: tuple[DevServer, Path],
+) -> None:
+    """LangGraph's ``multitask_strategy``: ``reject`` is a 409, ``enqueue`` (the default) waits."""
+    from langgraph_sdk.errors import ConflictError
+
+    dev, _ = server
+    busy, gate = threading.Event(), threading.Event()
+    asked: list[str] = []  # the context of each run's model call, in order
+
+    def gated(body: dict[str, Any]) -> StubReply | str:
+        if is_root_request(body):
+            # the second run's prompt shows the first's answer too, as history
+            asked.append("context-two" if "context-two" in all_text(body) else "context-one")
+            busy.set()
+            gate.wait(RUN_TIMEOUT)
+        return SCRIPT(body)
+
+    async def go(model: StubServer) -> dict[str, Any]:
+        settings = {"model": "stub", "base_url": model.base_url, "max_iterations": 3}
+        async with client_of(dev, ALICE) as alice:
+            thread = (await alice.threads.create())["thread_id"]
+
+            async def start(context: str, strategy: str) -> str:
+                run_input = {"question": "q", "context": context}
+                created = await alice.runs.create(
+                    thread, "rlm", input=run_input, context=settings, multitask_strategy=strategy
+                )
+                return str(created["run_id"])
+
+            first = await start("context-one", "reject")
+            assert await asyncio.to_thread(busy.wait, RUN_TIMEOUT)  # the first run is running
+            with pytest.raises(ConflictError):
+                await start("context-rejected", "reject")
+            queued = await start("context-two", "enqueue")
+            seen = {"queued while busy": (await alice.runs.get(thread, queued))["status"]}
+            gate.set()
+            for run in (first, queued):
+                await alice.runs.join(thread, run)
+            seen["ended"] = [
+                (await alice.runs.get(thread, run))["status"] for run in (first, queued)
+            ]
+            seen["answer"] = (await alice.threads.get_state(thread))["values"].get("answer")
+            return seen
+
+    with StubServer(gated, port=dev.model_port) as model:
+        try:
+            seen = asyncio.run(asyncio.wait_for(go(model), 3 * RUN_TIMEOUT))
+        finally:
+            gate.set()
+    assert seen == {
+        "queued while busy": "pending",
+        "ended": ["success", "success"],
+        "answer": "context-two",
+    }
+    assert asked == ["context-one", "context-two"]  # one after the other; the rejected never ran

@@ -11,14 +11,14 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from support import Script, fast_settings, missing, replies_so_far, tool, wait_for
+from support import Script, fast_settings, replies_so_far, tool, wait_for
 
 from rlm_graph import build_graph, reference
 from rlm_graph.graph.approval import ApprovalError, review
@@ -37,7 +37,6 @@ from rlm_graph.storage.persistence import open_persistence
 from rlm_graph.storage.records import forget_cached_records
 
 Start = Callable[..., StubServer]
-POSTGRES_URL = os.environ.get("RLM_TEST_POSTGRES_URL", "")
 
 
 def forget_process_state(sandbox_id: str) -> None:
@@ -135,19 +134,6 @@ def rlm_process(server: StubServer, target: str, context: Path, thread: str) -> 
         str(context),
         "What is the total?",
     ]
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not POSTGRES_URL:
-        missing("no PostgreSQL: RLM_TEST_POSTGRES_URL is not set (make test starts a server)")
-    import psycopg
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        for table in ("store", "checkpoints", "checkpoint_writes", "checkpoint_blobs"):
-            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-        conn.execute("DROP TABLE IF EXISTS checkpoint_migrations, store_migrations CASCADE")
-    yield POSTGRES_URL
 
 
 def kill_and_resume(stub: Start, tmp_path: Path, target: str) -> None:
