@@ -18,18 +18,22 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_secrets(text: str) -> str:
-    """``text`` with the value of every key-like environment variable blanked out.
+    """``text`` with key-like environment values and passwords in URLs blanked out.
 
     Provider errors quote what they were sent (an HTTP 401 may echo the key), and such
-    errors are shown to the model and, through its code, could be sent anywhere.
+    errors are shown to the model and, through its code, could be sent anywhere; a
+    ``--base-url`` or ``--checkpoint`` URL with a password in it is quoted by the errors
+    of connecting to it.
     """
     for name, value in os.environ.items():
         if len(value) >= 8 and is_secret_name(name) and value in text:
             text = text.replace(value, f"[{name} redacted]")
-    return text
+    return redact_url_passwords(text)
 
 
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]*:)([^@\s]+)(@)")
+# The password ends at "@"; it cannot hold "/" (that would end the URL's authority), so
+# "http://host:8080/path@x" keeps its port.
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]*:)([^@\s/]+)(@)")
 
 
 def redact_url_passwords(text: str) -> str:

@@ -27,6 +27,7 @@ from rlm_graph.cli.common import (
 )
 from rlm_graph.eval import flags as eval_flags
 from rlm_graph.observe.trajectory import TraceError
+from rlm_graph.redact import redact_secrets
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None, *, one_shot: bool = False) -> int:
             handler: Handler = getattr(importlib.import_module(module), function)
         return handler(args)
     except (UsageError, TraceError) as exc:
-        print(f"rlm: error: {exc}", file=sys.stderr)
+        print(f"rlm: error: {redact_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("rlm: interrupted", file=sys.stderr)

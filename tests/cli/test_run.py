@@ -227,6 +227,24 @@ def test_an_unreachable_server_exits_2_naming_its_url(
     assert line.endswith("(is the server running, and --base-url right?)")
 
 
+def test_a_password_in_a_base_url_is_never_printed(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path
+) -> None:
+    secret = "hunter2-url-password"
+    flags = ["--model", "m", "--context", str(notes)]
+    unreachable = f"http://user:{secret}@127.0.0.1:9/v1"  # port 9: nothing listens
+    status, _, err = rlm(capsys, "run", "--base-url", unreachable, *flags, "Q?")
+    assert status == 2
+    assert "cannot reach http://user:***@127.0.0.1:9/v1/models" in err
+
+    server = stub(lambda body: StubReply(status=400, error="no such model"))
+    failing = server.base_url.replace("http://", f"http://user:{secret}@")
+    status, _, err = rlm(capsys, "run", "--base-url", failing, *flags, "Q?")
+    assert status == 1
+    assert err.endswith(f"({failing.replace(secret, '***')}/chat/completions)\n")
+    assert secret not in err
+
+
 # -- rlm run --checkpoint ----------------------------------------------------------------
 
 

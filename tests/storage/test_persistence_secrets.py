@@ -16,6 +16,7 @@ def test_url_passwords_are_blanked() -> None:
         "cannot use 'postgresql://me:***@db.example:5432/rlm' (x://a:***@c)"
     )
     assert redact_url_passwords("http://host/path?q=1") == "http://host/path?q=1"
+    assert redact_url_passwords("http://host:8080/to@me") == "http://host:8080/to@me"
 
 
 def test_a_failing_database_error_hides_the_password() -> None:
