@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from rlm_graph.text import utf8, valid_text
+
 MANIFEST = "manifest"
 FILES = "files"
 
@@ -57,10 +59,12 @@ def _name(item: os.DirEntry[str]) -> str:
 
 
 def manifest(entries: Iterable[Entry]) -> bytes:
-    """The manifest's bytes: path, size, mtime, each ended by NUL (no path holds one)."""
-    return "".join(f"{e.path}\0{e.size}\0{e.mtime_ns}\0" for e in entries).encode(
-        "utf-8", errors="surrogateescape"
-    )
+    """The manifest's bytes: path, size, mtime, each ended by NUL (no path holds one).
+
+    A name that is not UTF-8 is written with U+FFFD, the name its link gets: the
+    sandbox's file system opens only UTF-8 names ("Illegal byte sequence", measured).
+    """
+    return utf8("".join(f"{e.path}\0{e.size}\0{e.mtime_ns}\0" for e in entries))
 
 
 def read_manifest(folder: Path) -> list[Entry]:
@@ -80,7 +84,7 @@ def link_tree(source: Path, entries: Iterable[Entry], target: Path) -> None:
     """
     made: set[Path] = set()
     for entry in entries:
-        link = target / entry.path
+        link = target / valid_text(entry.path)  # the name the manifest gives it
         if link.parent not in made:
             link.parent.mkdir(parents=True, exist_ok=True)
             made.add(link.parent)

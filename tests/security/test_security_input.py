@@ -142,11 +142,15 @@ def test_a_folder_with_a_file_name_that_is_not_utf8_is_read_with_u_fffd(
     assert json.loads(run.stdout)["answer"] == ["caf\ufffd.txt"]
 
 
-def test_a_large_folder_previews_a_name_that_is_not_utf8_with_u_fffd(tmp_path: Path) -> None:
+def test_a_large_folder_with_a_name_that_is_not_utf8_is_read_as_u_fffd(
+    stub: Start, tmp_path: Path
+) -> None:
     (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("kept in place")
     ref = store_path(tmp_path, lazy_folder_files=0)  # a manifest and links: nothing read
-    assert ref["kind"] == "folder"
-    assert ref["preview"] == "caf\ufffd.txt"
+    assert (ref["kind"], ref["preview"]) == ("folder", "caf\ufffd.txt")
+    server = stub(Script([tool("FINAL({name: context[name] for name in context.keys()})")]))
+    result = answer("q", tmp_path, lazy_folder_files=0, **fast_settings(server))
+    assert result.answer == {"caf\ufffd.txt": "kept in place"}  # was "Illegal byte sequence"
 
 
 def test_a_lone_surrogate_in_a_json_context_becomes_u_fffd(stub: Start, tmp_path: Path) -> None:
