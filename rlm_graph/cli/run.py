@@ -49,6 +49,7 @@ from rlm_graph.storage.contexts import (
     store_path,
     store_stream,
 )
+from rlm_graph.text import valid_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,8 +101,7 @@ def run_request(request: RunRequest) -> int:
         settings = settings_from(request.model, request.settings, request.prices)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if request.thread and not request.checkpoint:
-        raise UsageError("--thread needs --checkpoint FILE: a thread lives in a checkpoint file")
+    check_thread(request.thread, request.checkpoint)
     approve = terminal_approver(*open_terminal()) if request.approve_code else None
     settings = replace(settings, approve_code=approve is not None)
     reporter = reporter_for(request.quiet or approve is not None)  # the prompt owns the terminal
@@ -127,6 +127,14 @@ def run_request(request: RunRequest) -> int:
     if approve is not None:  # a pause needs a checkpointer: one in memory, for this run
         run = on_thread(run, build_graph(checkpointer=InMemorySaver()), uuid.uuid4().hex)
     return finish(run_graph(run), request)
+
+
+def check_thread(thread: str | None, checkpoint: str | None) -> None:
+    """A thread lives in a checkpoint, under a name the checkpoint can store."""
+    if thread and not checkpoint:
+        raise UsageError("--thread needs --checkpoint FILE: a thread lives in a checkpoint file")
+    if thread and valid_text(thread) != thread:  # argv bytes that are not UTF-8
+        raise UsageError(f"--thread {thread!r} is not UTF-8 text: name the thread in UTF-8")
 
 
 def run_durable(run: Run, checkpoint: str, request: RunRequest) -> int:

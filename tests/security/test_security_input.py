@@ -172,6 +172,17 @@ def test_bytes_that_are_not_utf8_in_the_question_become_u_fffd(stub: Start, tmp_
     assert "caf\ufffd or tea?" in json.dumps(server.requests[0].body, ensure_ascii=False)
 
 
+def test_a_thread_name_that_is_not_utf8_is_one_line(stub: Start, tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("c")
+    server = stub(Script([LENGTH]))
+    durable = ["--checkpoint", str(tmp_path / "run.sqlite"), "--thread", b"t\xff"]
+    run = rlm_process(
+        "run", *stub_flags(server), "--context", str(tmp_path / "c.txt"), *durable, "Q"
+    )
+    assert run.returncode == 2
+    assert "--thread 't\\udcff' is not UTF-8 text" in one_error_line(run.stderr.decode())
+
+
 # -- clear errors, exit 2, nothing run --------------------------------------------------------
 
 
