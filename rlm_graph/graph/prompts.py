@@ -232,12 +232,19 @@ def root_window(settings: Settings, tightness: int = 0) -> RootWindow:
 
 
 def prompt_chars(messages: Sequence[AnyMessage]) -> int:
-    """The characters a conversation sends: texts and the code of its tool calls."""
-    return sum(
-        len(str(m.content))
-        + sum(len(str(call["args"])) for call in getattr(m, "tool_calls", None) or [])
-        for m in messages
-    )
+    """The characters a conversation sends: texts and the code of its tool calls.
+
+    It runs on every exchange at every iteration, so it is a plain loop, and only an
+    AIMessage is asked for tool calls: asking any other message went through pydantic's
+    missing-attribute path, 1.7 us a message, more than the rest of the count.
+    """
+    total = 0
+    for message in messages:
+        total += len(str(message.content))
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                total += len(str(call["args"]))
+    return total
 
 
 def shown_output(cell: Cell, limit: int) -> str:
@@ -265,20 +272,41 @@ def render_cells(cells: Sequence[Cell], window: RootWindow, room: int) -> list[A
     a note; then the oldest exchanges are left out; the newest output, what the model
     acts on, shrinks last of all. Two cells printing 20,000 characters each pushed a 1.5B
     model's next request past its 8,192-token window and lost the run (issue 18).
+
+    Each exchange is built once and measured once, and rebuilt only if its output shrank:
+    building every one twice (to measure, then to send) took the prompt from 0.23 to 0.57
+    ms per iteration of a 50-iteration run; 0.26 now.
     """
     kept = [c for c in cells if c["kind"] != "system"]
-    shown = [shown_output(c, window.output_chars) for c in kept]
-    over = sum(prompt_chars(exchange(c, s)) for c, s in zip(kept, shown, strict=True)) - room
+    limit = window.output_chars
+    shown = [shown_output(c, limit) for c in kept]
+    exchanges = [exchange(c, s) for c, s in zip(kept, shown, strict=True)]
+    over = sum(map(prompt_chars, exchanges)) - room
+    left_out = _fit(kept, shown, exchanges, over) if over > 0 else 0
+    messages: list[AnyMessage] = [HumanMessage(LEFT_OUT.format(left_out))] if left_out else []
+    for pair in exchanges[left_out:]:
+        messages.extend(pair)
+    return messages
+
+
+def _fit(kept: list[Cell], shown: list[str], exchanges: list[list[AnyMessage]], over: int) -> int:
+    """Shrink outputs and leave out the oldest exchanges until ``over`` characters are gone.
+
+    ``exchanges`` whose output shrank are rebuilt in place; returns how many are left out.
+    An exchange holds its output once, so it shrinks by what its output lost.
+    """
+    before = list(shown)
     over = _shrink(shown, range(len(kept) - 1), over)
     left_out = 0
     while over > 0 and left_out < len(kept) - 1:
-        over -= prompt_chars(exchange(kept[left_out], shown[left_out]))
+        cut = len(before[left_out]) - len(shown[left_out])
+        over -= prompt_chars(exchanges[left_out]) - cut
         left_out += 1
     _shrink(shown, range(left_out, len(kept)), over)
-    messages: list[AnyMessage] = [HumanMessage(LEFT_OUT.format(left_out))] if left_out else []
-    for cell, text in zip(kept[left_out:], shown[left_out:], strict=True):
-        messages.extend(exchange(cell, text))
-    return messages
+    for i in range(left_out, len(kept)):
+        if shown[i] is not before[i]:
+            exchanges[i] = exchange(kept[i], shown[i])
+    return left_out
 
 
 def _shrink(shown: list[str], indices: range, over: int) -> int:
