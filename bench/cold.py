@@ -78,6 +78,7 @@ def command(peer: str, base_url: str, context: Path) -> list[str]:
         return [
             *(rlm, "run", "--quiet", "--base-url", base_url),
             *("--model", ROOT_MODEL, "--sub-model", SUB_MODEL, "--max-iterations", "3"),
+            *("--server-profile", "hosted"),  # the stub plays a hosted API
             *("--context", str(context), question),
         ]
     calls = peer.removesuffix("-str")  # bench.calls runs rlm-graph on a string as "graph"

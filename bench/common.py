@@ -125,6 +125,7 @@ def stub_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:
         "model": ROOT_MODEL,
         "sub_model": SUB_MODEL,
         "base_url": server.base_url,
+        "server_profile": "hosted",  # the stub plays a hosted API, not a local server
         "model_timeout": 60.0,
         "model_max_retries": 0,
         "cell_timeout": 120.0,

@@ -133,6 +133,7 @@ class Deployment:
             settings.model_timeout,
             settings.model_max_retries,
             api_key=self.api_key(base_url) if base_url else None,
+            max_tokens=settings.reply_cap(name),
         )
 
     def readable(self, path: PathLike) -> PathLike:

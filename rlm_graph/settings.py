@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field, fields, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
-from rlm_graph.models.pricing import PriceTable, check_prices, over_budget, unpriced_models
-from rlm_graph.models.servers import server_window
+from rlm_graph.models.pricing import (
+    FREE,
+    PriceTable,
+    check_prices,
+    over_budget,
+    price_of,
+    unpriced_models,
+)
+from rlm_graph.models.servers import is_local_url, server_window
 from rlm_graph.models.usage import Usage
 
 # The window assumed when none is set and no server reports one: today's hosted models.
@@ -28,6 +35,38 @@ _SMALLER_MODEL = {
 }
 SUB_RLM_EXECUTORS = ("local", "ray")
 MISSING_RAY = "sub_rlm_executor='ray' needs Ray: pip install 'rlm-graph[ray]'"
+SERVER_PROFILES = ("auto", "hosted", "local")
+# The value of a setting left to the server profile (every one of them is >= 0 when set).
+BY_PROFILE = -1
+
+
+class ProfileDefault(NamedTuple):
+    """A setting's value for a hosted API and for a server people run themselves."""
+
+    hosted: float
+    local: float
+
+
+# What a self-hosted server needs differently (issue 18, llama-cpp-python with one slot
+# on CPU): it computes one request at a time, so 16 concurrent sub-calls only queue, and
+# the timeout counts the queue; a retry of a timed-out request queues behind the
+# abandoned one, which the server is still computing; and a reply with no cap runs on,
+# at CPU speed, until the window is full when a small model repeats itself.
+PROFILE_DEFAULTS = {
+    "max_concurrency": ProfileDefault(16, 2),
+    "model_timeout": ProfileDefault(180.0, 600.0),
+    "model_max_retries": ProfileDefault(2, 0),
+    "reply_max_tokens": ProfileDefault(0, 2_048),
+}
+
+
+def _by_profile(name: str, unit: str = "") -> str:
+    """The end of a profile setting's description: what -1 means, in numbers."""
+    hosted, local = PROFILE_DEFAULTS[name]
+    return (
+        f" -1: by server_profile, {hosted:g}{unit} for a hosted API, {local:g}{unit} for a "
+        "local server."
+    )
 
 
 @dataclass(kw_only=True)
@@ -61,6 +100,17 @@ class Settings:
         default="",
         metadata={"description": "Base URL for the sub model. Empty: same as base_url."},
     )
+    server_profile: str = field(
+        default="auto",
+        metadata={
+            "description": "'local': the model server is one people run themselves "
+            "(llama.cpp, Ollama, vLLM): few concurrent sub-calls, a long model timeout, no "
+            "retries, a cap on reply tokens, and its models priced $0 unless prices names "
+            "them. 'hosted': a provider's API. 'auto': local when a base URL is a loopback "
+            "or private address (or the model is ollama:...), else hosted. Settings given "
+            "explicitly win over the profile."
+        },
+    )
     max_iterations: int = field(
         default=20,
         metadata={
@@ -83,10 +133,10 @@ class Settings:
         },
     )
     max_concurrency: int = field(
-        default=16,
+        default=BY_PROFILE,
         metadata={
             "description": "Sub-calls of one cell in flight at the same time, llm_query "
-            "and llm_batch alike."
+            "and llm_batch alike." + _by_profile("max_concurrency")
         },
     )
     sub_rlm_executor: str = field(
@@ -175,12 +225,25 @@ class Settings:
         },
     )
     model_timeout: float = field(
-        default=180.0,
-        metadata={"description": "Seconds one model request may take before it is retried."},
+        default=BY_PROFILE,
+        metadata={
+            "description": "Seconds one model request may take before it is retried, time "
+            "queued at the server included." + _by_profile("model_timeout", " s")
+        },
     )
     model_max_retries: int = field(
-        default=2,
-        metadata={"description": "Retries of a failed model request (429 and 5xx, with backoff)."},
+        default=BY_PROFILE,
+        metadata={
+            "description": "Retries of a failed model request (timeouts, 429 and 5xx, with "
+            "backoff)." + _by_profile("model_max_retries")
+        },
+    )
+    reply_max_tokens: int = field(
+        default=BY_PROFILE,
+        metadata={
+            "description": "Tokens one model reply may have (the request's max_tokens); 0: "
+            "the server's own limit." + _by_profile("reply_max_tokens")
+        },
     )
     tool_calling: bool = field(
         default=True,
@@ -228,7 +291,11 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        """Reject impossible settings up front, with one line that says what to change."""
+        """Fill in what the server profile decides; reject impossible settings up front.
+
+        Each rejection is one line that says what to change.
+        """
+        self._apply_profile()
         for name, low in (
             ("max_iterations", 1),
             ("max_depth", 1),
@@ -245,6 +312,7 @@ class Settings:
             ("lazy_folder_files", 0),
             ("cell_cpu_instructions", 5_000_000_000),
             ("model_max_retries", 0),
+            ("reply_max_tokens", 0),
             ("max_tokens", 0),
             ("trace_text_chars", 0),
         ):
@@ -266,6 +334,62 @@ class Settings:
             raise ValueError("setting model is empty: name a model, e.g. openai:gpt-5")
         self._check_executor()
         self._check_cost_settings()
+
+    def _apply_profile(self) -> None:
+        """Settings left to the profile take its values; local models get a $0 price.
+
+        Here rather than at each reader, so every reader (and Studio, whose form sends
+        a dict LangGraph turns into Settings) sees numbers.
+        """
+        if self.server_profile not in SERVER_PROFILES:
+            raise ValueError(
+                f"setting server_profile={self.server_profile!r} is unknown: use "
+                + ", ".join(map(repr, SERVER_PROFILES))
+            )
+        local = self.is_local
+        for name, default in PROFILE_DEFAULTS.items():
+            if getattr(self, name) == BY_PROFILE:
+                value = default.local if local else default.hosted
+                setattr(self, name, value if name == "model_timeout" else int(value))
+        if isinstance(self.prices, dict):  # a malformed table is reported by check_prices
+            free = {m: dict(FREE) for m in self.local_models if price_of(m, self.prices) is None}
+            self.prices = {**free, **self.prices} if free else self.prices
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the profile in effect is the local server's."""
+        if self.server_profile != "auto":
+            return self.server_profile == "local"
+        return bool(self.local_models)
+
+    @property
+    def local_models(self) -> list[str]:
+        """The run's models served by a server people run themselves (priced $0)."""
+        if self.server_profile == "hosted":
+            return []
+        pairs = dict.fromkeys(
+            [(self.model, self.base_url), (self.effective_sub_model, self.effective_sub_base_url)]
+        )
+        return [name for name, url in pairs if self._served_locally(name, url)]
+
+    def _served_locally(self, name: str, url: str) -> bool:
+        if name.startswith("ollama:"):  # Ollama's provider talks to localhost:11434
+            return True
+        return bool(url) and (self.server_profile == "local" or is_local_url(url))
+
+    def timeout_advice(self) -> str:
+        """What bounds a model request that timed out, the likely cause, what to change.
+
+        The timeout counts the time a request waits in the server's queue: a server that
+        computes one request at a time answers the last of N concurrent ones after N
+        replies' time.
+        """
+        return (
+            f"No reply within model_timeout={self.model_timeout:g} s, which counts time "
+            "queued at the server: one that computes a request at a time (llama.cpp) "
+            f"answers the last of max_concurrency={self.max_concurrency} calls last. Send "
+            "fewer prompts at once, or set --model-timeout higher or --max-concurrency lower."
+        )
 
     def _check_executor(self) -> None:
         """A known executor, whose extra is installed: said now, not at the first sub-RLM."""
@@ -316,6 +440,25 @@ class Settings:
     def sub_window(self) -> int:
         """The sub model's window in tokens, resolving the unset default."""
         return self.sub_model_window_tokens or DEFAULT_WINDOW_TOKENS
+
+    def reply_cap(self, model: str) -> int:
+        """``reply_max_tokens`` for ``model``, at most a quarter of its window (0: none).
+
+        vLLM refuses a request whose prompt plus ``max_tokens`` exceeds the window, so a
+        cap of 2,048 on a 2,048-token window would refuse every request; a quarter leaves
+        the prompt three (on llama.cpp's 8,192-token window the cap stays 2,048).
+        """
+        if not self.reply_max_tokens:
+            return 0
+        windows = [
+            window
+            for name, window in (
+                (self.model, self.root_window),
+                (self.effective_sub_model, self.sub_window),
+            )
+            if name == model
+        ]
+        return min([self.reply_max_tokens, *(w // 4 for w in windows)])
 
     def with_server_windows(self) -> Settings:
         """These settings with each unset window filled in from what its server reports.

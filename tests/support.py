@@ -143,11 +143,16 @@ class Recorder:
 
 
 def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:
-    """Settings pointing both models at the stub, with short limits for tests."""
+    """Settings pointing both models at the stub, with short limits for tests.
+
+    The stub plays a hosted API, although it listens on 127.0.0.1, unless a test says
+    ``server_profile="auto"`` or ``"local"``.
+    """
     settings: dict[str, Any] = {
         "model": "stub-root",
         "sub_model": "stub-sub",
         "base_url": server.base_url,
+        "server_profile": "hosted",
         "max_iterations": 6,
         "model_timeout": 10.0,
         "model_max_retries": 0,
@@ -201,8 +206,11 @@ def rlm_process(*argv: str | bytes, timeout: float = 180) -> subprocess.Complete
 
 
 def stub_flags(server: StubServer) -> list[str]:
-    """``rlm run`` flags pointing both models at the stub."""
-    return ["--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url]
+    """``rlm run`` flags pointing both models at the stub, playing a hosted API."""
+    return [
+        *("--model", "stub-root", "--sub-model", "stub-sub", "--base-url", server.base_url),
+        *("--server-profile", "hosted"),
+    ]
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 90.0) -> None:

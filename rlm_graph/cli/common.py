@@ -13,7 +13,7 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rlm_graph.settings import Settings
+from rlm_graph.settings import BY_PROFILE, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
@@ -30,6 +30,7 @@ RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("sub_model", str, "MODEL"),
     ("base_url", str, "URL"),
     ("sub_base_url", str, "URL"),
+    ("server_profile", str, "auto|hosted|local"),
     ("max_iterations", int, "N"),
     ("max_depth", int, "N"),
     ("sub_rlm_executor", str, "local|ray"),
@@ -43,6 +44,7 @@ RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_output_chars", int, "N"),
     ("model_timeout", float, "SECONDS"),
     ("model_max_retries", int, "N"),
+    ("reply_max_tokens", int, "N"),
     ("tool_calling", bool, ""),
 )
 TRACE_HELP = "write the run's trajectory (JSON lines) to FILE; open it with `rlm view FILE`"
@@ -68,7 +70,8 @@ def _setting(name: str) -> Field[Any]:
 def setting_help(name: str) -> str:
     """A flag's help: the setting's own description, so CLI and Studio never disagree."""
     field = _setting(name)
-    default = f" (default: {field.default})" if field.default != "" else ""
+    # "" has nothing to show; a profile's numbers are in the description itself
+    default = f" (default: {field.default})" if field.default not in ("", BY_PROFILE) else ""
     return (str(field.metadata["description"]) + default).replace("%", "%%")
 
 
@@ -98,6 +101,13 @@ def add_model_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
             parser.add_argument(
                 flag, dest=name, type=kind, metavar=metavar, help=setting_help(name)
             )
+    parser.add_argument(
+        "--local",
+        dest="server_profile",
+        action="store_const",
+        const="local",
+        help="the model server is one you run yourself: --server-profile local",
+    )
     parser.add_argument(
         "--prices",
         metavar="FILE",

@@ -28,8 +28,16 @@ MAX_DEMO_MB = 100.0
 
 
 def demo_settings(base_url: str) -> Settings:
-    """Both models at the stand-in, named apart so the token table shows both."""
-    return Settings(model=demo.ROOT_MODEL, sub_model=demo.SUB_MODEL, base_url=base_url)
+    """Both models at the stand-in, named apart so the token table shows both.
+
+    The stand-in plays a hosted model, although it listens on 127.0.0.1.
+    """
+    return Settings(
+        model=demo.ROOT_MODEL,
+        sub_model=demo.SUB_MODEL,
+        base_url=base_url,
+        server_profile="hosted",
+    )
 
 
 def demo_banner(base_url: str, context: demo.DemoContext) -> str:

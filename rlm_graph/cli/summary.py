@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rlm_graph.graph.runner import RLMResult
-from rlm_graph.models.pricing import CostReport
+from rlm_graph.models.pricing import CostReport, is_free
 from rlm_graph.models.usage import total_tokens
 from rlm_graph.observe.progress import count
 
@@ -21,7 +21,12 @@ def dollars_text(cost: CostReport | None) -> str:
     """The cost in dollars, saying which models had no price."""
     if cost is None:
         return "cost unknown"
-    text = f"${cost['dollars']:.4f}" if cost["models"] else "cost unknown"
+    if not cost["models"]:
+        text = "cost unknown"
+    elif is_free(cost):
+        text = "$0 (free, local)"
+    else:
+        text = f"${cost['dollars']:.4f}"
     if cost["unpriced"]:
         text += f" (no price for {', '.join(cost['unpriced'])}: see --prices)"
     return text

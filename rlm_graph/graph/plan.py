@@ -288,7 +288,8 @@ async def plan(
     except WindowFull as exc:  # finalize answers from what the cells showed
         return {**update, **stopped("budget_exhausted", stop_reason=str(exc))}
     except Exception as exc:  # after the client's own retries: stop, keep every cell
-        return {**update, **stopped("failed", error=f"root model call failed: {call_failure(exc)}")}
+        failure = call_failure(exc, settings.timeout_advice())
+        return {**update, **stopped("failed", error=f"root model call failed: {failure}")}
     step = step_from(parse_reply(reply))
     if update.get("turn") and view.get("history") and view.get("cells"):
         step["setup"] = history_setup(view["history"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import httpx
+from langchain_core.exceptions import ModelTimeoutError
 
 from rlm_graph.models.loading import ModelConfigError
 from rlm_graph.redact import redact_secrets
@@ -56,13 +57,17 @@ def check_served(model: str, base_url: str) -> None:
         )
 
 
-def call_failure(exc: BaseException) -> str:
+def call_failure(exc: BaseException, timeout_advice: str = "") -> str:
     """One line for a failed model call, naming the URL it went to.
 
     The SDKs' errors carry the request: "Connection error." or a 404 alone does not say
-    which of the root and sub model's servers failed.
+    which of the root and sub model's servers failed. A timeout is followed by
+    ``timeout_advice`` (``Settings.timeout_advice``): "Request timed out." alone named
+    neither the setting that bounds it nor the likely cause (issue 18).
     """
     text = one_line(exc)
+    if timeout_advice and is_timeout(exc):
+        text += f" {timeout_advice}"  # before the URL: a shortened line keeps the advice
     url = str(getattr(getattr(exc, "request", None), "url", "") or "")
     return redact_secrets(f"{text} ({url})") if url and url not in text else text
 
@@ -83,3 +88,8 @@ def exceeds_window(exc: BaseException) -> bool:
     """Whether a model call failed because its prompt did not fit the model's window."""
     text = str(exc).lower()
     return any(marker in text for marker in _WINDOW_ERRORS)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether a model call failed because no reply came within its timeout."""
+    return isinstance(exc, ModelTimeoutError | TimeoutError)

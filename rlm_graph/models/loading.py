@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain.chat_models import init_chat_model
 from langchain.chat_models.base import _BUILTIN_PROVIDERS, _attempt_infer_model_provider
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.outputs import ChatResult
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -86,12 +87,45 @@ def lean_chat_openai() -> type[ChatOpenAI]:
                 payload["messages"] = []
             return payload
 
+        def _create_chat_result(
+            self, response: Any, generation_info: dict[str, Any] | None = None
+        ) -> ChatResult:
+            return super()._create_chat_result(with_cache_n(response), generation_info)
+
     return LeanChatOpenAI
+
+
+def with_cache_n(response: Any) -> Any:
+    """A llama.cpp reply with its ``timings.cache_n`` as the OpenAI field of cached tokens.
+
+    llama.cpp reports the prompt tokens it reused from its cache in ``timings`` (a field
+    of its own beside ``usage``); only its later versions also send vLLM's and OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens``, the one field the client reads, so
+    every reply of the others counted 0 cached tokens. Other replies pass unchanged.
+    """
+    is_dict = isinstance(response, dict)
+    timings = response.get("timings") if is_dict else getattr(response, "timings", None)
+    if not isinstance(timings, dict):
+        return response
+    reply: dict[str, Any] = response if is_dict else response.model_dump(warnings=False)
+    cache_n = timings.get("cache_n")
+    usage = reply.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(cache_n, int) or not usage or details.get("cached_tokens") is not None:
+        return response
+    details = {**details, "cached_tokens": cache_n}
+    return {**reply, "usage": {**usage, "prompt_tokens_details": details}}
 
 
 @lru_cache(maxsize=64)
 def load_chat_model(
-    name: str, base_url: str, timeout: float, max_retries: int, *, api_key: str | None = None
+    name: str,
+    base_url: str,
+    timeout: float,
+    max_retries: int,
+    *,
+    api_key: str | None = None,
+    max_tokens: int = 0,
 ) -> BaseChatModel:
     """Build (once per process) the chat model for ``name``.
 
@@ -101,6 +135,10 @@ def load_chat_model(
     A timeout is always set: ChatOpenAI has none by default, and a request that never
     returns would otherwise hang a sandbox callback forever. (``llm`` models have no
     timeout setting; the sub-call broker's own deadline bounds them.)
+
+    ``max_tokens`` (0: none) caps each reply. An OpenAI-compatible server gets it as
+    ``max_tokens``, which llama.cpp, llama-cpp-python, Ollama and vLLM all read; the
+    client would send ``max_completion_tokens``, which OpenAI's own API wants instead.
     """
     if name.startswith(LLM_PREFIX):
         return _llm_model(name.removeprefix(LLM_PREFIX))
@@ -114,6 +152,10 @@ def load_chat_model(
             given = os.environ.get("OPENAI_API_KEY") if api_key is None else api_key
             kwargs["api_key"] = given or "not-needed"
             kwargs["stream_usage"] = True
+            if max_tokens:
+                kwargs["extra_body"] = {"max_tokens": max_tokens}
+    if max_tokens and "extra_body" not in kwargs:
+        kwargs["max_tokens"] = max_tokens
     if not provider and not _attempt_infer_model_provider(model):
         raise ModelConfigError(unknown_provider(name))
     try:

@@ -16,6 +16,9 @@ from rlm_graph.models.usage import Usage, total_tokens
 PriceTable = dict[str, dict[str, float]]
 PRICE_KEYS = ("input", "output", "cached_input")
 TOKENS_PER_UNIT = 1_000_000
+# The price of a model on a server people run themselves (settings.server_profile):
+# known to cost nothing, which is not the same as "no price" (cost unknown).
+FREE = {key: 0.0 for key in PRICE_KEYS}
 
 # Dollars per million tokens: input, output, cached input.
 DEFAULT_PRICES: PriceTable = {
@@ -97,6 +100,11 @@ def cost_of(usage: Usage, overrides: PriceTable) -> CostReport:
         else:
             models[model] = round(dollars(counts, price), 6)
     return CostReport(dollars=round(sum(models.values()), 6), models=models, unpriced=unpriced)
+
+
+def is_free(cost: CostReport) -> bool:
+    """Whether every model of ``cost`` is priced at $0: local models (settings.FREE)."""
+    return bool(cost["models"]) and not any(cost["models"].values())
 
 
 def unpriced_models(models: list[str], overrides: PriceTable) -> list[str]:

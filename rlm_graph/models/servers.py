@@ -15,14 +15,33 @@ The probes are blocking HTTP with a short timeout; async code runs them in a thr
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 PROBE_TIMEOUT = 3.0  # seconds per probe: a local server answers in milliseconds
 _NUM_CTX = re.compile(r"^\s*num_ctx\s+(\d+)", re.MULTILINE)
+
+
+def is_local_url(base_url: str) -> bool:
+    """Whether ``base_url`` names this machine or a private network, where people run servers.
+
+    ``localhost``, 127.0.0.1, 10.x, 192.168.x, fd00::/8 and the like. Only the URL is read:
+    a host name other than ``localhost`` is not looked up, so a LAN server known by name is
+    not recognised (``server_profile="local"`` says it is one).
+    """
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _get_json(url: str, body: dict[str, Any] | None = None) -> Any:

@@ -12,7 +12,7 @@ import html
 import json
 from typing import Any
 
-from rlm_graph.models.pricing import cost_of
+from rlm_graph.models.pricing import cost_of, is_free
 from rlm_graph.models.usage import total_tokens
 from rlm_graph.observe.highlight import highlight_python
 from rlm_graph.observe.trajectory import (
@@ -110,6 +110,8 @@ def usage_table(rows: list[tuple[str, Usage]], prices: dict[str, Any]) -> str:
         }
         cost = cost_of(usage, prices)
         dollars = f"${cost['dollars']:.4f}" if cost["models"] else "no price"
+        if is_free(cost):
+            dollars = "free, local"
         if cost["models"] and cost["unpriced"]:
             dollars += " + unpriced"
         body.append(

@@ -10,7 +10,9 @@ traits a hosted API does not have, all reproduced here so the offline tests see 
 - tool calls written as text (a fenced JSON object in the content), or honoured only
   when the request names a ``tool_choice`` (llama-cpp-python's function-calling
   template);
-- one request computed at a time, the others queued (llama.cpp's single slot).
+- one request computed at a time, the others queued (llama.cpp's single slot);
+- usage without ``prompt_tokens_details``, or with llama.cpp's ``timings`` (``cache_n``:
+  prompt tokens reused from its cache) in its place.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from rlm_graph.offline.stub_server import StubReply
 
 ToolCallForm = Literal["native", "text", "with_choice"]
+UsageForm = Literal["openai", "bare", "timings"]
 
 # The estimate the stub's usage reports too: 4 characters per token.
 STUB_CHARS_PER_TOKEN = 4
@@ -40,6 +43,24 @@ class LocalServer:
     ``with_choice``: as real tool calls only when the request sends ``tool_choice``."""
     slots: int = 0
     """Requests computed at once, the rest waiting their turn; 0: no limit."""
+    usage: UsageForm = "openai"
+    """How cached prompt tokens are reported: ``openai``, in ``prompt_tokens_details``;
+    ``bare``, not at all; ``timings``, as llama.cpp's ``timings.cache_n``."""
+
+    def usage_fields(self, usage: dict[str, Any]) -> dict[str, Any]:
+        """The reply's ``usage`` (and llama.cpp's ``timings``) as this server sends them."""
+        if self.usage == "openai":
+            return {"usage": usage}
+        cached = usage["prompt_tokens_details"]["cached_tokens"]
+        bare = {k: v for k, v in usage.items() if k != "prompt_tokens_details"}
+        if self.usage == "bare":
+            return {"usage": bare}
+        timings = {
+            "cache_n": cached,
+            "prompt_n": usage["prompt_tokens"] - cached,
+            "predicted_n": usage["completion_tokens"],
+        }
+        return {"usage": bare, "timings": timings}
 
     def refusal(self, body: dict[str, Any], prompt_chars: int) -> str:
         """The message of the 400 a request past the window gets, or "" when it fits."""

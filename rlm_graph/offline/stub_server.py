@@ -559,7 +559,7 @@ class StubModel:
                     "logprobs": None,
                 }
             ],
-            "usage": self._usage(body, reply, calls),
+            **self.local.usage_fields(self._usage(body, reply, calls)),
         }
 
     def _chunks(self, body: dict[str, Any], reply: StubReply) -> list[dict[str, Any]]:
@@ -588,7 +588,8 @@ class StubModel:
             ]
         chunks.append(chunk({}, _finish_reason(reply, calls)))
         if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append({**envelope, "choices": [], "usage": self._usage(body, reply, calls)})
+            usage = self.local.usage_fields(self._usage(body, reply, calls))
+            chunks.append({**envelope, "choices": [], **usage})
         return chunks
 
 

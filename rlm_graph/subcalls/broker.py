@@ -25,7 +25,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langsmith.run_trees import RunTree
 
-from rlm_graph.models.endpoints import call_failure, exceeds_window
+from rlm_graph.models.endpoints import call_failure, exceeds_window, is_timeout
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN, Usage, add_usage
 from rlm_graph.observe import events
@@ -57,13 +57,23 @@ RunChild = Callable[[str, Settings, Scope, Emit | None], Awaitable[ChildResult]]
 STOP = "do not retry them: no more sub-calls can be made, so answer from what you have"
 SMALLER = "a prompt was too long for the sub model: send smaller chunks"
 FEWER = "the batch was too large: send fewer prompts per llm_batch"
+# A retry of a timed-out call queues behind the abandoned one, which a one-slot server
+# is still computing (issue 18).
+QUEUED = "they timed out waiting for the model server: send fewer prompts at once"
 RETRY = "retry them"
-_ADVICE_ORDER = (STOP, SMALLER, FEWER, RETRY)
+_ADVICE_ORDER = (STOP, SMALLER, FEWER, QUEUED, RETRY)
 
 
 def failed(error: str, advice: str = RETRY) -> dict[str, Any]:
     """A sub-call's failure for the guest, with what to do about it for the cell's note."""
     return {"ok": False, "error": error, "advice": advice}
+
+
+def advice_on_failure(exc: BaseException) -> str:
+    """What to do about a sub-call whose model call raised ``exc``."""
+    if exceeds_window(exc):
+        return SMALLER
+    return QUEUED if is_timeout(exc) else RETRY
 
 
 def advice_for(failures: list[dict[str, Any]]) -> str:
@@ -290,7 +300,9 @@ class SubCallBroker:
         try:
             value, usage = await asyncio.shield(pending)
         except Exception as exc:
-            failure = failed(call_failure(exc), SMALLER if exceeds_window(exc) else RETRY)
+            failure = failed(
+                call_failure(exc, self.settings.timeout_advice()), advice_on_failure(exc)
+            )
             self._ended(call_id, started, failure, cached=joined)
             return failure
         finally:

@@ -14,7 +14,8 @@ import pytest
 from support import Script, rlm, stub_flags, tool
 
 from rlm_graph.cli import run as cli_run
-from rlm_graph.cli.common import EXIT_HELP
+from rlm_graph.cli.common import EXIT_HELP, flag_values, settings_from
+from rlm_graph.cli.main import build_parser
 from rlm_graph.cli.run import RunRequest, run_request
 from rlm_graph.offline.stub_server import Responder, StubReply, StubServer
 
@@ -383,3 +384,30 @@ def test_local_server_flags_reach_the_run(
     (request,) = server.requests
     assert "tools" not in request.body
     assert "whose window is 4,000 tokens" in json.dumps(request.body)
+
+
+def test_local_makes_a_run_free_and_each_flag_still_wins(
+    capsys: pytest.CaptureFixture[str], stub: Start, notes: Path
+) -> None:
+    server = stub(Script([tool("FINAL(1)")]))
+    argv = ["run", *stub_flags(server), "--local", "--context", str(notes), "Q"]
+    status, _, err = rlm(capsys, *argv, "--max-concurrency", "5")
+    assert status == 0
+    assert "$0 (free, local)" in err.splitlines()[-2]
+    assert server.requests[0].body["max_tokens"] == 2048
+
+    args = build_parser().parse_args([*argv[:-1], "--max-concurrency", "5", "Q"])
+    settings = settings_from(args.model, flag_values(args), None)
+    assert (settings.server_profile, settings.max_concurrency) == ("local", 5)
+    assert (settings.model_timeout, settings.model_max_retries) == (600, 0)
+
+
+def test_help_shows_what_each_profile_gives(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = rlm(capsys, "run", "--help")
+    text = " ".join(out.split())
+    assert status == 0
+    assert "16 for a hosted API, 2 for a local server" in text
+    assert "180 s for a hosted API, 600 s for a local server" in text
+    assert "2 for a hosted API, 0 for a local server" in text
+    assert "0 for a hosted API, 2048 for a local server" in text
+    assert "--local the model server is one you run yourself" in text

@@ -88,3 +88,25 @@ def test_a_root_that_cannot_fit_answers_best_effort_instead_of_failing(stub: Ser
     assert "maximum context length is 8192 tokens" in result.stop_reason
     assert result.answer == "b" * 20_000
     assert [r.reply.status for r in server.requests if r.reply.status != 200] == [400, 400]
+
+
+def test_a_local_server_gets_capped_replies_and_costs_nothing(stub: Serve) -> None:
+    server = stub(Script([tool("FINAL(await llm_query('x'))")]), local=LLAMA_CPP_8K)
+    result = answer("q", "ctx", **fast_settings(server, server_profile="auto"))
+
+    assert result.answer == "echo:x"
+    bodies = [r.body for r in server.requests]
+    # max_tokens, which every local server reads, not the client's max_completion_tokens
+    assert [b.get("max_tokens") for b in bodies] == [2048, 2048]
+    assert not any("max_completion_tokens" in b for b in bodies)
+    assert result.cost == {
+        "dollars": 0.0,
+        "models": {"stub-root": 0.0, "stub-sub": 0.0},
+        "unpriced": [],
+    }
+
+
+def test_a_hosted_api_gets_no_reply_cap(stub: Serve) -> None:
+    server = stub(Script([tool("FINAL(1)")]), local=LLAMA_CPP_8K)
+    answer("q", "ctx", **fast_settings(server))  # server_profile="hosted"
+    assert "max_tokens" not in server.requests[0].body

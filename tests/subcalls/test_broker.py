@@ -9,7 +9,7 @@ from typing import Any
 from support import Recorder, Script, fast_settings, tool
 
 from rlm_graph import answer
-from rlm_graph.offline.stub_server import LocalServer, all_text
+from rlm_graph.offline.stub_server import LocalServer, StubReply, all_text
 
 
 def test_a_batch_has_max_concurrency_calls_in_flight_at_once(stub: Any) -> None:
@@ -88,3 +88,17 @@ def test_the_failure_line_says_not_to_retry_what_a_limit_refused(stub: Any) -> N
     seen = all_text(server.requests[-1].body)
     assert "do not retry them: no more sub-calls can be made" in seen
     assert "retry them." not in seen
+
+
+def test_a_timed_out_sub_call_names_the_setting_and_the_queue(stub: Any) -> None:
+    # One slot, each sub-call 0.4 s: the third of three sent together waits 0.8 s in the
+    # server's queue before it is even computed, past a 0.6 s timeout.
+    code = "r = await llm_batch(['a', 'b', 'c'])\nprint(r)"
+    slow = Script([tool(code), "FINAL(done)"], sub=lambda p: StubReply(p, delay=0.4))
+    server = stub(slow, local=LocalServer(slots=1))
+    answer("q", "ctx", **fast_settings(server, max_concurrency=3, model_timeout=0.6))
+
+    seen = all_text(server.requests[-1].body)
+    assert "they timed out waiting for the model server: send fewer prompts at once" in seen
+    assert "Request timed out. No reply within model_timeout=0.6 s" in seen
+    assert "queued at the server" in seen and "max_concurrency=3 calls last" in seen
