@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
 from rlm_graph.models.loading import load_chat_model, split_model_name
-from rlm_graph.settings import Settings
+from rlm_graph.settings import Settings, WindowCache
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.roots import PathLike, check_roots, confine
 
@@ -56,6 +56,8 @@ class Deployment:
     """Folders a ``context_path`` may come from; ``()`` allows none."""
     ceilings: tuple[tuple[str, float], ...] = ()
     """Highest value a run may give each named setting."""
+    windows: WindowCache = field(default_factory=dict, compare=False, hash=False, repr=False)
+    """The windows its servers reported, asked once per process (see with_server_windows)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Deployment:
@@ -89,6 +91,18 @@ class Deployment:
             if _exceeds(name, getattr(settings, name), ceiling)
         }
         return replace(settings, **clamped) if clamped else settings
+
+    def with_server_windows(self, settings: Settings) -> Settings:
+        """``settings`` with unset windows filled in from what the operator's servers report.
+
+        Only a server's deployment asks here, once per server and model for the life of
+        the process: Studio and ``langgraph dev`` runs do not go through the runner,
+        which asks before each CLI or Python run (``TRUSTED`` leaves it to the runner).
+        The base URLs asked are the operator's: ``admit`` refused any other.
+        """
+        if self.base_urls is None:
+            return settings
+        return settings.with_server_windows(self.windows)
 
     def check_model(self, name: str, base_url: str) -> None:
         """Refuse a model or base URL this deployment does not allow."""

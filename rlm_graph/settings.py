@@ -35,6 +35,8 @@ _SMALLER_MODEL = {
 }
 SUB_RLM_EXECUTORS = ("local", "ray")
 MISSING_RAY = "sub_rlm_executor='ray' needs Ray: pip install 'rlm-graph[ray]'"
+# What each (base URL, model) was found to have as its window; None: the server said none.
+WindowCache = dict[tuple[str, str], int | None]
 SERVER_PROFILES = ("auto", "hosted", "local")
 # The value of a setting left to the server profile (every one of them is >= 0 when set).
 BY_PROFILE = -1
@@ -460,13 +462,14 @@ class Settings:
         ]
         return min([self.reply_max_tokens, *(w // 4 for w in windows)])
 
-    def with_server_windows(self) -> Settings:
+    def with_server_windows(self, asked: WindowCache | None = None) -> Settings:
         """These settings with each unset window filled in from what its server reports.
 
         Blocking HTTP (a few milliseconds against a local server, at most a few seconds
-        when one does not answer): async code runs it in a thread.
+        when one does not answer): async code runs it in a thread. ``asked`` keeps the
+        answers by (URL, model) for later calls (a server's deployment keeps one).
         """
-        asked: dict[tuple[str, str], int | None] = {}
+        asked = {} if asked is None else asked
         updates: dict[str, Any] = {}
         for name, model, url in (
             ("root_window_tokens", self.model, self.base_url),

@@ -271,7 +271,7 @@ async def plan(
     A coroutine, so that a server holds no thread for it: records are read and written
     on a thread (``offload``), the model is asked on the call pool (``subcalls.loop``).
     """
-    settings = settings_of(runtime, deployment)
+    settings = await asyncio.to_thread(settings_of, runtime, deployment)  # may ask servers
     blobs = blobs_of(runtime)
     update, view = await offload(start_step, state, blobs, deployment, settings)
     if view is None:

@@ -39,14 +39,17 @@ MODELS_KEY = "rlm_models"
 def settings_of(runtime: Runtime[Settings], deployment: Deployment) -> Settings:
     """The run's settings as the deployment admits them; a server may send none, or a dict.
 
-    Raises ``SettingsRefused`` for a base URL or model the deployment does not allow.
+    Windows left unset are filled in from what a server deployment's model servers
+    report: blocking HTTP the first time, so the first node of a step (plan) calls this
+    in a thread. Raises ``SettingsRefused`` for a base URL or model the deployment does
+    not allow.
     """
     context: Any = runtime.context
     if context is None:
         context = Settings()
     elif isinstance(context, dict):
         context = Settings.from_mapping(context)
-    return deployment.admit(context)
+    return deployment.with_server_windows(deployment.admit(context))
 
 
 def configurable(key: str) -> Any:

@@ -8,6 +8,8 @@ from typing import Any
 from support import Script, fast_settings, tool
 
 from rlm_graph import answer
+from rlm_graph.deployment import Deployment
+from rlm_graph.graph import build_graph
 from rlm_graph.offline.stub_server import LocalServer, StubServer, all_text
 
 Serve = Callable[..., StubServer]
@@ -110,3 +112,22 @@ def test_a_hosted_api_gets_no_reply_cap(stub: Serve) -> None:
     server = stub(Script([tool("FINAL(1)")]), local=LLAMA_CPP_8K)
     answer("q", "ctx", **fast_settings(server))  # server_profile="hosted"
     assert "max_tokens" not in server.requests[0].body
+
+
+def test_a_server_deployment_asks_its_model_server_the_window_once(stub: Serve) -> None:
+    # Studio and langgraph dev run the graph without the runner, which asks for the CLI
+    server = stub(Script([tool("FINAL(1)")]), local=LLAMA_CPP_8K)
+    deployment = Deployment(base_urls=((server.base_url, ""),))
+    rlm = build_graph(deployment=deployment)
+    probes = []
+    for _ in range(2):
+        out = rlm.invoke({"question": "q", "context": "ctx"}, context=fast_settings(server))
+        assert out["answer"] == 1
+        assert "whose window is 8,192 tokens" in all_text(server.requests[-1].body)
+        probes.append(server.probes.count("/props"))
+
+    assert probes == [2, 2]  # once per model (root and sub), kept for the process
+    assert deployment.windows == {
+        (server.base_url, "stub-root"): 8192,
+        (server.base_url, "stub-sub"): 8192,
+    }
