@@ -50,9 +50,17 @@ from rlm_graph.storage.contexts import (
     store_path,
     store_value,
 )
-from rlm_graph.storage.records import MissingRecord, load_cells, save_cell
+from rlm_graph.storage.records import Cell, MissingRecord, load_cells, save_cell
 from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
+
+# Replies with code, none of them through the tool, after which it is no longer offered.
+UNUSED_TOOL_REPLIES = 2
+TOOL_SWITCH_NOTICE = (
+    f"the model sent code in {UNUSED_TOOL_REPLIES} replies and never through the "
+    f"{TOOL_NAME} tool: the tool is no longer offered, code travels in fenced blocks "
+    "for the rest of this question"
+)
 
 EXECUTE_TOOL = {
     "type": "function",
@@ -130,6 +138,30 @@ def root_model(settings: Settings, scope: Scope) -> BaseChatModel:
     return chat_model(settings.model, settings.base_url, settings, scope)
 
 
+def turn_cells(state: State, blobs: Blobs) -> list[Cell]:
+    """The records of this turn's cells, in order."""
+    turn = state.get("turn", 1)
+    refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
+    return load_cells(blobs, state["sandbox_id"], refs)
+
+
+def tool_offer(settings: Settings, cells: list[Cell]) -> tuple[bool, str]:
+    """Whether the next root call offers the code tool; the notice when that just changed.
+
+    A model that sent code in ``UNUSED_TOOL_REPLIES`` replies and never through the tool
+    is not going to use it (issue 18: with llama-cpp-python's own chat templates every
+    run fell back to fenced blocks, silently); the tool then goes, and with it the
+    prompt's description of it, so what the model reads matches what it does.
+    """
+    coded = [c for c in cells if c["kind"] == "model" and c["code"]]
+    if not settings.tool_calling or any(c["tool_call_id"] for c in coded):
+        return settings.tool_calling, ""
+    if len(coded) < UNUSED_TOOL_REPLIES:
+        return True, ""
+    notice = "" if len(coded) > UNUSED_TOOL_REPLIES else TOOL_SWITCH_NOTICE
+    return False, notice
+
+
 def conversation(
     state: State,
     settings: Settings,
@@ -140,8 +172,6 @@ def conversation(
     tool_calling: bool,
 ) -> list[AnyMessage]:
     """What the root model reads: instructions, the question, this turn's cells."""
-    turn = state.get("turn", 1)
-    refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
     window = prompts.root_window(settings, tightness)
     system = prompts.system_prompt(
         state["context_ref"],
@@ -158,7 +188,7 @@ def conversation(
     return prompts.build_messages(
         system,
         question_of(state),
-        load_cells(blobs, state["sandbox_id"], refs),
+        turn_cells(state, blobs),
         iteration=state.get("iteration", 0),
         max_iterations=settings.max_iterations,
         window=window,
@@ -216,14 +246,14 @@ async def ask_root(
 ) -> tuple[AIMessage, float]:
     """One root-model call on the conversation so far: the reply and its latency."""
     iteration = view.get("iteration", 0) + 1
-    tools = settings.tool_calling
+    tools, notice = await asyncio.to_thread(lambda: tool_offer(settings, turn_cells(view, blobs)))
     return await ask_fitted(
         partial(conversation, view, settings, scope, blobs, tool_calling=tools),
         settings,
         scope,
         tools=tools,
         config={"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])},
-        first=lambda messages: emit(iteration_event(messages, iteration, scope.depth)),
+        first=lambda messages: emit(iteration_event(messages, iteration, scope.depth, notice)),
     )
 
 
@@ -319,8 +349,13 @@ def reply_event(
     )
 
 
-def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> IterationEvent:
-    """An iteration starts: how big the prompt is; the first one also says what it was."""
+def iteration_event(
+    messages: list[AnyMessage], iteration: int, depth: int, notice: str = ""
+) -> IterationEvent:
+    """An iteration starts: how big the prompt is; the first one also says what it was.
+
+    ``notice``: a change the run made on its own from this iteration on (``tool_offer``).
+    """
     event = events.iteration(
         depth=depth,
         iteration=iteration,
@@ -330,4 +365,6 @@ def iteration_event(messages: list[AnyMessage], iteration: int, depth: int) -> I
     if iteration == 1:
         event["system_prompt"] = str(messages[0].content)
         event["question"] = str(messages[1].content)
+    if notice:
+        event["notice"] = notice
     return event

@@ -77,6 +77,15 @@ class IterationFields(_Fields):
     prompt_messages: int
     system_prompt: NotRequired[Annotated[str, Doc("first step only")]]
     question: NotRequired[Annotated[str, Doc("first step only")]]
+    notice: NotRequired[
+        Annotated[
+            str,
+            Doc(
+                "a change the run made on its own from this step on, said once: e.g. tool "
+                "calling switched off for a model that never used the tool"
+            ),
+        ]
+    ]
 
 
 class IterationEvent(IterationFields, _Stamped):

@@ -88,7 +88,8 @@ def log_line(event: Event) -> str | None:
     """
     indent = "  " * event["depth"]
     if event["event"] == "iteration":
-        return f"rlm: {indent}iteration {event['iteration']} (depth {event['depth']})"
+        line = f"rlm: {indent}iteration {event['iteration']} (depth {event['depth']})"
+        return f"{line}\nrlm: {indent}  note: {event['notice']}" if "notice" in event else line
     if event["event"] == "cell":
         return f"rlm: {indent}  > {event['code_line']}"
     return None

@@ -102,6 +102,7 @@ class Iteration(TypedDict):
     reply_seconds: float
     usage: Usage
     best_effort: bool
+    notice: NotRequired[str]  # the iteration event's (see events.IterationFields)
     cells: list[CellRecord]
     sub_calls: list[SubCall]
 
@@ -264,6 +265,8 @@ class _Builder:
             iteration = _opened(event, event["iteration"])
             iteration["prompt_chars"] = event["prompt_chars"]
             iteration["prompt_messages"] = event["prompt_messages"]
+            if "notice" in event:
+                iteration["notice"] = event["notice"]
             run["iterations"].append(iteration)
             run["question"] = event.get("question") or run["question"]
             run["system_prompt"] = event.get("system_prompt") or run["system_prompt"]

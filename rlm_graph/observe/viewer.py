@@ -266,6 +266,8 @@ def iteration_html(iteration: Iteration) -> str:
         if part
     )
     body = []
+    if notice := iteration.get("notice"):
+        body.append(f'<div class="label">notice</div><pre>{esc(notice)}</pre>')
     if iteration["reply"].strip():
         body.append(f'<div class="label">reply</div><pre>{esc(iteration["reply"])}</pre>')
     if not iteration["cells"] and iteration["code"]:  # the run stopped while it ran

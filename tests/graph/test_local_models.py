@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from support import Script, fast_settings, tool
+from support import Script, fast_settings, fenced, tool
 
 from rlm_graph import answer
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph import build_graph
+from rlm_graph.graph.plan import TOOL_SWITCH_NOTICE
+from rlm_graph.observe.trajectory import read_trajectory
+from rlm_graph.observe.viewer import render_html
 from rlm_graph.offline.stub_server import LocalServer, StubServer, all_text
 
 Serve = Callable[..., StubServer]
@@ -131,3 +136,26 @@ def test_a_server_deployment_asks_its_model_server_the_window_once(stub: Serve) 
         (server.base_url, "stub-root"): 8192,
         (server.base_url, "stub-sub"): 8192,
     }
+
+
+def test_a_model_that_never_uses_the_tool_gets_fenced_blocks_and_the_trace_says_so(
+    stub: Serve, tmp_path: Path
+) -> None:
+    fences = [fenced("x = 1"), fenced("x += 1"), fenced("FINAL(x + 1)")]
+    server = stub(Script(fences))
+    trace = tmp_path / "run.jsonl"
+    result = answer("q", "ctx", trace=str(trace), **fast_settings(server))
+
+    assert result.answer == 3
+    offered = ["tools" in r.body for r in server.requests]
+    assert offered == [True, True, False]
+    assert "```repl" in all_text(server.requests[2].body)  # the prompt says the fence way
+    iterations = read_trajectory(trace)["root"]["iterations"]
+    assert [i.get("notice", "") for i in iterations] == ["", "", TOOL_SWITCH_NOTICE]
+    assert html.escape(TOOL_SWITCH_NOTICE) in render_html(read_trajectory(trace))
+
+
+def test_a_model_that_used_the_tool_keeps_it(stub: Serve) -> None:
+    server = stub(Script([tool("x = 1"), fenced("x += 1"), fenced("x += 1"), tool("FINAL(x)")]))
+    assert answer("q", "ctx", **fast_settings(server)).answer == 3
+    assert all("tools" in r.body for r in server.requests)

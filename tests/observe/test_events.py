@@ -33,6 +33,7 @@ EXAMPLES: dict[str, events.Event] = {
         prompt_messages=2,
         system_prompt="You are an RLM.",
         question="How many?",
+        notice="tool calling off",
     ),
     "reply": events.reply(
         depth=0,
@@ -110,7 +111,8 @@ def test_the_schema_has_every_event_kind_with_exactly_its_fields() -> None:
 def test_optional_fields_stay_optional() -> None:
     # Python 3.12 counts NotRequired fields as required when annotations are strings:
     # events.py must stay without `from __future__ import annotations`.
-    assert {"path", "system_prompt", "question"} == events.IterationEvent.__optional_keys__
+    optional = {"path", "system_prompt", "question", "notice"}
+    assert optional == events.IterationEvent.__optional_keys__
     assert {"path", "best_effort"} == events.ReplyEvent.__optional_keys__
     assert {"path", "final"} == events.CellEndEvent.__optional_keys__
     assert {"path", "node"} == events.FinalEvent.__optional_keys__

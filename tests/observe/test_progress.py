@@ -6,12 +6,14 @@ import io
 
 from rich.console import Console
 
+from rlm_graph.observe import events
 from rlm_graph.observe.progress import (
     LineReporter,
     LiveReporter,
     Progress,
     Silent,
     advance,
+    log_line,
     reporter_for,
     status_line,
 )
@@ -76,3 +78,10 @@ def test_progress_is_live_on_a_terminal_plain_in_a_log_and_silent_when_quiet() -
     assert isinstance(reporter_for(quiet=False, stream=Terminal()), LiveReporter)
     assert isinstance(reporter_for(quiet=False, stream=io.StringIO()), LineReporter)
     assert isinstance(reporter_for(quiet=True, stream=Terminal()), Silent)
+
+
+def test_a_log_says_a_notice_under_its_iteration() -> None:
+    event = events.iteration(
+        depth=0, iteration=3, prompt_chars=1, prompt_messages=2, notice="tool calling off"
+    )
+    assert log_line(event) == "rlm: iteration 3 (depth 0)\nrlm:   note: tool calling off"
