@@ -246,7 +246,7 @@ async def ask_root(
 ) -> tuple[AIMessage, float]:
     """One root-model call on the conversation so far: the reply and its latency."""
     iteration = view.get("iteration", 0) + 1
-    tools, notice = await asyncio.to_thread(lambda: tool_offer(settings, turn_cells(view, blobs)))
+    tools, notice = tool_offer(settings, await offload(turn_cells, view, blobs))
     return await ask_fitted(
         partial(conversation, view, settings, scope, blobs, tool_calling=tools),
         settings,
@@ -301,7 +301,7 @@ async def plan(
     A coroutine, so that a server holds no thread for it: records are read and written
     on a thread (``offload``), the model is asked on the call pool (``subcalls.loop``).
     """
-    settings = await asyncio.to_thread(settings_of, runtime, deployment)  # may ask servers
+    settings = await offload(settings_of, runtime, deployment)  # may ask model servers
     blobs = blobs_of(runtime)
     update, view = await offload(start_step, state, blobs, deployment, settings)
     if view is None:
