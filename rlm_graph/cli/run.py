@@ -29,7 +29,6 @@ from rlm_graph.cli.common import (
     settings_from,
 )
 from rlm_graph.cli.summary import summary, token_lines
-from rlm_graph.deployment import TRUSTED
 from rlm_graph.graph import build_graph, graph
 from rlm_graph.graph.approval import terminal_approver
 from rlm_graph.graph.runner import Graph, RLMResult, Run, run_graph
@@ -37,6 +36,7 @@ from rlm_graph.models.endpoints import check_served
 from rlm_graph.models.loading import (
     LLM_PREFIX,
     ModelConfigError,
+    load_chat_model,
     missing_credentials,
     split_model_name,
 )
@@ -228,7 +228,13 @@ def check_models(settings: Settings) -> None:
         if problem := missing_credentials(name, base_url):
             raise UsageError(problem)
         try:
-            TRUSTED.chat_model(name, base_url, settings)
+            load_chat_model(
+                name,
+                base_url,
+                settings.model_timeout,
+                settings.model_max_retries,
+                max_tokens=settings.reply_cap(name),
+            )
             provider, model = split_model_name(name, base_url)
             if base_url and provider == "openai" and not name.startswith(LLM_PREFIX):
                 check_served(model, base_url)

@@ -19,7 +19,6 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 
 from rlm_graph.api import reference
-from rlm_graph.deployment import TRUSTED
 from rlm_graph.eval import families, scoring
 from rlm_graph.eval.plan import Plan
 from rlm_graph.eval.report import NOT_RUN, ProgressBar, Summary
@@ -27,6 +26,7 @@ from rlm_graph.eval.results import ResultsFile, Row, RunKey
 from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task
 from rlm_graph.graph import graph
 from rlm_graph.graph.runner import RLMResult, Run, run_graph
+from rlm_graph.models.loading import load_chat_model
 from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.pricing import cost_of
 from rlm_graph.models.usage import total_tokens
@@ -78,7 +78,13 @@ def run_base(task: Task, settings: Settings, window: int) -> RLMResult:
         return RLMResult(None, NOT_RUN, 0, 0, {}, 0.0, reason, cost=None)
     started = time.perf_counter()
     try:
-        model = TRUSTED.chat_model(settings.model, settings.base_url, settings)
+        model = load_chat_model(
+            settings.model,
+            settings.base_url,
+            settings.model_timeout,
+            settings.model_max_retries,
+            max_tokens=settings.reply_cap(settings.model),
+        )
         context = context_text(task.context)
         reply = model.invoke([HumanMessage(f"{context}\n\nQuestion: {task.question}")])
     except Exception as exc:

@@ -126,6 +126,7 @@ def rlm_process(server: StubServer, target: str, context: Path, thread: str) -> 
         "stub-sub",
         "--base-url",
         server.base_url,
+        *("--server-profile", "hosted"),  # 16 concurrent sub-calls: the batch's hang test
         "--checkpoint",
         target,
         "--thread",
