@@ -84,9 +84,11 @@ class TreePeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
+            # VmHWM is the kernel's own peak, so one sample before the root exits holds it:
+            # a sampled VmRSS read 0 for a 0.1 s process when the machine was loaded.
+            self.root_peak = max(self.root_peak, _status_field(self._root, "VmHWM"))
             total = sum(_status_field(p, "Pss", "smaps_rollup") for p in _tree(self._root))
             self.peak = max(self.peak, total)
-            self.root_peak = max(self.root_peak, _status_field(self._root, "VmRSS"))
             self._stop.wait(self._interval)
 
     def __enter__(self) -> TreePeak:

@@ -90,7 +90,8 @@ def test_unknown_framework_is_one_line_error() -> None:
 
 def test_a_cold_run_is_the_whole_console_script_against_the_stub(tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx.txt", 20_000)
-    needle = r"import re" "\n" r"DONE(re.search(r'MAGIC=(\d+)', context).group(1))"
+    # the half second keeps even the floor's process alive for the memory sampler to see
+    needle = "import re, time\ntime.sleep(0.5)\nDONE(re.search(r'MAGIC=(\\d+)', context).group(1))"
     graph = cold_run("graph", needle, context)
     floor = cold_run("python", needle, context)
     assert graph.answer == NEEDLE
