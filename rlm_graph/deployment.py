@@ -11,7 +11,10 @@ graph when it is built (``build_graph(deployment=...)``), never taken from a run
 - which model names a run may use (``RLM_ALLOWED_MODELS``);
 - which folders a run's ``context_path`` may come from (``RLM_CONTEXT_ROOTS``; none
   unless named, so a caller cannot read ``/etc/passwd`` or the server's ``.env``);
-- ceilings on the budgets a run may set (``RLM_CEILINGS``), which clamp its settings.
+- ceilings on the budgets a run may set (``RLM_CEILINGS``), which clamp its settings;
+- the prices that budgets in dollars count with (``RLM_PRICES``, a JSON file): a run's
+  own ``prices`` or ``server_profile`` (which prices local models at $0) would let it
+  spend past a ``max_dollars`` ceiling, so on a server a run may set neither.
 
 The CLI and the Python API, whose caller *is* the operator, use :data:`TRUSTED`: any
 URL (with ``OPENAI_API_KEY``, as before), any model, any path, no ceiling.
@@ -19,6 +22,7 @@ URL (with ``OPENAI_API_KEY``, as before), any model, any path, no ceiling.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +33,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from rlm_graph.models.loading import load_chat_model, split_model_name
+from rlm_graph.models.pricing import PriceTable, check_prices
 from rlm_graph.settings import Settings, WindowCache
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.roots import PathLike, check_roots, confine
@@ -56,6 +61,8 @@ class Deployment:
     """Folders a ``context_path`` may come from; ``()`` allows none."""
     ceilings: tuple[tuple[str, float], ...] = ()
     """Highest value a run may give each named setting."""
+    prices: PriceTable | None = field(default=None, compare=False, hash=False)
+    """The operator's price table for every run (``None``: each run's own, the CLI)."""
     windows: WindowCache = field(default_factory=dict, compare=False, hash=False, repr=False)
     """The windows its servers reported, asked once per process (see with_server_windows)."""
 
@@ -75,6 +82,7 @@ class Deployment:
             models=frozenset(models) if models else None,
             context_roots=check_roots(roots),
             ceilings=tuple(_ceiling(item) for item in _items(env.get("RLM_CEILINGS", ""))),
+            prices=_prices(env.get("RLM_PRICES", "")),
         )
 
     def admit(self, settings: Settings) -> Settings:
@@ -85,12 +93,28 @@ class Deployment:
         """
         self.check_model(settings.model, settings.base_url)
         self.check_model(settings.effective_sub_model, settings.effective_sub_base_url)
+        settings = self._priced(settings)
         clamped: dict[str, Any] = {
             name: ceiling
             for name, ceiling in self.ceilings
             if _exceeds(name, getattr(settings, name), ceiling)
         }
         return replace(settings, **clamped) if clamped else settings
+
+    def _priced(self, settings: Settings) -> Settings:
+        """``settings`` priced by the operator's table, or refused if the run priced them."""
+        if self.prices is None:
+            return settings
+        # Settings price a local server's models at $0 by themselves; what differs from
+        # that was sent by the run. The "local" profile prices every model at $0, any URL.
+        unpriced = replace(settings, prices={})
+        if settings.server_profile == "local" or settings.prices != unpriced.prices:
+            raise SettingsRefused(
+                "prices and server_profile='local' are not accepted from a run on this "
+                "server: the operator prices models in RLM_PRICES, and models at a local "
+                "base URL the operator allows are priced $0 by themselves"
+            )
+        return replace(settings, prices=dict(self.prices)) if self.prices else settings
 
     def with_server_windows(self, settings: Settings) -> Settings:
         """``settings`` with unset windows filled in from what the operator's servers report.
@@ -184,6 +208,20 @@ def _url_binding(item: str, env: Mapping[str, str]) -> tuple[str, str]:
     if variable and not env.get(variable):
         raise ValueError(f"RLM_ALLOWED_BASE_URLS binds {url} to {variable}, which is not set")
     return _normal(url), variable
+
+
+def _prices(path: str) -> PriceTable:
+    """The table in the JSON file RLM_PRICES names; none named is an empty table."""
+    if not path.strip():
+        return {}
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"RLM_PRICES: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"RLM_PRICES: {path} is not JSON: {exc.msg}") from None
+    check_prices(table)
+    return dict(table)
 
 
 def _ceiling(item: str) -> tuple[str, float]:

@@ -113,3 +113,22 @@ def test_a_bound_url_gets_its_own_key_down_the_recursion_tree(
     assert state["answer"] == "HI"
     assert len(server.requests) == 2  # the root, and the sub-RLM (depth 1) it started
     assert {r.headers["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+
+
+def test_a_run_cannot_price_its_own_models_on_a_server(tmp_path: Path) -> None:
+    # A run's own prices, or the local profile's $0, would spend past a max_dollars ceiling.
+    table = tmp_path / "prices.json"
+    table.write_text('{"openai:gpt-5": {"input": 2.0, "output": 20.0}}')
+    server = Deployment.from_env({"RLM_PRICES": str(table), "RLM_CEILINGS": "max_dollars=1"})
+    free = {"openai:gpt-5": {"input": 0.0, "output": 0.0}}
+    with pytest.raises(SettingsRefused, match="RLM_PRICES"):
+        server.admit(Settings(model="openai:gpt-5", prices=free))
+    with pytest.raises(SettingsRefused, match="server_profile='local'"):
+        server.admit(Settings(model="openai:gpt-5", server_profile="local"))
+    admitted = server.admit(Settings(model="openai:gpt-5"))
+    assert admitted.prices == {"openai:gpt-5": {"input": 2.0, "output": 20.0}}
+    assert admitted.max_dollars == 1.0
+    assert TRUSTED.admit(Settings(model="m", prices=free)).prices == free  # the CLI's own
+    table.write_text("{not json")
+    with pytest.raises(ValueError, match=r"RLM_PRICES: .* is not JSON"):
+        Deployment.from_env({"RLM_PRICES": str(table)})
