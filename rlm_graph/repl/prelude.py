@@ -12,6 +12,7 @@ import builtins as _rlm_builtins
 import json as _rlm_json
 import os as _rlm_os
 import random as _rlm_random
+import reprlib as _rlm_reprlib
 import sys as _rlm_sys
 from itertools import islice as _rlm_islice
 
@@ -34,8 +35,10 @@ _rlm_scan = {"limit": 0, "read": 0, "searched": 0}
 
 
 def _rlm_begin_cell(number):
+    global _rlm_shown
     _rlm_random.seed(number)  # so random draws replay
     _rlm_scan["read"] = _rlm_scan["searched"] = 0
+    _rlm_shown = None  # a value a cell left unshown is not the next one's
 
 
 def _rlm_charge(count):
@@ -94,6 +97,26 @@ async def llm_batch(prompts):
     if isinstance(replies, dict):
         raise SubCallFailed(replies["error"])
     return [r["value"] if r["ok"] else SubCallError("Error: " + r["error"]) for r in replies]
+
+
+_rlm_shown = None
+# Bounded like a notebook's display: a repr of a 10 MB list would cost the sandbox's
+# memory only to be cut to the cell's output limit on the host.
+_rlm_repr = _rlm_reprlib.Repr(
+    maxlevel=4, maxtuple=100, maxlist=100, maxarray=100, maxdict=100, maxset=100,
+    maxfrozenset=100, maxdeque=100, maxstring=20_000, maxlong=20_000, maxother=20_000,
+)
+
+
+def _rlm_show():
+    """Print the value the cell's last expression left (see repl/display.py), once."""
+    global _rlm_shown
+    value, _rlm_shown = _rlm_shown, None
+    if value is not None:
+        try:
+            print(_rlm_repr.repr(value))
+        except Exception as exc:
+            print(f"(the value could not be shown: {type(exc).__name__}: {exc})")
 
 
 def _rlm_jsonable(value):

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import eryx
 
+from rlm_graph.repl.display import SHOW, clean_traceback, with_shown_value
 from rlm_graph.repl.lazy import (
     SearchRequest,
     scanned_note,
@@ -66,7 +66,6 @@ MAX_ANSWER_BYTES = 16 << 20
 # flight, so an operator serving more concurrent inline runs sets ``RLM_CELL_THREADS``.
 CELL_THREADS_ENV = "RLM_CELL_THREADS"
 CELL_THREADS = 64
-_EXEC_FRAME = re.compile(r'^\s*File "<string>", line \d+, in _eryx_exec\n', re.MULTILINE)
 
 
 class SubCallHandler(Protocol):
@@ -280,7 +279,7 @@ def clean_error(error: Exception | None, limits: Limits, printed: int = 0) -> tu
         return "", False
     text = str(error)
     if isinstance(error, eryx.ExecutionError) and text.startswith("Traceback"):
-        return _EXEC_FRAME.sub("", text).rstrip(), False
+        return clean_traceback(text).rstrip(), False
     if isinstance(error, eryx.TimeoutError):
         reason = (
             f"TimeoutError: the cell ran longer than {limits.cell_timeout:g} s (cell_timeout) "
@@ -494,12 +493,14 @@ class Sandbox(SandboxBase):
         self.cells_run += 1
         self._begin_cell()
         try:
-            self._session.execute(code)
+            self._session.execute(with_shown_value(code))
+            if not self._stdout.written and not self._stderr.written:
+                self._session.execute(SHOW)
         except (eryx.EryxError, TimeoutError) as exc:  # eryx's timeout is not an EryxError
             failure = exc
         seconds = time.perf_counter() - started
         error, halted = clean_error(failure, self.limits, self._stdout.written)
-        stdout, stderr = self._stdout.take(), _EXEC_FRAME.sub("", self._stderr.take())
+        stdout, stderr = self._stdout.take(), clean_traceback(self._stderr.take())
         entries = self._journal.entries
         if failure is not None and (halted or not self._alive()):
             self.broken = True

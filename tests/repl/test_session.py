@@ -67,6 +67,28 @@ def test_exceptions_keep_output_and_hide_eryx_frames(sandbox: Sandbox) -> None:
     assert not out.halted
 
 
+def test_a_traceback_under_await_shows_only_the_models_frames() -> None:
+    # It began with five eryx frames ("<string>", "_eryx_async") and one of the prelude.
+    box = Sandbox(store_value("hello context"), LIMITS)  # no handler: sub-calls fail
+    out = box.run("async def ask():\n    return await llm_query('q')\nawait ask()")
+    assert out.error == (
+        "Traceback (most recent call last):\n"
+        '  File "<user>", line 3, in <module>\n'
+        '  File "<user>", line 2, in ask\n'
+        "SubCallFailed: sub-calls are not available here"
+    )
+
+
+def test_the_last_expression_is_shown_when_the_cell_printed_nothing(sandbox: Sandbox) -> None:
+    assert sandbox.run("r = await llm_batch(['x', 'y'])\nr").stdout == "['<x>', '<y>']\n"
+    assert sandbox.run("await llm_query('q')  # no print").stdout == "'<q>'\n"
+    assert sandbox.run("print('printed')\nr").stdout == "printed\n"  # prints win
+    assert sandbox.run("len(r)\nx = 1").stdout == ""  # not the last statement
+    assert sandbox.run("None").stdout == ""
+    assert sandbox.run("list(range(10**6))").stdout.endswith("98, 99, ...]\n")  # bounded
+    assert sandbox.run("FINAL(len(r))").stdout == ""  # the answer, not an output
+
+
 def test_sub_calls_reach_the_handler_and_are_journaled(sandbox: Sandbox) -> None:
     out = sandbox.run("a = await llm_query('q1')\nb = await llm_batch(['x', 'y'])\nprint(a, b)")
     assert out.stdout == "<q1> ['<x>', '<y>']\n"
