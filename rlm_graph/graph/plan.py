@@ -29,8 +29,15 @@ from rlm_graph.graph.runtime import (
     scope_of,
     settings_of,
 )
-from rlm_graph.graph.state import State
-from rlm_graph.graph.steps import history_setup, note_cell, step_from, stop_step
+from rlm_graph.graph.state import State, Step
+from rlm_graph.graph.steps import (
+    history_setup,
+    note_cell,
+    repeat_step,
+    repeats,
+    step_from,
+    stop_step,
+)
 from rlm_graph.models.endpoints import call_failure, exceeds_window
 from rlm_graph.models.loading import ModelConfigError
 from rlm_graph.models.messages import message_text, usage_of
@@ -50,7 +57,7 @@ from rlm_graph.storage.contexts import (
     store_path,
     store_value,
 )
-from rlm_graph.storage.records import Cell, MissingRecord, load_cells, save_cell
+from rlm_graph.storage.records import Cell, MissingRecord, load_cell, load_cells, save_cell
 from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
 
@@ -320,7 +327,7 @@ async def plan(
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         failure = call_failure(exc, settings.timeout_advice())
         return {**update, **stopped("failed", error=f"root model call failed: {failure}")}
-    step = step_from(parse_reply(reply))
+    step = await offload(next_step, reply, view, settings, blobs)
     if update.get("turn") and view.get("history") and view.get("cells"):
         step["setup"] = history_setup(view["history"])
     if step["kind"] == "note":
@@ -329,9 +336,21 @@ async def plan(
         update["cells"] = [*(view.get("cells") or []), saved]
     iteration = view.get("iteration", 0) + 1
     event = reply_event(reply, settings, scope.depth, iteration, seconds, step["code"])
+    if step["kind"] == "note":
+        event["note"] = step.get("note", "")
     emit(event)
     scope.budget.spend(event["usage"])  # a sub-RLM's call counts at once toward its tree
     return {**update, "step": step, "usage": event["usage"]}
+
+
+def next_step(reply: AIMessage, view: State, settings: Settings, blobs: Blobs) -> Step:
+    """The step a reply asks for; a reply identical to the previous one becomes a nudge."""
+    step = step_from(parse_reply(reply, tool_calling=settings.tool_calling))
+    turn = view.get("turn", 1)
+    refs = [c for c in view.get("cells") or [] if c["turn"] == turn and c["kind"] != "system"]
+    if refs and repeats(step, previous := load_cell(blobs, view["sandbox_id"], refs[-1])):
+        return repeat_step(step, previous, settings.tool_calling)
+    return step
 
 
 def reply_event(

@@ -14,7 +14,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 
-from rlm_graph.graph.replies import TOOL_NAME
+from rlm_graph.graph.replies import TOOL_NAME, how_to_run
 from rlm_graph.graph.state import TurnRecord
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.settings import Settings
@@ -145,6 +145,8 @@ LEFT_OUT = (
     "they defined is still in the REPL.]"
 )
 
+REPEATED = "Your reply is identical to your previous one, so it was not run again. "
+
 CHILD_QUESTION = (
     "The variable `context` holds a request from a calling program. Do what it asks and "
     "return the result with FINAL."
@@ -170,6 +172,27 @@ class RootWindow:
     def output_chars(self) -> int:
         """What one cell's output may show: ``max_output_chars``, less on a small window."""
         return min(self.max_output_chars, self.tokens * WINDOW_CHARS_PER_TOKEN // OUTPUT_SHARE)
+
+
+def repeat_note(previous: Cell, tool_calling: bool) -> str:
+    """What a model that sent its previous reply again is told, from how that one went."""
+    if not previous["code"]:
+        return (
+            f"{REPEATED}It still holds no code: {how_to_run(tool_calling)}, e.g. "
+            "print(len(context)), or reply FINAL(answer) to finish."
+        )
+    if previous["error"]:
+        failure = previous["error"].strip().splitlines()[-1]
+        return (
+            f"{REPEATED}Its code failed with {preview(failure, 200)}; it would fail the "
+            "same way again: change the code to avoid that error."
+        )
+    if not previous["output"].strip():
+        return f"{REPEATED}Its code printed nothing: print() what you need to see."
+    return (
+        f"{REPEATED}Its output is above: use it. Write code for the next step, or reply "
+        "FINAL(answer) if that output holds the answer."
+    )
 
 
 def describe_context(ref: ContextRef) -> str:
@@ -256,7 +279,7 @@ def exchange(cell: Cell, shown: str) -> list[AnyMessage]:
     """One cell as messages: the model's reply, then ``shown`` and the host's note."""
     shown += cell.get("host_note", "")
     if not cell["tool_call_id"]:
-        label = "REPL output" if cell["code"] else "Note"
+        label = "Note" if cell["kind"] == "note" else "REPL output"
         return [AIMessage(content=cell["reply"]), HumanMessage(content=f"{label}:\n{shown}")]
     call = {"id": cell["tool_call_id"], "name": TOOL_NAME, "args": {"code": cell["code"]}}
     return [

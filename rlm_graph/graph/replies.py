@@ -67,8 +67,12 @@ def cut_off(message: AIMessage) -> str:
     return ""
 
 
-def parse_reply(message: AIMessage) -> ParsedReply:
-    """Extract code and final-answer claims from one root-model reply."""
+def parse_reply(message: AIMessage, *, tool_calling: bool = True) -> ParsedReply:
+    """Extract code and final-answer claims from one root-model reply.
+
+    ``tool_calling`` says whether the model was offered the tool: a reply with nothing
+    to act on is told the way to send code that it has.
+    """
     text = message_text(message)
     if reason := cut_off(message):
         return ParsedReply(
@@ -95,8 +99,9 @@ def parse_reply(message: AIMessage) -> ParsedReply:
             f"({bad.get('error') or 'unparseable'}); send the code again"
         )
     written_final = None
+    fences = [m.group(2) for m in _FENCE.finditer(text)]
     if not codes:
-        codes = [m.group(2) for m in _FENCE.finditer(text) if m.group(1) or is_code(m.group(2))]
+        codes = [body for body in fences if is_code(body)]
     if not codes:
         codes, written_final = written_calls(text)
     outside = _strip_fences(text)
@@ -108,10 +113,7 @@ def parse_reply(message: AIMessage) -> ParsedReply:
         final_text = _unquote(match.group(1).strip())
     code = "\n\n".join(c.strip("\n") for c in codes if c.strip())
     if not code and final_var is None and final_text is None and not problem:
-        problem = (
-            "no code and no final answer found: reply with a ```repl block (or the "
-            f"{TOOL_NAME} tool) to run code, or FINAL(answer) / FINAL_VAR(name) to finish"
-        )
+        problem = no_code_note(tool_calling, skipped=any(b.strip() for b in fences))
     return ParsedReply(
         text=text,
         code=code,
@@ -122,8 +124,29 @@ def parse_reply(message: AIMessage) -> ParsedReply:
     )
 
 
+def how_to_run(tool_calling: bool) -> str:
+    """How a model sends code in this run: the tool only when it was offered."""
+    if tool_calling:
+        return f"call the {TOOL_NAME} tool with Python code (or write a ```repl block)"
+    return "write Python code in a ```repl block (there is no tool to call)"
+
+
+def no_code_note(tool_calling: bool, *, skipped: bool) -> str:
+    """What a reply with nothing to act on is told: how to send code in this run."""
+    why = (
+        " (a fenced block holding only JSON or one word is not run: print(name) shows a variable)"
+        if skipped
+        else ""
+    )
+    return (
+        f"no code and no final answer found{why}: {how_to_run(tool_calling)} to run code, "
+        "or reply "
+        "FINAL(answer) / FINAL_VAR(name) to finish"
+    )
+
+
 def is_code(body: str) -> bool:
-    """Whether an untagged fence holds a program: small models fence JSON and lone words.
+    """Whether a fence holds a program: small models fence JSON and lone words.
 
     Run as Python, ``{"name": ..., "arguments": {..., true}}`` failed with
     ``NameError: name 'true'`` eight times in one run, and a fenced ``repl`` once more.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from rlm_graph.graph.prompts import repeat_note
 from rlm_graph.graph.replies import ParsedReply
 from rlm_graph.graph.state import Step, TurnRecord
 from rlm_graph.storage.records import Cell
@@ -42,11 +43,15 @@ def stop_step() -> Step:
 
 
 def note_cell(step: Step, turn: int, note: str) -> Cell:
-    """A cell that ran nothing: the reply, and what the model is told about it."""
+    """A cell that ran nothing: the reply (and any code it held), what the model is told.
+
+    A note cell is never replayed (``repl.registry.replayable``), so keeping its code
+    only shows the model what it sent.
+    """
     return Cell(
         kind="note",
         turn=turn,
-        code="",
+        code=step["code"],
         reply=step["reply"],
         tool_call_id=step["tool_call_id"],
         output=note,
@@ -55,6 +60,30 @@ def note_cell(step: Step, turn: int, note: str) -> Cell:
         journal=[],
         sub_calls=0,
         seconds=0.0,
+    )
+
+
+def repeats(step: Step, previous: Cell) -> bool:
+    """Whether a reply is the previous one again, word for word and code for code.
+
+    A 1.5B model sent one reply until its 20 iterations ran out (issue 18): running it
+    again shows nothing new.
+    """
+    return (
+        step["kind"] in ("code", "note")
+        and bool(step["reply"].strip() or step["code"].strip())
+        and (step["reply"], step["code"]) == (previous["reply"], previous["code"])
+    )
+
+
+def repeat_step(step: Step, previous: Cell, tool_calling: bool) -> Step:
+    """A repeated reply as a note: not run again, and told what to do instead."""
+    return Step(
+        kind="note",
+        reply=step["reply"],
+        tool_call_id=step["tool_call_id"],
+        code=step["code"],
+        note=repeat_note(previous, tool_calling),
     )
 
 

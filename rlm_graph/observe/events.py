@@ -110,6 +110,12 @@ class ReplyFields(_Fields):
     best_effort: NotRequired[
         Annotated[bool, Doc("true: the one extra call made when the iteration budget ran out")]
     ]
+    note: NotRequired[
+        Annotated[
+            str,
+            Doc("what the model was told instead of running anything (no code, a repeat)"),
+        ]
+    ]
 
 
 class ReplyEvent(ReplyFields, _Stamped):

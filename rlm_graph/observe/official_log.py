@@ -282,6 +282,7 @@ def _official_iteration(record: dict[str, Any], number: int) -> Iteration:
         model="",
         reply=str(record.get("response", "")),
         code="",
+        note="",
         reply_seconds=float(record.get("iteration_time") or 0.0),
         usage={},
         best_effort=False,

@@ -99,6 +99,7 @@ class Iteration(TypedDict):
     model: str
     reply: str
     code: str
+    note: str  # what the model was told instead of running anything
     reply_seconds: float
     usage: Usage
     best_effort: bool
@@ -224,6 +225,7 @@ def _opened(event: Event, number: int) -> Iteration:
         model="",
         reply="",
         code="",
+        note="",
         reply_seconds=0.0,
         usage={},
         best_effort=False,
@@ -298,6 +300,7 @@ class _Builder:
         iteration["model"] = event["model"]
         iteration["reply"] = event["text"]
         iteration["code"] = event["code"]
+        iteration["note"] = event.get("note", "")
         iteration["reply_seconds"] = event["seconds"]
         iteration["usage"] = event["usage"]
 

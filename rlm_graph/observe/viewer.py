@@ -272,6 +272,9 @@ def iteration_html(iteration: Iteration) -> str:
         body.append(f'<div class="label">reply</div><pre>{esc(iteration["reply"])}</pre>')
     if not iteration["cells"] and iteration["code"]:  # the run stopped while it ran
         body.append(f'<pre class="code">{highlight_python(iteration["code"])}</pre>')
+    if iteration["note"]:
+        note = esc(iteration["note"])
+        body.append(f'<div class="label">note to the model</div><pre>{note}</pre>')
     body.extend(cell_html(cell) for cell in iteration["cells"])
     if iteration["sub_calls"]:
         calls = "".join(sub_call_html(call) for call in iteration["sub_calls"])

@@ -159,3 +159,24 @@ def test_a_model_that_used_the_tool_keeps_it(stub: Serve) -> None:
     server = stub(Script([tool("x = 1"), fenced("x += 1"), fenced("x += 1"), tool("FINAL(x)")]))
     assert answer("q", "ctx", **fast_settings(server)).answer == 3
     assert all("tools" in r.body for r in server.requests)
+
+
+def test_a_repeated_reply_is_not_run_again_and_gets_a_specific_nudge(
+    stub: Serve, tmp_path: Path
+) -> None:
+    # A 1.5B model sent one reply until the budget ran out (issue 18).
+    failing = fenced("print(1 / 0)")
+    script = Script(["384,000", "384,000", failing, failing, "FINAL(done)"])
+    server = stub(script)
+    trace = tmp_path / "run.jsonl"
+    result = answer("q", "ctx", trace=trace, **fast_settings(server, tool_calling=False))
+
+    assert result.answer == "done"
+    seen = all_text(_root_requests(server)[-1])
+    assert "It still holds no code: write Python code in a ```repl block" in seen
+    assert "Its code failed with ZeroDivisionError: division by zero" in seen
+    assert seen.count("ZeroDivisionError: division by zero\n") == 1  # run once, not twice
+    notes = [i["note"] for i in read_trajectory(trace)["root"]["iterations"]]
+    assert notes[0].startswith("no code and no final answer found")
+    assert notes[1].startswith("Your reply is identical") and notes[2] == ""
+    assert "note to the model" in render_html(read_trajectory(trace))

@@ -74,3 +74,17 @@ def test_fences_of_json_or_one_word_are_not_run() -> None:
     for body in ('{"answer": true}', "repl", "[1, 2]"):
         parsed = parse_reply(AIMessage(content=f"```\n{body}\n```"))
         assert parsed.code == "" and parsed.problem.startswith("no code"), body
+
+
+def test_tagged_fences_of_json_or_one_word_are_not_run_either() -> None:
+    for body in ('{"answer": true}', "repl", "true"):
+        parsed = parse_reply(AIMessage(content=f"```repl\n{body}\n```"))
+        assert parsed.code == "", body
+        assert "a fenced block holding only JSON or one word is not run" in parsed.problem
+
+
+def test_the_no_code_note_names_the_way_to_send_code_in_this_run() -> None:
+    with_tools = parse_reply(AIMessage(content="hmm"), tool_calling=True).problem
+    without = parse_reply(AIMessage(content="hmm"), tool_calling=False).problem
+    assert "call the execute_python tool" in with_tools
+    assert "execute_python" not in without and "there is no tool to call" in without

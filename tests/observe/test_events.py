@@ -44,6 +44,7 @@ EXAMPLES: dict[str, events.Event] = {
         usage=USAGE,
         seconds=0.5,
         best_effort=True,
+        note="no code and no final answer found",
     ),
     "cell": events.cell(depth=1, iteration=2, code="\n  x = 1\ny = 2"),
     "cell_end": events.cell_end(
@@ -113,7 +114,7 @@ def test_optional_fields_stay_optional() -> None:
     # events.py must stay without `from __future__ import annotations`.
     optional = {"path", "system_prompt", "question", "notice"}
     assert optional == events.IterationEvent.__optional_keys__
-    assert {"path", "best_effort"} == events.ReplyEvent.__optional_keys__
+    assert {"path", "best_effort", "note"} == events.ReplyEvent.__optional_keys__
     assert {"path", "final"} == events.CellEndEvent.__optional_keys__
     assert {"path", "node"} == events.FinalEvent.__optional_keys__
 
