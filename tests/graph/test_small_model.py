@@ -18,15 +18,8 @@ from support import fast_settings, fenced
 from rlm_graph import answer
 from rlm_graph.eval import niah, oracle
 from rlm_graph.eval.policies import question_of
-from rlm_graph.offline.stub_server import (
-    LocalServer,
-    StubReply,
-    StubServer,
-    all_text,
-    is_root_request,
-    last_user_text,
-    replies_so_far,
-)
+from rlm_graph.offline import stub_server as stub_api
+from rlm_graph.offline.stub_server import LocalServer, StubReply, StubServer
 from rlm_graph.settings import Settings
 
 ASK = "f'{INSTRUCTION}\\nKey: {KEY}\\n<<<\\n{text}\\n>>>'"
@@ -61,15 +54,19 @@ def small_model(body: dict[str, Any]) -> StubReply | str:
         '```\n{"answer": true}\n```',  # JSON in a fence, not code
         fenced(setup + f"SIZE = {window.replace(',', '_')}\n" + CHUNKED),  # value not printed
     ]
-    step = replies_so_far(body)
+    step = stub_api.replies_so_far(body)
     if step < len(steps):
         return steps[step]
-    found = re.findall(r"'(\d{7})'", all_text(body))  # in the outputs it has read
+    found = re.findall(r"'(\d{7})'", stub_api.all_text(body))  # in the outputs it has read
     return f"FINAL({found[-1] if found else 'not found'})"
 
 
 def respond(body: dict[str, Any]) -> StubReply | str:
-    return small_model(body) if is_root_request(body) else oracle.reply(last_user_text(body))
+    return (
+        small_model(body)
+        if stub_api.is_root_request(body)
+        else oracle.reply(stub_api.last_user_text(body))
+    )
 
 
 def test_a_small_models_habits_still_reach_the_needle(stub: Callable[..., StubServer]) -> None:
