@@ -105,7 +105,7 @@ def test_cells_that_read_the_handle_replay_to_the_same_values(box: Sandbox) -> N
 def test_a_cell_reports_what_it_scanned(box: Sandbox) -> None:
     out = box.run("await context.search('no such text')")
     assert out.scanned == len(TEXT.encode())
-    assert out.output == "[scanned 1.5 MiB of the context in this cell]"
+    assert out.output == "[]\n[scanned 1.5 MiB of the context in this cell]"  # no hits
     out = box.run("head = context[0:1000]")  # 1,000 bytes and 4 to find a character's start
     assert out.scanned == 1004
     assert box.run("x = 1").output == ""  # a cell that reads nothing says nothing
