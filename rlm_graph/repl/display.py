@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import re
 
 # The guest variable that takes the last expression's value (the prelude prints it).
@@ -41,7 +42,9 @@ def with_shown_value(code: str) -> str:
         return code
     last = body[-1]
     assert last.end_lineno is not None and last.end_col_offset is not None
-    lines = [line.encode() for line in code.splitlines(keepends=True)]
+    # Lines as the tokenizer counts them: str.splitlines also breaks at \x0c or U+2028,
+    # which a string literal may hold.
+    lines = [line.encode() for line in io.StringIO(code, newline="").readlines()]
     end = lines[last.end_lineno - 1]  # ast offsets count UTF-8 bytes
     lines[last.end_lineno - 1] = end[: last.end_col_offset] + b")" + end[last.end_col_offset :]
     start = lines[last.lineno - 1]

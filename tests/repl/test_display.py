@@ -12,6 +12,7 @@ def test_the_last_bare_expression_is_kept_where_it_stands() -> None:
     )
     assert with_shown_value("y = 'é'; y") == "y = 'é'; _rlm_shown = (y)"  # byte offsets
     assert with_shown_value("(1 +\n 2)") == "_rlm_shown = ((1 +\n 2))"
+    assert with_shown_value("s = '\u2028'\ns") == "s = '\u2028'\n_rlm_shown = (s)"
 
 
 def test_statements_prints_finals_and_unreadable_code_are_left_alone() -> None:
