@@ -212,7 +212,8 @@ def test_a_sub_rlm_stops_at_the_tree_budget_and_so_does_its_root(stub: Any) -> N
         costed(tool("got = await llm_query('child task')\nprint('child said:', repr(got))"), ROOT)
     ]
     step = "n = globals().get('n', 0) + 1\nx = await llm_query(f'leaf {n}')\nprint(x)"
-    server = stub(Script(root, sub=sub_answer, child=[costed(tool(step), ROOT)]))
+    steps = [costed(tool(f"{step}  # {i}"), ROOT) for i in range(4)]  # a repeat is not run
+    server = stub(Script(root, sub=sub_answer, child=steps))
     result = answer("q", "ctx", **fast_settings(server, max_depth=2, max_tokens=400))
     # root 110, child 110 + leaf 10, child 110 + leaf 10, child 110 = 460: the third
     # leaf is refused and the child makes no fourth call

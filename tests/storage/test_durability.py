@@ -463,8 +463,9 @@ def step_bytes(db: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [1_000, 100_000_000])
 def test_checkpoint_bytes_per_step_stay_small(stub: Start, tmp_path: Path, size: int) -> None:
-    loud = "print('y' * 30_000)\nv = len(context)"
-    script = Script([tool(loud)] * 10 + ["FINAL_VAR(v)"])
+    # ten different cells: an identical reply would not run again (issue 18)
+    loud = [tool(f"print('y' * 30_000)\nv = len(context)  # {i}") for i in range(10)]
+    script = Script([*loud, "FINAL_VAR(v)"])
     server = stub(script)
     path = tmp_path / "big.txt"
     with path.open("w") as out:
