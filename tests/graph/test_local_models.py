@@ -156,7 +156,8 @@ def test_a_model_that_never_uses_the_tool_gets_fenced_blocks_and_the_trace_says_
 
 
 def test_a_model_that_used_the_tool_keeps_it(stub: Serve) -> None:
-    server = stub(Script([tool("x = 1"), fenced("x += 1"), fenced("x += 1"), tool("FINAL(x)")]))
+    steps = [tool("x = 1"), fenced("x += 1"), fenced("x += 1  # again"), tool("FINAL(x)")]
+    server = stub(Script(steps))
     assert answer("q", "ctx", **fast_settings(server)).answer == 3
     assert all("tools" in r.body for r in server.requests)
 
