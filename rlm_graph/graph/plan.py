@@ -165,8 +165,8 @@ def tool_offer(settings: Settings, cells: list[Cell]) -> tuple[bool, str]:
         return settings.tool_calling, ""
     if len(coded) < UNUSED_TOOL_REPLIES:
         return True, ""
-    notice = "" if len(coded) > UNUSED_TOOL_REPLIES else TOOL_SWITCH_NOTICE
-    return False, notice
+    just_now = len(coded) == UNUSED_TOOL_REPLIES and cells[-1] is coded[-1]
+    return False, TOOL_SWITCH_NOTICE if just_now else ""
 
 
 def conversation(
@@ -250,11 +250,14 @@ async def ask_fitted(
 
 async def ask_root(
     view: State, settings: Settings, scope: Scope, blobs: Blobs
-) -> tuple[AIMessage, float]:
-    """One root-model call on the conversation so far: the reply and its latency."""
+) -> tuple[AIMessage, float, bool]:
+    """One root-model call: the reply, its latency, and whether the tool was offered.
+
+    The notes a reply gets name the tool only when it was offered.
+    """
     iteration = view.get("iteration", 0) + 1
     tools, notice = tool_offer(settings, await offload(turn_cells, view, blobs))
-    return await ask_fitted(
+    reply, seconds = await ask_fitted(
         partial(conversation, view, settings, scope, blobs, tool_calling=tools),
         settings,
         scope,
@@ -262,6 +265,7 @@ async def ask_root(
         config={"metadata": run_metadata(scope.depth, iteration, view["sandbox_id"])},
         first=lambda messages: emit(iteration_event(messages, iteration, scope.depth, notice)),
     )
+    return reply, seconds, tools
 
 
 def call_root(
@@ -319,7 +323,7 @@ async def plan(
     if view["sandbox_id"] not in REGISTRY:
         REGISTRY.prepare(view["sandbox_id"], view["context_ref"], sandbox_limits(settings))
     try:
-        reply, seconds = await ask_root(view, settings, scope, blobs)
+        reply, seconds, tools = await ask_root(view, settings, scope, blobs)
     except (MissingRecord, ModelConfigError) as exc:  # their text says what to do
         return {**update, **stopped("failed", error=str(exc))}
     except WindowFull as exc:  # finalize answers from what the cells showed
@@ -327,7 +331,7 @@ async def plan(
     except Exception as exc:  # after the client's own retries: stop, keep every cell
         failure = call_failure(exc, settings.timeout_advice())
         return {**update, **stopped("failed", error=f"root model call failed: {failure}")}
-    step = await offload(next_step, reply, view, settings, blobs)
+    step = await offload(next_step, reply, view, blobs, tools)
     if update.get("turn") and view.get("history") and view.get("cells"):
         step["setup"] = history_setup(view["history"])
     if step["kind"] == "note":
@@ -343,13 +347,16 @@ async def plan(
     return {**update, "step": step, "usage": event["usage"]}
 
 
-def next_step(reply: AIMessage, view: State, settings: Settings, blobs: Blobs) -> Step:
-    """The step a reply asks for; a reply identical to the previous one becomes a nudge."""
-    step = step_from(parse_reply(reply, tool_calling=settings.tool_calling))
+def next_step(reply: AIMessage, view: State, blobs: Blobs, tools: bool) -> Step:
+    """The step a reply asks for; a reply identical to the previous one becomes a nudge.
+
+    ``tools``: whether the code tool was offered for this reply (``tool_offer``).
+    """
+    step = step_from(parse_reply(reply, tool_calling=tools))
     turn = view.get("turn", 1)
     refs = [c for c in view.get("cells") or [] if c["turn"] == turn and c["kind"] != "system"]
     if refs and repeats(step, previous := load_cell(blobs, view["sandbox_id"], refs[-1])):
-        return repeat_step(step, previous, settings.tool_calling)
+        return repeat_step(step, previous, tools)
     return step
 
 

@@ -13,6 +13,7 @@ from rlm_graph import answer
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph import build_graph
 from rlm_graph.graph.plan import TOOL_SWITCH_NOTICE
+from rlm_graph.graph.replies import no_code_note
 from rlm_graph.observe.trajectory import read_trajectory
 from rlm_graph.observe.viewer import render_html
 from rlm_graph.offline.stub_server import LocalServer, StubServer, all_text
@@ -141,17 +142,18 @@ def test_a_server_deployment_asks_its_model_server_the_window_once(stub: Serve) 
 def test_a_model_that_never_uses_the_tool_gets_fenced_blocks_and_the_trace_says_so(
     stub: Serve, tmp_path: Path
 ) -> None:
-    fences = [fenced("x = 1"), fenced("x += 1"), fenced("FINAL(x + 1)")]
+    fences = [fenced("x = 1"), fenced("x += 1"), "thinking", fenced("FINAL(x + 1)")]
     server = stub(Script(fences))
     trace = tmp_path / "run.jsonl"
     result = answer("q", "ctx", trace=str(trace), **fast_settings(server))
 
     assert result.answer == 3
     offered = ["tools" in r.body for r in server.requests]
-    assert offered == [True, True, False]
+    assert offered == [True, True, False, False]
     assert "```repl" in all_text(server.requests[2].body)  # the prompt says the fence way
     iterations = read_trajectory(trace)["root"]["iterations"]
-    assert [i.get("notice", "") for i in iterations] == ["", "", TOOL_SWITCH_NOTICE]
+    assert [i.get("notice", "") for i in iterations] == ["", "", TOOL_SWITCH_NOTICE, ""]
+    assert iterations[2]["note"] == no_code_note(False, skipped=False)  # no tool named
     assert html.escape(TOOL_SWITCH_NOTICE) in render_html(read_trajectory(trace))
 
 
