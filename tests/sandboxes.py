@@ -6,7 +6,7 @@ from typing import Any
 
 from rlm_graph.repl.cell import CellMeta, workbench
 from rlm_graph.repl.registry import Checkout, LoadCells, SandboxRegistry
-from rlm_graph.repl.session import CellOutcome, Limits, SandboxBase
+from rlm_graph.repl.session import CellOutcome, Limits, Sandbox, SandboxBase
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import ContextRef
 from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
@@ -70,3 +70,18 @@ def run_cells(
             out, record = bench.run(step, meta, output_limit=20_000)
             cells.append(bench.record(record))
     return cells, out, bench.box
+
+
+def printed(box: Sandbox, code: str) -> str:
+    """What ``code`` printed in ``box``; it must not fail."""
+    out = box.run(code)
+    assert not out.error, out.error
+    return out.stdout
+
+
+def assert_replays(box: Sandbox, code: str, limits: Limits) -> None:
+    """``code`` run in ``box``, then replayed in a fresh sandbox, leaves ``seen`` the same."""
+    box.run(code)
+    again = Sandbox(box.ref, limits)
+    again.replay([cell(code, [])])
+    assert printed(again, "print(seen)") == printed(box, "print(seen)")

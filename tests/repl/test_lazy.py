@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sandboxes import LIMITS, Echo, cell
+from sandboxes import LIMITS, Echo, assert_replays, printed
 
 from rlm_graph.repl import lazy
 from rlm_graph.repl.process import IsolatedSandbox
@@ -25,12 +25,6 @@ def box() -> Sandbox:
     sandbox = Sandbox(store_value(TEXT), LAZY)
     sandbox.handler = Echo()
     return sandbox
-
-
-def printed(box: Sandbox, code: str) -> str:
-    out = box.run(code)
-    assert not out.error, out.error
-    return out.stdout
 
 
 def test_small_contexts_stay_a_str() -> None:
@@ -96,10 +90,7 @@ def test_search_finds_every_hit_across_block_seams(
 
 def test_cells_that_read_the_handle_replay_to_the_same_values(box: Sandbox) -> None:
     code = "seen = (await context.search('word5'))[7]['offset'], context.lines(5000, 1)"
-    box.run(code)
-    again = Sandbox(box.ref, LAZY)
-    again.replay([cell(code, [])])
-    assert printed(again, "print(seen)") == printed(box, "print(seen)")
+    assert_replays(box, code, LAZY)
 
 
 def test_a_cell_reports_what_it_scanned(box: Sandbox) -> None:

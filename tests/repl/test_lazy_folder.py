@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandboxes import LIMITS, cell
+from sandboxes import LIMITS, assert_replays, printed
 from support import many_files
 
 from rlm_graph.repl.session import Limits, Sandbox
@@ -27,12 +27,6 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     ref = store_path(folder, lazy_folder_files=100)
     yield Sandbox(ref, LAZY)
     shutil.rmtree(blob_dir(ref))
-
-
-def printed(box: Sandbox, code: str) -> str:
-    out = box.run(code)
-    assert not out.error, out.error
-    return out.stdout
 
 
 def test_the_handle_lists_and_reads_files(box: Sandbox) -> None:
@@ -74,10 +68,7 @@ def test_a_search_past_the_scan_limit_says_where_it_stopped(box: Sandbox) -> Non
 
 def test_cells_that_read_files_replay_to_the_same_values(box: Sandbox) -> None:
     code = "seen = (await context.search('code'))[0]['path'], context['d07/f0007.txt']"
-    box.run(code)
-    again = Sandbox(box.ref, LAZY)
-    again.replay([cell(code, [])])
-    assert printed(again, "print(seen)") == printed(box, "print(seen)")
+    assert_replays(box, code, LAZY)
 
 
 def test_a_file_changed_since_it_was_stored_is_refused(tmp_path: Path) -> None:

@@ -333,6 +333,27 @@ def printed_probe(server: StubServer) -> str:
 # -- fork from an earlier checkpoint --------------------------------------------------------
 
 
+def phased(scripts: dict[str, list[StubReply | str]], phase: list[str]) -> Responder:
+    """Root replies from the script of the phase now in ``phase[0]``; sub-calls echo."""
+
+    def respond(body: dict[str, Any]) -> StubReply | str:
+        if not is_root_request(body):
+            return "SUB " + last_user_text(body)
+        script = scripts[phase[0]]
+        return script[min(replies_so_far(body), len(script) - 1)]
+
+    return respond
+
+
+def after_first_cell(graph: Any, cfg: dict[str, Any]) -> Any:
+    """The thread's checkpoint just before the plan that followed its first cell."""
+    return next(
+        s
+        for s in graph.get_state_history(cfg)
+        if s.next == ("plan",) and len(s.values.get("cells", [])) == 1
+    )
+
+
 def test_fork_from_an_earlier_checkpoint_rebuilds_that_sandbox(stub: Start, tmp_path: Path) -> None:
     scripts: dict[str, list[StubReply | str]] = {
         "original": [tool("x = 1"), tool("x = x + 1"), tool("x = x * 10"), "FINAL_VAR(x)"],
@@ -340,12 +361,7 @@ def test_fork_from_an_earlier_checkpoint_rebuilds_that_sandbox(stub: Start, tmp_
         "follow-up": [tool("print(x)"), "FINAL_VAR(x)"],
     }
     phase = ["original"]
-
-    def root(body: dict[str, Any]) -> StubReply | str:
-        script = scripts[phase[0]]
-        return script[min(replies_so_far(body), len(script) - 1)]
-
-    server = stub(root)
+    server = stub(phased(scripts, phase))
     settings = Settings(**fast_settings(server))
     with open_persistence(str(tmp_path / "f.sqlite")) as persistence:
         graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
@@ -354,11 +370,7 @@ def test_fork_from_an_earlier_checkpoint_rebuilds_that_sandbox(stub: Start, tmp_
             graph.invoke({"question": "x?", "context": "c"}, cfg, context=settings)["answer"] == 20
         )
         final_config = graph.get_state(cfg).config
-        after_first = next(
-            s
-            for s in graph.get_state_history(cfg)
-            if s.next == ("plan",) and len(s.values.get("cells", [])) == 1
-        )
+        after_first = after_first_cell(graph, cfg)
         phase[0] = "fork"
         forked = graph.invoke(None, after_first.config, context=settings)
         assert forked["answer"] == 1  # the session as it was after `x = 1`
@@ -376,24 +388,13 @@ def test_a_fork_shares_the_memo_of_its_parent_branch(stub: Start, tmp_path: Path
         "fork": [tool("x = 1"), tool("b = await llm_query('same')"), "FINAL_VAR(b)"],
     }
     phase = ["original"]
-
-    def answer(body: dict[str, Any]) -> StubReply | str:
-        if not is_root_request(body):
-            return "SUB " + last_user_text(body)
-        script = scripts[phase[0]]
-        return script[min(replies_so_far(body), len(script) - 1)]
-
-    server = stub(answer)
+    server = stub(phased(scripts, phase))
     settings = Settings(**fast_settings(server))
     with open_persistence(str(tmp_path / "m.sqlite")) as persistence:
         graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
         cfg = config("memo-fork")
         assert graph.invoke({"question": "a?", "context": "c"}, cfg, context=settings)["answer"]
-        after_first = next(
-            s
-            for s in graph.get_state_history(cfg)
-            if s.next == ("plan",) and len(s.values.get("cells", [])) == 1
-        )
+        after_first = after_first_cell(graph, cfg)
         phase[0] = "fork"
         forked = graph.invoke(None, after_first.config, context=settings)
     assert forked["answer"] == "SUB same"
