@@ -6,7 +6,8 @@ read-only into the sandbox: a volume read of 100 MB takes 0.2 s where passing it
 takes seconds and gigabytes. State keeps only the
 :class:`~rlm_graph.graph.state.ContextRef`. When the run has a LangGraph store, the
 context is copied into it once as well (:func:`share`), so a worker on another machine
-that resumes the thread can rebuild the local file (:func:`materialize`).
+that resumes the thread can rebuild the local file (:func:`materialize`), or, for a
+context too large to load, read the ranges its cells ask for (:func:`stored_text`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
 from rlm_graph.storage.folders import MANIFEST, Entry, link_tree, list_files, manifest
 from rlm_graph.storage.home import home
+from rlm_graph.storage.ranges import StoredChunks
 from rlm_graph.text import first_of, preview, utf8, valid_text
 
 if TYPE_CHECKING:
@@ -108,17 +110,21 @@ class _Lenient:
             )
 
 
-def check_ref(ref: ContextRef, blobs: Blobs | None = None) -> ContextRef:
+def check_ref(
+    ref: ContextRef, blobs: Blobs | None = None, lazy_bytes: int | None = None
+) -> ContextRef:
     """Accept a reference only if it names a stored context; fetch it from the store.
 
-    The hash becomes a path, so anything but 64 hex digits is refused outright.
+    The hash becomes a path, so anything but 64 hex digits is refused outright. Text
+    over ``lazy_bytes`` that only the store holds stays there: it is read in ranges.
     """
     digest = str(ref.get("hash", ""))
     if not re.fullmatch(r"[0-9a-f]{64}", digest) or ref.get("kind") not in _KINDS:
         raise ContextError(
             "context_ref is malformed: pass a reference made by store_value/store_path"
         )
-    if not context_file(ref).exists() and not materialize(ref, blobs):
+    in_store = lazy_bytes is not None and stored_text(ref, blobs, lazy_bytes) is not None
+    if not context_file(ref).exists() and not in_store and not materialize(ref, blobs):
         # a folder's files are read in place: only the machine that stored it has them
         where = "" if ref["kind"] != "folder" else " (a large folder is read where it was given)"
         raise ContextError(
@@ -136,22 +142,47 @@ def _shared_namespace(ref: ContextRef) -> tuple[str, ...]:
     return ("contexts", ref["hash"])
 
 
-def share(ref: ContextRef, blobs: Blobs) -> None:
+def share(ref: ContextRef, blobs: Blobs, chunk_bytes: int = _SHARE_CHUNK) -> None:
     """Copy a stored context into the run's LangGraph store, once per content hash.
 
-    A large folder is not copied: its files stay where they were given.
+    The meta record lists each chunk's sha256, so a worker without the file can read
+    and verify ranges of it (:func:`stored_text`). A large folder is not copied: its
+    files stay where they were given.
     """
     if ref["kind"] == "folder" or blobs.store is None:
         return
     if blobs.get(_shared_namespace(ref), "meta") is not None:
         return
-    chunks = 0
+    hashes: list[str] = []
+    size = 0
     with context_file(ref).open("rb") as reader:
-        while data := reader.read(_SHARE_CHUNK):
-            blobs.put(_shared_namespace(ref), str(chunks), {"b64": base64.b64encode(data).decode()})
-            chunks += 1
+        while data := reader.read(chunk_bytes):
+            blobs.put(
+                _shared_namespace(ref), str(len(hashes)), {"b64": base64.b64encode(data).decode()}
+            )
+            hashes.append(hashlib.sha256(data).hexdigest())
+            size += len(data)
     # Written last: a reader that finds "meta" finds every chunk.
-    blobs.put(_shared_namespace(ref), "meta", {"chunks": chunks})
+    meta = {"chunks": len(hashes), "chunk_bytes": chunk_bytes, "size": size, "sha256": hashes}
+    blobs.put(_shared_namespace(ref), "meta", meta)
+
+
+def stored_text(ref: ContextRef, blobs: Blobs | None, threshold: int) -> StoredChunks | None:
+    """The store's chunks of a lazy text context this machine does not hold, else None.
+
+    Such a context is read in ranges from the store, never rebuilt whole here. Anything
+    else (a file held here, a context under the threshold, one shared before chunks had
+    hashes) is read from the local file, rebuilt by :func:`materialize` if need be.
+    """
+    if ref["kind"] != "text" or blobs is None or blobs.store is None:
+        return None
+    if context_file(ref).exists():
+        return None
+    meta = blobs.get(_shared_namespace(ref), "meta")
+    if meta is None or "sha256" not in meta or not _over(meta["size"], threshold):
+        return None
+    namespace = _shared_namespace(ref)
+    return StoredChunks(blobs, namespace, meta["size"], meta["chunk_bytes"], tuple(meta["sha256"]))
 
 
 def materialize(ref: ContextRef, blobs: Blobs | None) -> bool:
@@ -196,15 +227,22 @@ def context_file(ref: ContextRef) -> Path:
     return blob_dir(ref) / blob_name(ref)
 
 
-def is_lazy(ref: ContextRef, threshold: int) -> bool:
+def is_lazy(ref: ContextRef, threshold: int, blobs: Blobs | None = None) -> bool:
     """Whether the sandbox reads this context on demand instead of loading it.
 
     Text over the threshold is lazy, and always over 2 GB (the wasm32 sandbox cannot
     hold it as one string); a large folder always is; JSON and small folders never.
+    Text this machine does not hold is measured in the store (``blobs``).
     """
     if ref["kind"] != "text":
         return ref["kind"] == "folder"
-    return context_file(ref).stat().st_size > min(threshold, MAX_CONTEXT_BYTES)
+    if stored_text(ref, blobs, threshold) is not None:
+        return True
+    return _over(context_file(ref).stat().st_size, threshold)
+
+
+def _over(size: int, threshold: int) -> bool:
+    return size > min(threshold, MAX_CONTEXT_BYTES)
 
 
 def _publish(tmp: Path, digest: str, name: str) -> Path:

@@ -135,7 +135,7 @@ def test_a_context_is_rebuilt_from_the_store_out_of_4_mb_chunks() -> None:
     blobs = Blobs(InMemoryStore())
     share(ref, blobs)
     meta = blobs.get(("contexts", ref["hash"]), "meta")
-    assert meta == {"chunks": 3}
+    assert (meta["chunks"], meta["chunk_bytes"], len(meta["sha256"])) == (3, 4 << 20, 3)
     sizes = [
         len(base64.b64decode(blobs.get(("contexts", ref["hash"]), str(i))["b64"])) for i in range(3)
     ]
