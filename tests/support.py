@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 from langchain_openai import ChatOpenAI
+from langgraph.store.base import GetOp, Op, Result
+from langgraph.store.memory import InMemoryStore
 from pydantic import SecretStr
 
 from rlm_graph.cli.main import main
@@ -30,6 +32,7 @@ from rlm_graph.offline.stub_server import tool_reply as tool
 __all__ = [
     "AGENT_MODEL",
     "Agent",
+    "CountingStore",
     "Recorder",
     "Script",
     "fast_settings",
@@ -140,6 +143,21 @@ class Recorder:
 
     def kinds(self) -> list[str]:
         return [event["event"] for event in self.events]
+
+
+class CountingStore(InMemoryStore):
+    """A store that counts its round trips (``batches``) and the keys it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.got: list[str] = []
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        self.batches.append(len(ops))
+        self.got += [op.key for op in ops if isinstance(op, GetOp)]
+        return super().batch(ops)
 
 
 def fast_settings(server: StubServer, **overrides: Any) -> dict[str, Any]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 
 import pytest
-from langgraph.store.base import GetOp, Op, Result
-from langgraph.store.memory import InMemoryStore
+from support import CountingStore
 
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import (
@@ -22,19 +20,6 @@ from rlm_graph.storage.contexts import (
 from rlm_graph.storage.ranges import ChunkError, ChunkReader, StoredChunks
 
 CHUNK = 1 << 10
-
-
-class CountingStore(InMemoryStore):
-    """A store that records the key of every record read from it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.got: list[str] = []
-
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        self.got += [op.key for op in ops if isinstance(op, GetOp)]
-        return super().batch(ops)
 
 
 def only_in_store(text: str) -> tuple[ContextRef, Blobs, CountingStore]:

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from langgraph.store.base import Op, Result
-from langgraph.store.memory import InMemoryStore
+from support import CountingStore
 
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.subcalls.memo import SubCallMemo
-
-
-class CountingStore(InMemoryStore):
-    """A store that counts its round trips."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[int] = []
-
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        self.batches.append(len(ops))
-        return super().batch(ops)
 
 
 def test_memo_prefetch_looks_up_a_batch_in_one_store_round_trip() -> None:
