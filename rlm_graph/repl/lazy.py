@@ -10,6 +10,8 @@ not pass every byte into the sandbox. Memory stays at one block whatever the fil
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from io import FileIO
 from pathlib import Path
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
@@ -54,28 +56,113 @@ def search_file(path: str | Path, pattern: str, max_hits: int, start: int, stop:
         raise ValueError(f"bad pattern {pattern!r}: {exc}") from exc
     max_hits = min(max(max_hits, 0), MAX_HITS)
     hits: list[Hit] = []
-    base, tail, end = start, b"", start
-    with open(path, "rb") as reader:
+    end = start
+    prefix = literal_prefix(pattern).encode("utf-8", errors="surrogatepass")
+    with open(path, "rb", buffering=0) as reader:
         reader.seek(start)
-        remaining = max(stop - start, 0)
-        while len(hits) < max_hits:
-            data = reader.read(min(SEARCH_BLOCK, remaining))
-            remaining -= len(data)
-            end += len(data)
-            block = tail + data
-            last = not data or remaining <= 0
-            cut = len(block) if last else block.rfind(b"\n") + 1 or len(block)
-            for match in regex.finditer(block, 0, cut):
-                hits.append(_hit(block, cut, match, base))
+        for block in _blocks(reader, start, stop):
+            end = block.base + block.size
+            for match in _matches(regex, prefix, block.data, block.cut):
+                hits.append(_hit(block.data, block.cut, match, block.base))
                 if len(hits) >= max_hits:
-                    break
-            if last:
-                break
-            base, tail = base + cut, block[cut:]
+                    return Scan(hits, end)
     return Scan(hits, end)
 
 
-def _hit(block: bytes, cut: int, match: re.Match[bytes], base: int) -> Hit:
+def literal_prefix(pattern: str) -> str:
+    """Text every match of ``pattern`` starts with ("" when unsure): its leading literals.
+
+    Read conservatively: a top-level ``|`` anywhere, a flag group or anything but plain
+    characters and escaped punctuation ends it, and a quantified last character is dropped.
+    """
+    if "|" in pattern:
+        return ""
+    literal: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
+            char, index = pattern[index + 1], index + 1
+        elif char in _SPECIAL:
+            if char in "*+?{" and literal:
+                literal.pop()
+            break
+        literal.append(char)
+        index += 1
+    return "".join(literal)
+
+
+_SPECIAL = ".^$*+?{}[]()|\\"
+# Candidates of a literal prefix that fail the regex before a block goes back to plain
+# finditer: a prefix common in the text would otherwise cost a Python step per place.
+_MAX_MISSES = 1_000
+
+
+def _matches(
+    regex: re.Pattern[bytes], prefix: bytes, data: bytearray, cut: int
+) -> Iterator[re.Match[bytes]]:
+    """``regex.finditer(data, 0, cut)``, jumping between places that hold ``prefix``.
+
+    ``bytes.find`` skips text several times faster than ``re`` scans it for the same
+    literal (1 GiB: 0.35 s against 0.55 s here). A match can only start where its prefix
+    does, and ``match`` at a position sees the text before it as ``finditer`` does, so
+    the matches are the same.
+    """
+    position, misses = 0, 0
+    while prefix and misses < _MAX_MISSES:
+        position = data.find(prefix, position, cut)
+        if position < 0:
+            return
+        match = regex.match(data, position, cut)
+        if match is None:
+            misses, position = misses + 1, position + 1
+            continue
+        yield match
+        position = match.end()
+    yield from regex.finditer(data, position, cut)
+
+
+class _Block(NamedTuple):
+    """Bytes of the file from ``base``: ``data[:size]``, searched up to ``cut``."""
+
+    base: int
+    data: bytearray
+    size: int
+    cut: int
+    remaining: int  # bytes of the span not read yet
+    last: bool
+
+
+def _blocks(reader: FileIO, start: int, stop: int) -> Iterator[_Block]:
+    """The blocks of bytes [start, stop): each the previous one's uncut tail, then new bytes.
+
+    One buffer serves every block: a fresh ``tail + data`` per step cost as much as the
+    search (1 GiB: 1.5 s, 0.8 s with the buffer reused). Reading ahead on a thread did
+    not help: ``re`` and ``bytes.find`` hold the GIL, so the reader waited for them.
+    """
+    span = max(stop - start, 0)
+    # the tail is shorter than a block's new bytes, so two blocks' worth always suffice
+    block = _Block(start, bytearray(min(2 * SEARCH_BLOCK, span)), 0, 0, span, False)
+    while not block.last:
+        block = _fill(reader, block)
+        yield block
+
+
+def _fill(reader: FileIO, previous: _Block) -> _Block:
+    """The block after ``previous``, in its buffer: its uncut tail, then new bytes."""
+    buffer, tail = previous.data, previous.size - previous.cut
+    buffer[:tail] = buffer[previous.cut : previous.size]
+    got, want = 0, min(SEARCH_BLOCK, previous.remaining)
+    with memoryview(buffer)[tail : tail + want] as view:
+        while got < want and (count := reader.readinto(view[got:])):
+            got += count
+    size, remaining = tail + got, previous.remaining - got
+    last = got == 0 or remaining <= 0
+    cut = size if last else buffer.rfind(b"\n", 0, size) + 1 or size
+    return _Block(previous.base + previous.cut, buffer, size, cut, remaining, last)
+
+
+def _hit(block: bytes | bytearray, cut: int, match: re.Match[bytes], base: int) -> Hit:
     begin = block.rfind(b"\n", 0, match.start()) + 1
     end = block.find(b"\n", match.end(), cut)
     end = cut if end < 0 else end
@@ -86,7 +173,7 @@ def _hit(block: bytes, cut: int, match: re.Match[bytes], base: int) -> Hit:
     )
 
 
-def _text(data: bytes) -> str:
+def _text(data: bytes | bytearray) -> str:
     return data[:MAX_LINE_BYTES].decode("utf-8", errors="replace")
 
 

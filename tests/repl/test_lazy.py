@@ -88,6 +88,74 @@ def test_search_finds_every_hit_across_block_seams(
     ][:3]
 
 
+def _scan_as_before(data: bytes, pattern: bytes, start: int, stop: int) -> list[int]:
+    """Offsets of the search before its buffer and prefix jumps: ``tail + data`` blocks."""
+    regex, offsets = re.compile(pattern), []
+    base, tail, position = start, b"", start
+    while True:
+        new = data[position : min(position + lazy.SEARCH_BLOCK, stop)]
+        position += len(new)
+        block, last = tail + new, not new or position >= stop
+        cut = len(block) if last else block.rfind(b"\n") + 1 or len(block)
+        offsets += [base + m.start() for m in regex.finditer(block, 0, cut)]
+        if last:
+            return offsets
+        base, tail = base + cut, block[cut:]
+
+
+# A prefix met everywhere but rarely completed, multi-line matches, anchors, lookbehind,
+# an alternation and a line longer than a block: block seams and prefix jumps must not
+# change a single hit.
+SEAM_PATTERNS = [
+    "é中😀 word3",
+    "line \\d+0 ",
+    "line 1\\d*7",
+    "😀 word2\\nline",
+    "^line",
+    "(?<=\\n)line 4",
+    "x{3}y|word5",
+    "zz+y",
+    "xx",
+    "(?i)LINE 99",
+    "0\\.5",
+]
+
+
+@pytest.mark.parametrize("pattern", SEAM_PATTERNS)
+def test_search_hits_are_those_of_a_plain_scan_of_the_same_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    monkeypatch.setattr(lazy, "SEARCH_BLOCK", 4096)
+    monkeypatch.setattr(lazy, "_MAX_MISSES", 5)  # and back to plain finditer mid-block
+    data = (TEXT[:200_000] + "x" * 9000 + "xxxy zzzzy 0.5\n" + TEXT[:50_000]).encode()
+    path = tmp_path / "seams.log"
+    path.write_bytes(data)
+    assert re.search(pattern.encode(), data)
+    for start, stop in [(0, len(data)), (1001, 150_000), (5, len(data) + 4096)]:
+        hits = lazy.search_file(path, pattern, 100_000, start, stop).hits
+        expected = _scan_as_before(data, pattern.encode(), start, stop)
+        assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS], (start, stop)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("magic number is \\d+", "magic number is "),
+        ("0\\.5\\.", "0.5."),
+        ("abc*", "ab"),
+        ("ab{2}", "a"),
+        ("word[36]", "word"),
+        ("a|b", ""),
+        ("(?i)abc", ""),
+        ("^abc", ""),
+        ("abc\\", "abc"),
+        ("中文+", "中"),
+    ],
+)
+def test_the_literal_prefix_is_what_every_match_starts_with(pattern: str, prefix: str) -> None:
+    assert lazy.literal_prefix(pattern) == prefix
+
+
 def test_cells_that_read_the_handle_replay_to_the_same_values(box: Sandbox) -> None:
     code = "seen = (await context.search('word5'))[7]['offset'], context.lines(5000, 1)"
     assert_replays(box, code, LAZY)
