@@ -34,6 +34,7 @@ from rlm_graph.observe.events import (
     TraceHeader,
 )
 from rlm_graph.observe.schema import event_from
+from rlm_graph.redact import redact_secrets
 from rlm_graph.settings import Settings
 
 TRACE_VERSION: Final = 1
@@ -138,6 +139,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    """Settings as a trace keeps them: a password in a URL (``--base-url``) blanked out.
+
+    A trace is a file to share (the viewer, an issue), so what error lines hide it hides.
+    """
+    return {k: redact_secrets(v) if isinstance(v, str) else v for k, v in fields.items()}
+
+
 class TraceWriter:
     """Appends a run's trace, one flushed JSON line per event (a progress sink)."""
 
@@ -155,7 +164,7 @@ class TraceWriter:
             version=TRACE_VERSION,
             started=_now(),
             question=question,
-            settings=asdict(settings),
+            settings=_redacted(asdict(settings)),
             context=TraceContext(
                 hash=context.get("hash"),
                 kind=context.get("kind"),

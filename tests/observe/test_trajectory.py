@@ -16,6 +16,7 @@ from support import Script, fast_settings, tool
 from rlm_graph import answer
 from rlm_graph.observe.trajectory import (
     TraceError,
+    TraceWriter,
     Trajectory,
     read_trajectory,
     runs,
@@ -23,6 +24,7 @@ from rlm_graph.observe.trajectory import (
     usage_by_model,
 )
 from rlm_graph.offline.stub_server import StubReply, StubServer
+from rlm_graph.settings import Settings
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "trajectory.schema.json").read_text())
 LONG = 5_000
@@ -143,6 +145,17 @@ def test_a_trace_cut_off_mid_line_still_reads(traced: tuple[Path, Any, Trajector
     assert partial["result"] is None
     assert partial["events"] == cut - 1
     assert partial["root"]["iterations"][0]["number"] == 1
+
+
+def test_the_header_keeps_no_password_of_a_base_url(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path / "run.jsonl")
+    url = "https://me:hunter2-pw@models.example/v1"
+    writer.header("What?", Settings(base_url=url, sub_base_url=url + "/sub"), {})
+    writer.close()
+    assert "hunter2-pw" not in (tmp_path / "run.jsonl").read_text()
+    settings = read_trajectory(tmp_path / "run.jsonl")["header"]["settings"]
+    assert settings["base_url"] == "https://me:***@models.example/v1"
+    assert settings["sub_base_url"] == "https://me:***@models.example/v1/sub"
 
 
 def test_not_a_trace_is_a_one_line_error(tmp_path: Path) -> None:
