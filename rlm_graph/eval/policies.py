@@ -19,11 +19,11 @@ bug (or a bug of its own, which the tests would show just as loudly).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rlm_graph.eval import multihop, niah, oolong, oracle, trec
-from rlm_graph.graph.prompts import CHILD_QUESTION
+from rlm_graph.graph.prompts import CHILD_QUESTION, STATED_CHUNK, chunk_chars
+from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.offline.stub_server import (
     StubReply,
     is_root_request,
@@ -31,10 +31,15 @@ from rlm_graph.offline.stub_server import (
     replies_so_far,
     tool_reply,
 )
+from rlm_graph.settings import DEFAULT_WINDOW_TOKENS
 
 POLICY_MODEL = "eval-policy"
-CHUNK_SHARE = 0.8  # of the sub model's window, leaving room for the instruction
-_WINDOW = re.compile(r"keep each prompt under\s+([\d,]+)\s+characters")
+CHUNK_SHARE = 0.8  # of the prompt size the system prompt states, leaving room for the instruction
+# What a sub-RLM's parent chunks to: its prompt states no limit (a sub-RLM takes any
+# prompt as its context), but the sub-RLM hands the chunk on to a plain sub-call, so
+# the chunk of the default window. In chunks of 80,000 characters a 10m OOLONG at
+# depth 2 made 500 sub-RLMs of 2 sub-calls each and ran out of its 1,000 sub-calls.
+UNSTATED_CHUNK = chunk_chars(DEFAULT_WINDOW_TOKENS, WINDOW_CHARS_PER_TOKEN)
 _QUESTION_PREFIX = "Question: "
 
 PEEK = (
@@ -154,8 +159,8 @@ def constants(**values: Any) -> str:
 def window_chars(body: dict[str, Any]) -> int:
     """How many characters the system prompt says a sub-call prompt may hold."""
     system = str((body.get("messages") or [{}])[0].get("content", ""))
-    match = _WINDOW.search(system)
-    return int(match.group(1).replace(",", "")) if match else 100_000
+    match = STATED_CHUNK.search(system)
+    return int(match.group(1).replace(",", "")) if match else UNSTATED_CHUNK
 
 
 def question_of(body: dict[str, Any]) -> str:

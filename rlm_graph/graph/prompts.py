@@ -8,6 +8,7 @@ the tool and as user messages when it wrote fenced blocks.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,10 @@ WINDOW_NOTE = (
     "characters (counted at {chars_per_token} characters per token,\n  half left for the "
     "instruction and the reply); longer prompts fail"
 )
+# The chunk as the note states it, read back by the offline policies: kept beside the
+# note so that rewording it cannot leave a reader matching nothing (a lowercase "keep"
+# did, and the policies chunked at a made-up 100,000 characters whatever the window).
+STATED_CHUNK = re.compile(r"Keep each prompt under ([\d,]+) characters")
 
 _TOOL_PROTOCOL = (
     f"Run code with the `{TOOL_NAME}` tool, or in a ```repl fenced block in your reply."
@@ -200,6 +205,11 @@ def describe_context(ref: ContextRef) -> str:
     return _KIND_DESCRIPTIONS[ref["kind"]].format(**ref)
 
 
+def chunk_chars(window_tokens: int, chars_per_token: int) -> int:
+    """The sub-call prompt size the window note states: half the window (at the estimate)."""
+    return window_tokens * chars_per_token // 2
+
+
 def system_prompt(
     ref: ContextRef,
     *,
@@ -236,7 +246,7 @@ def system_prompt(
         if recursive
         else WINDOW_NOTE.format(
             tokens=sub_window_tokens,
-            chunk_chars=sub_window_tokens * chars_per_token // 2,
+            chunk_chars=chunk_chars(sub_window_tokens, chars_per_token),
             chars_per_token=chars_per_token,
         ),
         max_sub_calls=max_sub_calls,

@@ -29,7 +29,7 @@ from rlm_graph.eval.runner import Eval, context_chars, evaluate, forget_context
 from rlm_graph.eval.scoring import score
 from rlm_graph.eval.tasks import Task, format_size, parse_size
 from rlm_graph.graph.prompts import CHILD_QUESTION
-from rlm_graph.offline.stub_server import StubServer
+from rlm_graph.offline.stub_server import StubServer, is_root_request, last_user_text
 from rlm_graph.settings import Settings
 
 Start = Callable[..., StubServer]
@@ -77,6 +77,37 @@ def test_every_task_family_scores_100_percent_with_the_oracle(
         r for r in server.requests if CHILD_QUESTION in json.dumps(r.body.get("messages"))
     ]
     assert child_requests
+
+
+def test_the_policy_chunks_to_the_size_the_system_prompt_states(
+    stub: Start, tmp_path: Path
+) -> None:
+    """A 2,048-token sub window: the prompt says 3,072 characters, and every chunk keeps to it."""
+    server = stub(policies.respond)
+    settings = replace(oracle_settings(server), sub_model_window_tokens=2_048)
+    rows = run_plan(Plan(("oolong",), [32_000], (0,), ("rlm",)), settings, tmp_path / "r.jsonl")
+    assert [(r["score"], r["status"]) for r in rows] == [(1.0, "answered")]
+    [root, *_] = [r.body for r in server.requests if is_root_request(r.body)]
+    assert policies.window_chars(root) == 3_072
+    sub_calls = [last_user_text(r.body) for r in server.requests if not is_root_request(r.body)]
+    assert len(sub_calls) > 10  # 32,000 characters in chunks of 0.8 x 3,072
+    assert max(map(len, sub_calls)) <= 3_072
+
+
+def test_at_depth_2_the_policy_sends_the_chunks_of_depth_1_through_sub_rlms(
+    stub: Start, tmp_path: Path
+) -> None:
+    """A sub-RLM's prompt states no limit; each passes its chunk on in one plain sub-call."""
+    prompts = []
+    for method in ("rlm", "rlm-depth2"):
+        server = stub(policies.respond)
+        plan = Plan(("oolong",), [131_000], (0,), (method,))
+        [row] = run_plan(plan, oracle_settings(server), tmp_path / f"{method}.jsonl")
+        assert row["score"] == 1.0
+        plain = (r.body for r in server.requests if not is_root_request(r.body))
+        prompts.append(sorted(map(last_user_text, plain)))
+    assert len(prompts[0]) == 4  # 524,000 characters in chunks of 0.8 x 192,000
+    assert prompts[1] == prompts[0]
 
 
 def test_a_line_cut_at_a_chunk_boundary_cannot_be_labelled() -> None:

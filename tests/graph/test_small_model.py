@@ -18,6 +18,7 @@ from support import fast_settings, fenced
 from rlm_graph import answer
 from rlm_graph.eval import niah, oracle
 from rlm_graph.eval.policies import question_of
+from rlm_graph.graph.prompts import STATED_CHUNK
 from rlm_graph.offline import stub_server as stub_api
 from rlm_graph.offline.stub_server import LocalServer, StubReply, StubServer
 from rlm_graph.settings import Settings
@@ -26,7 +27,6 @@ ASK = "f'{INSTRUCTION}\\nKey: {KEY}\\n<<<\\n{text}\\n>>>'"
 WHOLE = f"""text = context
 r = await llm_batch([{ASK}])
 print([a for a in r if not a.startswith('Error')])"""
-STATED_CHUNK = re.compile(r"Keep each prompt under ([\d,]+) characters")
 CHUNKED = f"""chunks = [context[i:i + SIZE] for i in range(0, len(context), SIZE - 200)]
 r = await llm_batch([{ASK} for text in chunks])
 [a for a in r if not a.startswith('Error') and a.strip() != 'NONE']"""
