@@ -33,6 +33,8 @@ class SubCallMemo:
     def __init__(self, blobs: Blobs | None = None, sandbox_id: str = "", scope: str = "") -> None:
         self._blobs = blobs
         self._namespace = ("memo", sandbox_id, scope) if scope else ("memo", sandbox_id)
+        # Keyed by the prompt's digest, not its text: a cell labelling 256 MB of a lazy
+        # context in 80 KB prompts held all 256 MB here until it ended.
         self._known: dict[str, str] = {}
         # Prompts looked up and not found. A sandbox runs one cell at a time and this memo
         # serves one cell, so only its own ``put`` can answer them later.
@@ -45,29 +47,33 @@ class SubCallMemo:
 
     def prefetch(self, prompts: set[str]) -> None:
         """Look up many prompts in one round trip (a batch of 200 on a database store)."""
+        self._fetch({self._key(p) for p in prompts})
+
+    def _fetch(self, keys: set[str]) -> None:
         with self._lock:
-            unknown = [p for p in prompts if p not in self._known and p not in self._missing]
+            unknown = [k for k in keys if k not in self._known and k not in self._missing]
         if self._blobs is None or not unknown:
             return
-        keys = [self._key(p) for p in unknown]
-        found = self._blobs.get_many(self._namespace, keys)
+        found = self._blobs.get_many(self._namespace, unknown)
         with self._lock:
-            for prompt, key in zip(unknown, keys, strict=True):
+            for key in unknown:
                 if key in found:
-                    self._known[prompt] = str(found[key]["answer"])
+                    self._known[key] = str(found[key]["answer"])
                 else:
-                    self._missing.add(prompt)
+                    self._missing.add(key)
 
     def get(self, prompt: str) -> str | None:
         """The stored answer to ``prompt``, if it was asked before."""
-        self.prefetch({prompt})
+        key = self._key(prompt)
+        self._fetch({key})
         with self._lock:
-            return self._known.get(prompt)
+            return self._known.get(key)
 
     def put(self, prompt: str, answer: str) -> None:
         """Remember an answer, durably when the memo has a store."""
+        key = self._key(prompt)
         with self._lock:
-            self._known[prompt] = answer
-            self._missing.discard(prompt)
+            self._known[key] = answer
+            self._missing.discard(key)
         if self._blobs is not None:
-            self._blobs.put(self._namespace, self._key(prompt), {"answer": answer})
+            self._blobs.put(self._namespace, key, {"answer": answer})
