@@ -53,7 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         prices={**settings.prices, policies.POLICY_MODEL: FREE, ORACLE_MODEL: FREE},
     )
     results = ResultsFile(out, usage_models(stand_ins))
-    with StubServer(policies.respond) as server:
+    # No request log: an oolong run at 1b tokens sends 4 GB of prompts, and the eval reads
+    # what it needs (usage) from the replies.
+    with StubServer(policies.respond, keep=0) as server:
         if not args.quiet:
             print(
                 f"rlm eval: offline, the root model is a scripted policy and the sub model "

@@ -193,6 +193,12 @@ def replies_so_far(body: dict[str, Any]) -> int:
     return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
 
 
+def tool_outputs(body: dict[str, Any]) -> list[str]:
+    """What the cells run so far printed: the texts of the tool messages, in order."""
+    messages = body.get("messages") or []
+    return [_content_text(m.get("content")) for m in messages if m.get("role") == "tool"]
+
+
 def tool_reply(code: str, text: str = "") -> StubReply:
     """A root reply that runs ``code`` through the ``execute_python`` tool."""
     return StubReply(
@@ -390,12 +396,14 @@ class StubModel:
         model_name: str = "stub-model",
         local: LocalServer | None = None,
         models: Sequence[str] = (),
+        keep: int | None = None,
     ) -> None:
         self.responder = responder
         self.model_name = model_name
         self.local = local or LocalServer()
         self.models = tuple(models)
-        self._log: list[RecordedRequest] = []
+        # ``keep``: how many of the latest requests ``requests`` holds (None: all)
+        self._log: deque[RecordedRequest] = deque(maxlen=keep)
         self._probes: list[str] = []
         self._log_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -611,8 +619,9 @@ class StubServer(StubModel):
         model_name: str = "stub-model",
         local: LocalServer | None = None,
         models: Sequence[str] = (),
+        keep: int | None = None,
     ) -> None:
-        super().__init__(responder, model_name=model_name, local=local, models=models)
+        super().__init__(responder, model_name=model_name, local=local, models=models, keep=keep)
         self.delay = delay
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
