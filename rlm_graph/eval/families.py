@@ -17,9 +17,9 @@ GENERATORS: dict[str, Generator] = {
     "multihop": multihop.generate,
 }
 FAMILIES: tuple[str, ...] = tuple(GENERATORS)
-# Families whose large contexts are written to disk as they are made (``STREAM_TOKENS``);
+# Families whose large contexts are written to disk as they are made (``tasks.written``);
 # the others build theirs in memory, up to ``IN_MEMORY_TOKENS``.
-STREAMED: tuple[str, ...] = ("niah", "niah-files")
+STREAMED: tuple[str, ...] = ("niah", "niah-files", "oolong", "pairs")
 
 
 def generate(family: str, size: int, seed: int) -> Task:

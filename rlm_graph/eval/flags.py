@@ -97,7 +97,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if held and max(sizes) > IN_MEMORY_TOKENS:
         raise ValueError(
             f"{', '.join(held)} is built in memory, up to {format_size(IN_MEMORY_TOKENS)} "
-            f"tokens; only {', '.join(STREAMED)} is written to disk and goes to "
+            f"tokens; only {', '.join(STREAMED)} are written to disk and go to "
             f"{format_size(MAX_TOKENS)}"
         )
     return Plan(

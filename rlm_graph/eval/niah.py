@@ -10,7 +10,6 @@ key and the 7-digit value.
 
 from __future__ import annotations
 
-import io
 import itertools
 import random
 import re
@@ -18,10 +17,10 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from rlm_graph.eval import filler
-from rlm_graph.eval.tasks import STREAM_TOKENS, TASK_CHARS_PER_TOKEN, Task, generated_file
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Task, Writer, generated_file, written
 
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 QUESTION = (
@@ -43,14 +42,6 @@ _NOUNS = (
     "quarry", "ledger", "falcon", "pillar", "canyon", "thimble", "beacon", "saddle",
     "kettle", "anchor", "garnet", "hammock", "island", "jigsaw", "marble", "nectar",
 )  # fmt: skip
-
-
-class Writer(Protocol):
-    """Where a haystack goes: a str buffer, a file or a folder of files."""
-
-    def write(self, text: str, /) -> object:
-        """Take the next piece of text."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -75,21 +66,13 @@ def needle_pattern(key: str) -> re.Pattern[str]:
 def generate(size: int, seed: int) -> Task:
     """The needle task of ``size`` tokens for ``seed`` (depth ``DEPTHS[seed % 40]``).
 
-    Above ``STREAM_TOKENS`` the haystack is written to a file (the task's context is its
-    path, read lazily by the RLM): at 1b tokens it is 4 GB, which no str should hold.
-    Both ways write the same text.
+    Above ``STREAM_TOKENS`` the haystack is written to a file as it is made (``written``).
     """
     rng, key, value = _draw(size, seed)
     needle = NEEDLE.format(key=key, value=value) + " "
-    context: str | Path
-    if size > STREAM_TOKENS:
-        context = generated_file(f"niah-{size}-{seed}.txt")
-        with context.open("w", encoding="utf-8") as out:
-            _haystack(size, seed, rng, needle, out)
-    else:
-        buffer = io.StringIO()
-        _haystack(size, seed, rng, needle, buffer)
-        context = buffer.getvalue()
+    context, _ = written(
+        size, f"niah-{size}-{seed}.txt", lambda out: _haystack(size, seed, rng, needle, out)
+    )
     return _task("niah", size, seed, key, value, context)
 
 

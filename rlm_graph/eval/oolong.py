@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import itertools
 import math
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, NamedTuple
 
 from rlm_graph.eval import trec
-from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Kind, Task
+from rlm_graph.eval.tasks import TASK_CHARS_PER_TOKEN, Kind, Task, Writer, written
 
 LINE = "Date: {date} || User: {user} || Instance: {question}"
 DATE_FORMAT = "%b %d, %Y"
@@ -62,20 +64,13 @@ PAIRS_REPLY = (
 MAX_QUALIFYING = 8  # users meeting a pairs condition: keeps answers short at any size
 
 
-@dataclass(frozen=True)
-class Record:
-    """One context line and its hidden label."""
+class Record(NamedTuple):
+    """One context line, and what questions ask of it: its hidden label, user and month."""
 
-    date: datetime.date
-    user: int
-    question: str
+    line: str  # as the model sees it: no label
     label: str
-
-    def line(self) -> str:
-        """The line as the model sees it: no label."""
-        return LINE.format(
-            date=self.date.strftime(DATE_FORMAT), user=self.user, question=self.question
-        )
+    user: int
+    month: str  # "March 2024"
 
 
 @dataclass(frozen=True)
@@ -131,33 +126,81 @@ def parse_question(question: str) -> Query | None:
 # -- the context ------------------------------------------------------------------------
 
 
-def make_records(size: int, rng: random.Random) -> list[Record]:
-    """Dated, attributed TREC questions filling about ``size`` tokens, sorted by date."""
+@dataclass
+class Tally:
+    """What the gold answers need of the records, counted as the lines are written.
+
+    A 1b-token context has ~47 million records: they are never held, only these counts
+    (a few thousand users by six labels).
+    """
+
+    by_user: Counter[tuple[int, str]] = field(default_factory=Counter)
+    by_month: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, record: Record) -> None:
+        """Count one record."""
+        self.by_user[record.user, record.label] += 1
+        self.by_month[record.month, record.label] += 1
+
+    def labels(self) -> Counter[str]:
+        """Records per label."""
+        return _sum_by(self.by_month, 1)
+
+    def users(self) -> Counter[int]:
+        """Records per user, in the order users first appear."""
+        return _sum_by(self.by_user, 0)
+
+    def months(self) -> Counter[str]:
+        """Records per month, in date order."""
+        return _sum_by(self.by_month, 0)
+
+
+def _sum_by(counts: Counter[tuple[Any, str]], part: int) -> Counter[Any]:
+    summed: Counter[Any] = Counter()
+    for key, count in counts.items():
+        summed[key[part]] += count
+    return summed
+
+
+@cache
+def _days() -> tuple[tuple[str, str], ...]:
+    """Each day's date as lines write it and its month as questions name it."""
+    dates = (FIRST_DAY + datetime.timedelta(days=day) for day in range(DAYS))
+    return tuple((date.strftime(DATE_FORMAT), month_name(date)) for date in dates)
+
+
+def records(size: int, rng: random.Random) -> Iterator[Record]:
+    """Dated, attributed TREC questions filling about ``size`` tokens, in date order.
+
+    Dates advance with the position in the text over ``DAYS`` days (as if sorted), so
+    the lines can be written as they are drawn: sorting random dates would need them all.
+    """
     pools = trec.questions_by_label()
     labels = list(trec.LABEL_NAMES)
-    label_weights = [rng.uniform(0.3, 1.0) for _ in labels]
+    label_weights = list(itertools.accumulate(rng.uniform(0.3, 1.0) for _ in labels))
     target = size * TASK_CHARS_PER_TOKEN
     users = rng.sample(range(10_000, 100_000), max(8, int(2 * math.sqrt(target / 85))))
-    user_weights = [rng.uniform(0.2, 1.0) for _ in users]
-    records: list[Record] = []
-    total = 0
+    # cumulative weights: a draw is a bisection, not a sum over ~14,000 users at 1b tokens
+    user_weights = list(itertools.accumulate(rng.uniform(0.2, 1.0) for _ in users))
+    days, total = _days(), 0
     while total < target:
-        label = rng.choices(labels, label_weights)[0]
-        record = Record(
-            date=FIRST_DAY + datetime.timedelta(days=rng.randrange(DAYS)),
-            user=rng.choices(users, user_weights)[0],
-            question=rng.choice(pools[label]),
-            label=label,
-        )
-        records.append(record)
-        total += len(record.line()) + 1
-    records.sort(key=lambda r: r.date)
-    return records
+        label = rng.choices(labels, cum_weights=label_weights)[0]
+        user = rng.choices(users, cum_weights=user_weights)[0]
+        date, month = days[DAYS * total // target]
+        line = LINE.format(date=date, user=user, question=rng.choice(pools[label]))
+        total += len(line) + 1
+        yield Record(line, label, user, month)
 
 
-def context_of(records: Sequence[Record]) -> str:
-    """The context text: one line per record."""
-    return "\n".join(record.line() for record in records)
+def write_records(size: int, rng: random.Random, out: Writer) -> Tally:
+    """The context, one line per record, written to ``out`` as drawn; their tally."""
+    tally = Tally()
+    separator = ""
+    for record in records(size, rng):
+        out.write(separator + record.line)
+        separator = "\n"
+        tally.add(record)
+    return tally
 
 
 def month_name(date: datetime.date) -> str:
@@ -175,9 +218,9 @@ def _unique_extreme(counts: Counter[str], pick: Callable[..., int]) -> str | Non
     return winners[0] if len(winners) == 1 else None
 
 
-def gold_answer(query: Query, records: Sequence[Record]) -> tuple[Any, Kind] | None:
+def gold_answer(query: Query, tally: Tally) -> tuple[Any, Kind] | None:
     """The true answer and how it is scored; ``None`` when it would be ambiguous (a tie)."""
-    counts = Counter(r.label for r in records)
+    counts = tally.labels()
     if query.kind == "count":
         return counts[query.label], "number"
     if query.kind in ("most", "least"):
@@ -187,27 +230,24 @@ def gold_answer(query: Query, records: Sequence[Record]) -> tuple[Any, Kind] | N
         a, b = counts[query.label], counts[query.other]
         return COMPARISONS[0 if a > b else 1 if a < b else 2], "comparison"
     if query.kind == "user":
-        return sum(r.user == query.user and r.label == query.label for r in records), "number"
+        return tally.by_user[query.user, query.label], "number"
     if query.kind == "month":
-        hits = (month_name(r.date) == query.month and r.label == query.label for r in records)
-        return sum(hits), "number"
-    return qualifying_pairs(query, records), "pairs"
+        return tally.by_month[query.month, query.label], "number"
+    return qualifying_pairs(query, tally), "pairs"
 
 
-def per_user(records: Sequence[Record], label: str) -> Counter[int]:
+def per_user(tally: Tally, label: str) -> Counter[int]:
     """How many questions of ``label`` each user asked (users with none included)."""
-    counts: Counter[int] = Counter({r.user: 0 for r in records})
-    counts.update(r.user for r in records if r.label == label)
-    return counts
+    return Counter({user: tally.by_user[user, label] for user in tally.users()})
 
 
-def qualifying_pairs(query: Query, records: Sequence[Record]) -> list[list[int]]:
+def qualifying_pairs(query: Query, tally: Tally) -> list[list[int]]:
     """The gold pairs of a pairs query, each as [smaller ID, larger ID], sorted."""
-    first = {u for u, n in per_user(records, query.label).items() if n >= query.at_least}
+    first = {u for u, n in per_user(tally, query.label).items() if n >= query.at_least}
     if query.kind == "both":
         second = first
     else:
-        counts = per_user(records, query.other)
+        counts = per_user(tally, query.other)
         second = {u for u, n in counts.items() if n >= query.other_at_least}
     return sorted([min(u, v), max(u, v)] for u, v in _distinct_pairs(first, second))
 
@@ -219,18 +259,22 @@ def _distinct_pairs(first: set[int], second: set[int]) -> set[tuple[int, int]]:
 # -- drawing a question -----------------------------------------------------------------
 
 
-def draw_query(records: Sequence[Record], rng: random.Random) -> Query:
+def _weighted(counts: Counter[Any], rng: random.Random) -> Any:
+    """A key drawn by its count: what picking a random record's user (or month) gives."""
+    return rng.choices(list(counts), weights=list(counts.values()))[0]
+
+
+def draw_query(tally: Tally, rng: random.Random) -> Query:
     """A random aggregation question; ties fall back to a plain count."""
     label, other = rng.sample(trec.LABEL_NAMES, 2)
-    record = rng.choice(records)
     query = Query(
         kind=rng.choice(tuple(ASKS)),
         label=label,
         other=other,
-        user=record.user,
-        month=month_name(record.date),
+        user=_weighted(tally.users(), rng),
+        month=_weighted(tally.months(), rng),
     )
-    if gold_answer(query, records) is None:
+    if gold_answer(query, tally) is None:
         query = Query(kind="count", label=label)
     return _only_its_fields(query)
 
@@ -252,24 +296,26 @@ def threshold(counts: Counter[int], rng: random.Random) -> int:
     return at_least
 
 
-def draw_pairs_query(records: Sequence[Record], rng: random.Random) -> Query:
+def draw_pairs_query(tally: Tally, rng: random.Random) -> Query:
     """A pairs question whose thresholds fit this data."""
     label, other = rng.sample(trec.LABEL_NAMES, 2)
     kind = rng.choice(tuple(PAIRS_ASKS))
-    at_least = threshold(per_user(records, label), rng)
+    at_least = threshold(per_user(tally, label), rng)
     if kind == "both":
         return Query(kind=kind, label=label, at_least=at_least)
-    other_at_least = threshold(per_user(records, other), rng)
+    other_at_least = threshold(per_user(tally, other), rng)
     return Query(kind, label, other, at_least=at_least, other_at_least=other_at_least)
 
 
-def _task(family: str, size: int, seed: int, draw: Callable[..., Query]) -> Task:
+def _task(family: str, size: int, seed: int, draw: Callable[[Tally, random.Random], Query]) -> Task:
+    """The task; above ``STREAM_TOKENS`` its lines go to a file as they are drawn."""
     rng = random.Random(f"{family}:{size}:{seed}")
-    records = make_records(size, rng)
-    query = draw(records, rng)
-    gold = gold_answer(query, records)
+    name = f"{family}-{size}-{seed}.txt"
+    context, tally = written(size, name, lambda out: write_records(size, rng, out))
+    query = draw(tally, rng)
+    gold = gold_answer(query, tally)
     assert gold is not None  # draw_query replaces ambiguous questions
-    return Task(family, size, seed, query.text(), context_of(records), gold[0], gold[1])
+    return Task(family, size, seed, query.text(), context, gold[0], gold[1])
 
 
 def generate(size: int, seed: int) -> Task:

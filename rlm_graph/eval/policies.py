@@ -1,13 +1,15 @@
 """The scripted root model of offline evals: one policy per task family, as code cells.
 
 Each policy plays what a good root model does in the paper's trajectories, reading
-only what a model reads (the question and the system prompt) and writing code that
-runs in the real sandbox:
+only what a model reads (the question, the system prompt and what its cells printed)
+and writing code that runs in the real sandbox:
 
 - S-NIAH: peek, grep for the key, ask sub-calls to read the passages around each hit;
-- OOLONG: peek, chunk the lines to fit the sub model, label them with ``llm_batch``,
-  count in Python;
-- OOLONG-Pairs: the same labelling, then per-user counts and pairs in Python;
+- OOLONG: peek, cut the text into pieces that fit the sub model, label them with
+  ``llm_batch`` and count per user and month in Python as the answers come, never
+  holding the lines; a cell reads at most ``CELL_BYTES`` (or what ``cell_scan_mb``
+  lets it) and says where the next one goes on;
+- OOLONG-Pairs: the same labelling, then the users' counts and pairs in Python;
 - multi-hop: grep the documents naming the current entity and ask a sub-call for the
   next hop, hop by hop; at depth 2 each sub-call is a sub-RLM.
 
@@ -19,6 +21,7 @@ bug (or a bug of its own, which the tests would show just as loudly).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rlm_graph.eval import multihop, niah, oolong, oracle, trec
@@ -29,6 +32,7 @@ from rlm_graph.offline.stub_server import (
     is_root_request,
     last_user_text,
     replies_so_far,
+    tool_outputs,
     tool_reply,
 )
 from rlm_graph.settings import DEFAULT_WINDOW_TOKENS
@@ -40,6 +44,12 @@ CHUNK_SHARE = 0.8  # of the prompt size the system prompt states, leaving room f
 # the chunk of the default window. In chunks of 80,000 characters a 10m OOLONG at
 # depth 2 made 500 sub-RLMs of 2 sub-calls each and ran out of its 1,000 sub-calls.
 UNSTATED_CHUNK = chunk_chars(DEFAULT_WINDOW_TOKENS, WINDOW_CHARS_PER_TOKEN)
+LINE_ROOM = 1_000  # of a labelling prompt, for the line a piece cut, carried to the next
+# Bytes one labelling cell reads: at 1b tokens (4 GB) 15 cells, each ~100 MB of the
+# sandbox's memory at most and well inside cell_timeout and its fuel.
+CELL_BYTES = 256 << 20
+BATCH = 64  # labelling prompts per llm_batch: ~5 MB of them held at once
+_GO_ON = re.compile(r"go on at byte (\d+)")
 _QUESTION_PREFIX = "Question: "
 
 PEEK = (
@@ -70,31 +80,61 @@ print(found)
 FINAL(found[0] if found else 'not found')
 """
 
-LABEL_LINES = r"""
-# chunk + map: label every line with the sub model, keep (date, user, label)
+LABEL_SETUP = r"""
+# chunk + map: label every line with the sub model, counting (user, label) and
+# (month, label); a piece of the context at a time, so a handle is never read whole
 import json, re
 from collections import Counter
-chunks, current, size = [], [], 0
-for line in context.split('\n'):
-    if current and size + len(line) + 1 > LIMIT:
-        chunks.append(current)
-        current, size = [], 0
-    current.append(line)
-    size += len(line) + 1
-if current:
-    chunks.append(current)
-replies = await llm_batch([INSTRUCTION + '\n<<<\n' + '\n'.join(c) + '\n>>>' for c in chunks])
-ROW = re.compile(r'^Date: (.+?) \|\| User: (\d+) \|\| Instance: ')
-records = []
-for chunk, reply in zip(chunks, replies):
-    labels = json.loads(reply)
-    if len(labels) != len(chunk):
-        print('label count mismatch:', len(labels), 'labels for', len(chunk), 'lines')
-    for row, label in zip(chunk, labels):
-        date, user = ROW.match(row).groups()
-        records.append((date, int(user), label))
-counts = Counter(label for _, _, label in records)
-print(len(chunks), 'chunks,', len(records), 'records:', dict(counts))
+ROW = re.compile(r'^Date: (\w+) \d+, (\d+) \|\| User: (\d+) \|\| Instance: ', re.M)
+by_user, by_month, labelled, rest, pending = Counter(), Counter(), 0, '', []
+
+def take(piece, last=False):
+    # the whole lines of rest + piece become one prompt; a cut last line waits
+    global rest
+    text = rest + piece
+    cut = len(text) if last else text.rfind('\n')
+    rest = text[cut + 1:]
+    if cut > 0:
+        pending.append(text[:cut])
+
+async def flush():
+    global pending, labelled
+    replies = await llm_batch([INSTRUCTION + '\n<<<\n' + p + '\n>>>' for p in pending])
+    for text, reply in zip(pending, replies):
+        labels, rows = json.loads(reply), ROW.findall(text)
+        if len(labels) != len(rows):
+            print('label count mismatch:', len(labels), 'labels for', len(rows), 'lines')
+        by_user.update([(int(u), label) for (_, _, u), label in zip(rows, labels)])
+        by_month.update([(m + ' ' + y, label) for (m, y, _), label in zip(rows, labels)])
+        labelled += len(labels)
+    pending = []
+
+def pieces(start):
+    if isinstance(context, str):
+        return (context[i:i + PIECE] for i in range(start, size, PIECE))
+    return context.chunks(PIECE, start)
+"""
+LABEL_RUN = r"""
+# label from START until this cell's share is done; the next cell goes on from there
+pos = START
+try:
+    for piece in pieces(START):
+        pos += len(piece) if isinstance(context, str) else len(piece.encode())
+        take(piece, last=pos >= size)
+        if len(pending) >= BATCH:
+            await flush()
+        if pos - START >= CELL_BYTES:
+            break
+except ScanLimitError:  # cell_scan_mb is spent: the next cell has its own
+    pass
+await flush()
+if pos < size:
+    print(f'labelled {labelled:,} lines; go on at byte {pos}')
+else:
+    counts = Counter()
+    for (_, label), n in by_month.items():
+        counts[label] += n
+    print(labelled, 'lines labelled:', dict(counts))
 """
 
 _AGGREGATE: dict[str, str] = {
@@ -106,19 +146,18 @@ _AGGREGATE: dict[str, str] = {
         "FINAL('more common than' if a > b else 'less common than' if a < b "
         "else 'same frequency as')"
     ),
-    "user": "FINAL(sum(1 for _, u, l in records if u == USER and l == LABEL))",
+    "user": "FINAL(by_user[USER, LABEL])",
     "month": (
         "import datetime\n"
-        "def month_of(date):\n"
-        "    return datetime.datetime.strptime(date, '%b %d, %Y').strftime('%B %Y')\n"
-        "FINAL(sum(1 for d, _, l in records if l == LABEL and month_of(d) == MONTH))"
+        "short = datetime.datetime.strptime(MONTH, '%B %Y').strftime('%b %Y')\n"
+        "FINAL(by_month[short, LABEL])"
     ),
 }
 PAIRS = r"""
 # pairs: per-user counts, then every pair meeting the conditions
+users = {u for u, _ in by_user}
 def qualifying(label, at_least):
-    per_user = Counter(u for _, u, l in records if l == label)
-    return {u for u in {u for _, u, _ in records} if per_user[u] >= at_least}
+    return {u for u in users if by_user[u, label] >= at_least}
 first = qualifying(LABEL, AT_LEAST)
 second = first if OTHER is None else qualifying(OTHER, OTHER_AT_LEAST)
 pairs = sorted({(min(u, v), max(u, v)) for u in first for v in second if u != v})
@@ -174,7 +213,13 @@ def question_of(body: dict[str, Any]) -> str:
 
 def oolong_steps(query: oolong.Query, limit: int) -> list[str]:
     """Label every line, then aggregate as the query asks."""
-    label = constants(LIMIT=limit, INSTRUCTION=oracle.LABEL_INSTRUCTION) + LABEL_LINES
+    setup = constants(
+        PIECE=limit - LINE_ROOM,
+        BATCH=BATCH,
+        CELL_BYTES=CELL_BYTES,
+        INSTRUCTION=oracle.LABEL_INSTRUCTION,
+    )
+    label = setup + LABEL_SETUP + constants(START=0) + LABEL_RUN
     fields = constants(
         LABELS=list(trec.LABEL_NAMES),
         LABEL=query.label,
@@ -213,7 +258,10 @@ def root_reply(body: dict[str, Any]) -> StubReply:
         steps = [CHILD]
     else:
         steps = steps_for(question, int(window_chars(body) * CHUNK_SHARE))
-    step = replies_so_far(body)
+    outputs = tool_outputs(body)
+    if outputs and (go_on := _GO_ON.search(outputs[-1])):  # a cell left work to the next
+        return tool_reply(constants(START=int(go_on.group(1))) + LABEL_RUN)
+    step = replies_so_far(body) - sum(1 for output in outputs if _GO_ON.search(output))
     if step >= len(steps):
         return StubReply(f"FINAL(the scripted policy has no step {step + 1} for this question)")
     return tool_reply(steps[step])

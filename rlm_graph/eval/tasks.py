@@ -9,10 +9,12 @@ papers write them: "8k", "131k", "1m".
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rlm_graph.storage.home import home
 
@@ -28,6 +30,14 @@ IN_MEMORY_TOKENS = 10_000_000  # families that build their context as one str
 STREAM_TOKENS = 25_000_000
 # How an answer is scored: see ``scoring``.
 Kind = Literal["label", "number", "comparison", "pairs", "text"]
+
+
+class Writer(Protocol):
+    """Where a generated context goes: a str buffer, a file or a folder of files."""
+
+    def write(self, text: str, /) -> object:
+        """Take the next piece of text."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -79,3 +89,19 @@ def generated_file(name: str) -> Path:
     folder = home() / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
+
+
+def written[T](size: int, name: str, write: Callable[[Writer], T]) -> tuple[str | Path, T]:
+    """The context ``write`` makes (and what it returns), as it fits ``size`` tokens.
+
+    Above ``STREAM_TOKENS`` the text goes to the file ``name`` as it is made (the task's
+    context is its path, read lazily by the RLM): at 1b tokens it is 4 GB, which no str
+    should hold. Both ways write the same text.
+    """
+    if size > STREAM_TOKENS:
+        path = generated_file(name)
+        with path.open("w", encoding="utf-8") as out:
+            return path, write(out)
+    buffer = io.StringIO()
+    made = write(buffer)
+    return buffer.getvalue(), made

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,7 +22,18 @@ import pytest
 from support import fast_settings
 
 from rlm_graph.cli.main import main
-from rlm_graph.eval import families, multihop, niah, oolong, oracle, policies, report, trec, windows
+from rlm_graph.eval import (
+    families,
+    multihop,
+    niah,
+    oolong,
+    oracle,
+    policies,
+    report,
+    tasks,
+    trec,
+    windows,
+)
 from rlm_graph.eval.families import FAMILIES, generate
 from rlm_graph.eval.plan import OFFLINE_METHODS, Plan
 from rlm_graph.eval.results import ResultsFile, RunKey
@@ -29,7 +41,12 @@ from rlm_graph.eval.runner import Eval, context_chars, evaluate, forget_context
 from rlm_graph.eval.scoring import score
 from rlm_graph.eval.tasks import Task, format_size, parse_size
 from rlm_graph.graph.prompts import CHILD_QUESTION
-from rlm_graph.offline.stub_server import StubServer, is_root_request, last_user_text
+from rlm_graph.offline.stub_server import (
+    StubServer,
+    is_root_request,
+    last_user_text,
+    tool_outputs,
+)
 from rlm_graph.settings import Settings
 
 Start = Callable[..., StubServer]
@@ -173,7 +190,7 @@ def test_a_needle_task_too_large_to_hold_streams_to_a_file_read_lazily(
     stub: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     in_memory = niah.generate(400_000, 3)
-    monkeypatch.setattr(niah, "STREAM_TOKENS", 100_000)  # 1b tokens in CI's terms
+    monkeypatch.setattr(tasks, "STREAM_TOKENS", 100_000)  # 1b tokens in CI's terms
     streamed = niah.generate(400_000, 3)
     assert isinstance(streamed.context, Path) and isinstance(in_memory.context, str)
     assert streamed.context.read_text() == in_memory.context  # the same task either way
@@ -183,6 +200,34 @@ def test_a_needle_task_too_large_to_hold_streams_to_a_file_read_lazily(
     assert [(r["score"], r["answer"]) for r in rows] == [(1.0, in_memory.gold)]
     assert "read on demand through a handle" in json.dumps(server.requests[0].body)
     assert not streamed.context.exists()  # removed with the run's stored copy
+
+
+@pytest.mark.parametrize("family", ["oolong", "pairs"])
+def test_oolong_too_large_to_hold_streams_and_is_labelled_through_the_handle(
+    stub: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str
+) -> None:
+    in_memory = generate(family, 600_000, 4)
+    monkeypatch.setattr(tasks, "STREAM_TOKENS", 100_000)  # 1b tokens in CI's terms
+    tracemalloc.start()
+    streamed = generate(family, 600_000, 4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert isinstance(streamed.context, Path) and isinstance(in_memory.context, str)
+    assert streamed.context.read_text() == in_memory.context  # the same task either way
+    assert (streamed.question, streamed.gold) == (in_memory.question, in_memory.gold)
+    assert peak < len(in_memory.context) // 8  # written as drawn, never held
+    server = stub(policies.respond)
+    # 2.4 MB: a handle, and three labelling cells of ~1 MiB each (cell_scan_mb)
+    settings = replace(oracle_settings(server), lazy_context_mb=1, cell_scan_mb=1)
+    rows = run_plan(Plan((family,), [600_000], (4,), ("rlm",)), settings, tmp_path / "r.jsonl")
+    assert [(r["score"], r["iterations"]) for r in rows] == [(1.0, 5)]  # peek, 3 + 1 cells
+    assert "read on demand through a handle" in json.dumps(server.requests[0].body)
+    outputs = tool_outputs(server.requests[-1].body)
+    assert [bool(re.search(r"go on at byte \d+", o)) for o in outputs] == [
+        False, True, True, False
+    ]  # fmt: skip
+    assert all("scanned" in o for o in outputs[1:])
+    assert not streamed.context.exists()
 
 
 def test_the_folder_variant_is_the_same_haystack_searched_across_files(
@@ -422,7 +467,7 @@ def test_rlm_eval_offline_scores_resumes_and_prints_json(
         (["--n", "0"], "--n 0 is out of range"),
         (["--prices", "/nonexistent/prices.json"], "cannot read --prices"),
         (["--window", "0"], "--window 0 is out of range"),
-        (["--task", "niah,oolong", "--size", "1b"], "oolong is built in memory, up to 10m"),
+        (["--task", "oolong,multihop", "--size", "1b"], "multihop is built in memory, up to 10m"),
     ],
 )
 def test_rlm_eval_usage_errors_are_one_line(
