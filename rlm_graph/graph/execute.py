@@ -92,8 +92,11 @@ async def execute(
             trace_metadata=metadata,
         )
         try:
-            context = await offload(check_ref, state["context_ref"], blobs)
-            want = Checkout(sandbox_id, context, cells, sandbox_limits(settings), broker)
+            limits = sandbox_limits(settings)
+            context = await offload(
+                check_ref, state["context_ref"], blobs, limits.lazy_context_bytes
+            )
+            want = Checkout(sandbox_id, context, cells, limits, broker)
             bench = await stack.enter_async_context(aworkbench(REGISTRY, want, blobs))
         except (SandboxError, MissingRecord, ContextError) as exc:  # stop, keep every cell
             return {"status": "failed", "error": str(exc)}

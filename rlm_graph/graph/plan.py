@@ -122,8 +122,8 @@ def ingest_context(
         ref = store_value(state["context"])
     elif state.get("context_path"):
         ref = store_path(deployment.readable(state["context_path"]), settings.lazy_folder_files)
-    elif state.get("context_ref"):
-        ref = check_ref(state["context_ref"], blobs)
+    elif state.get("context_ref"):  # a large one only the store holds is read from there
+        ref = check_ref(state["context_ref"], blobs, sandbox_limits(settings).lazy_context_bytes)
     else:
         raise ContextError(
             "no context given: send `context` (text or JSON), `context_path` or `context_ref`"
@@ -190,7 +190,7 @@ def conversation(
         recursive=scope.recursive,
         tool_calling=tool_calling,
         history=state.get("history") or [],
-        lazy=is_lazy(state["context_ref"], sandbox_limits(settings).lazy_context_bytes),
+        lazy=is_lazy(state["context_ref"], sandbox_limits(settings).lazy_context_bytes, blobs),
     )
     return prompts.build_messages(
         system,

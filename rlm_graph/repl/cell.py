@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Literal, TypedDict
 
 from rlm_graph.offload import offload, owns_loop
 from rlm_graph.repl.registry import Checkout, LoadCells, SandboxRegistry
 from rlm_graph.repl.session import CellOutcome, SandboxBase
 from rlm_graph.storage.blobs import Blobs
+from rlm_graph.storage.contexts import stored_text
 from rlm_graph.storage.records import Cell, CellRef, load_cells, save_cell
 from rlm_graph.text import truncate
 
@@ -97,6 +99,7 @@ def workbench(registry: SandboxRegistry, want: Checkout, blobs: Blobs) -> Iterat
     A session that is missing, broken or elsewhere is rebuilt by replaying the records
     in ``blobs``; ``want.handler`` answers its sub-calls while it is held.
     """
+    want = _from_store(want, blobs)
     with registry.checkout(want, _loader(blobs, want.sandbox_id)) as box:
         yield Workbench(box, registry, want.sandbox_id, blobs)
 
@@ -106,8 +109,15 @@ async def aworkbench(
     registry: SandboxRegistry, want: Checkout, blobs: Blobs
 ) -> AsyncIterator[Workbench]:
     """:func:`workbench` for a coroutine (the graph's execute node)."""
+    want = await offload(_from_store, want, blobs)
     async with registry.acheckout(want, _loader(blobs, want.sandbox_id)) as box:
         yield Workbench(box, registry, want.sandbox_id, blobs)
+
+
+def _from_store(want: Checkout, blobs: Blobs) -> Checkout:
+    """``want``, reading its context from the store when it is lazy and not held here."""
+    chunks = stored_text(want.ref, blobs, want.limits.lazy_context_bytes)
+    return want if chunks is None else replace(want, chunks=chunks)
 
 
 def _loader(blobs: Blobs, sandbox_id: str) -> LoadCells:

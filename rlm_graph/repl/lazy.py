@@ -5,17 +5,27 @@ A context over the lazy threshold is a ``LazyText`` handle in the guest (see
 here instead, natively, through the ``_rlm_search`` callback: CPython's ``re`` in the
 wasm sandbox is ~2.5x slower than on the host (eryx.md), and a scan of gigabytes must
 not pass every byte into the sandbox. Memory stays at one block whatever the file size.
+
+A context that only the run's store holds (another worker's, ``storage.ranges``) is
+searched the same way, chunk by chunk, and the guest's reads of it arrive through a
+:class:`RangeFolder` instead of the file.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
-from io import FileIO
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, NotRequired, TypedDict
+from typing import Any, BinaryIO, NamedTuple, NotRequired, Protocol, TypedDict
 
 from rlm_graph.storage.folders import FILES, changed, read_manifest
+from rlm_graph.storage.ranges import ChunkReader, Chunks
+from rlm_graph.text import one_line
 
 # Bytes read per step: big enough that a literal search runs at memory speed, small
 # enough to stay a rounding error beside the sandbox's own memory.
@@ -36,6 +46,18 @@ class Hit(TypedDict):
     """The file of a lazy folder that holds the match."""
 
 
+class Reader(Protocol):
+    """What a search reads: an unbuffered file, or a :class:`ChunkReader` over the store."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Move to byte ``offset``."""
+        ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        """Fill ``buffer`` from the position; how many bytes (0 at the end)."""
+        ...
+
+
 class Scan(NamedTuple):
     """What a search found, and how far into the file it read (its cost to the cell)."""
 
@@ -43,8 +65,8 @@ class Scan(NamedTuple):
     end: int
 
 
-def search_file(path: str | Path, pattern: str, max_hits: int, start: int, stop: int) -> Scan:
-    """Matches of ``pattern`` (a regex over the UTF-8 bytes) in bytes [start, stop) of ``path``.
+def search_file(reader: Reader, pattern: str, max_hits: int, start: int, stop: int) -> Scan:
+    """Matches of ``pattern`` (a regex over the UTF-8 bytes) in bytes [start, stop) of ``reader``.
 
     The file is scanned in blocks cut after a line break, so a match never spans two
     lines' worth of blocks: like grep, a match lies within a block of whole lines. The
@@ -58,14 +80,13 @@ def search_file(path: str | Path, pattern: str, max_hits: int, start: int, stop:
     hits: list[Hit] = []
     end = start
     prefix = literal_prefix(pattern).encode("utf-8", errors="surrogatepass")
-    with open(path, "rb", buffering=0) as reader:
-        reader.seek(start)
-        for block in _blocks(reader, start, stop):
-            end = block.base + block.size
-            for match in _matches(regex, prefix, block.data, block.cut):
-                hits.append(_hit(block.data, block.cut, match, block.base))
-                if len(hits) >= max_hits:
-                    return Scan(hits, end)
+    reader.seek(start)
+    for block in _blocks(reader, start, stop):
+        end = block.base + block.size
+        for match in _matches(regex, prefix, block.data, block.cut):
+            hits.append(_hit(block.data, block.cut, match, block.base))
+            if len(hits) >= max_hits:
+                return Scan(hits, end)
     return Scan(hits, end)
 
 
@@ -133,7 +154,7 @@ class _Block(NamedTuple):
     last: bool
 
 
-def _blocks(reader: FileIO, start: int, stop: int) -> Iterator[_Block]:
+def _blocks(reader: Reader, start: int, stop: int) -> Iterator[_Block]:
     """The blocks of bytes [start, stop): each the previous one's uncut tail, then new bytes.
 
     One buffer serves every block: a fresh ``tail + data`` per step cost as much as the
@@ -148,7 +169,7 @@ def _blocks(reader: FileIO, start: int, stop: int) -> Iterator[_Block]:
         yield block
 
 
-def _fill(reader: FileIO, previous: _Block) -> _Block:
+def _fill(reader: Reader, previous: _Block) -> _Block:
     """The block after ``previous``, in its buffer: its uncut tail, then new bytes."""
     buffer, tail = previous.data, previous.size - previous.cut
     buffer[:tail] = buffer[previous.cut : previous.size]
@@ -208,7 +229,7 @@ class Found(NamedTuple):
     stopped: str
 
 
-def search_text(path: Path, request: SearchRequest, budget: int) -> Found:
+def search_text(reader: Reader, request: SearchRequest, budget: int) -> Found:
     """:func:`search_file` over a lazy text, reading at most ``budget`` bytes.
 
     A search cut short by the budget is refused rather than answered with some of its
@@ -216,7 +237,7 @@ def search_text(path: Path, request: SearchRequest, budget: int) -> Found:
     """
     pattern, max_hits, start, stop, _ = request
     end = min(stop, start + max(budget, 0))
-    scan = search_file(path, pattern, max_hits, start, end)
+    scan = search_file(reader, pattern, max_hits, start, end)
     if end >= stop or len(scan.hits) >= min(max_hits, MAX_HITS):
         return Found(scan.hits, scan.end - start, "")
     return Found(
@@ -249,7 +270,8 @@ def search_folder(folder: Path, request: SearchRequest, budget: int) -> Found:
                 f"the search reached the cell's scan limit at file {index:,} ({entry.path}):"
                 f" search on from start={index} in another cell",
             )
-        scan = search_file(file, pattern, max_hits - len(hits), 0, entry.size)
+        with open(file, "rb", buffering=0) as reader:
+            scan = search_file(reader, pattern, max_hits - len(hits), 0, entry.size)
         scanned += scan.end
         for hit in scan.hits:
             hit["path"] = entry.path
@@ -265,3 +287,62 @@ def scanned_note(count: int) -> str:
         if count >= 1 << shift:
             return f"[scanned {count / (1 << shift):.1f} {unit} of the context in this cell]"
     return f"[scanned {count:,} bytes of the context in this cell]"
+
+
+# The most one guest read asks for: LazyText.MAX_READ (64 MiB) and its alignment.
+MAX_RANGE_BYTES = (64 << 20) + 8
+
+
+class RangeFolder:
+    """The guest's mount for a context that only the store holds: ranges, written on request.
+
+    The guest asks for bytes [start, stop) as read ``number`` (``_rlm_fetch``); they are
+    written as file ``<number>``, or ``<number>.error`` with why not (a damaged chunk),
+    each renamed into place whole. The guest reads one range at a time, so a request
+    removes the ranges before it: the folder holds one range, the reader two chunks.
+    """
+
+    def __init__(self, chunks: Chunks) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="rlm-ranges-"))
+        self._chunks = chunks
+        self._reader = ChunkReader(chunks)
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, True)
+
+    def serve(self, number: int, start: int, stop: int) -> None:
+        """Write bytes [start, stop) as read ``number``, or the error that stopped it."""
+        with self._lock:
+            for old in os.scandir(self.path):
+                os.unlink(old.path)
+            try:
+                if not 0 <= start <= stop or stop - start > MAX_RANGE_BYTES:
+                    raise ValueError(f"a read of bytes [{start:,}, {stop:,}) is refused")
+                self._write(str(number), start, stop)
+            except Exception as exc:  # a damaged chunk, the store out of reach: the guest
+                # waits for one of the two files, so every failure must write one
+                why = one_line(exc).encode()
+                self._publish(f"{number}.error", lambda out: out.write(why))
+
+    def _write(self, name: str, start: int, stop: int) -> None:
+        def copy(out: BinaryIO) -> None:
+            self._reader.seek(start)
+            left = stop - start
+            while left > 0 and (data := self._reader.read(min(left, self._chunks.chunk_bytes))):
+                out.write(data)
+                left -= len(data)
+
+        self._publish(name, copy)
+
+    def _publish(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        part = self.path / f"{name}.part"
+        try:
+            with part.open("wb") as out:
+                write(out)
+            os.replace(part, self.path / name)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Remove the folder and let the kept chunks go."""
+        self._reader.close()
+        self._finalizer()

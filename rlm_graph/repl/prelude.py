@@ -8,12 +8,14 @@ clean message, never a host traceback.
 """
 
 PRELUDE = r'''
+import _eryx as _rlm_eryx
 import builtins as _rlm_builtins
 import json as _rlm_json
 import os as _rlm_os
 import random as _rlm_random
 import reprlib as _rlm_reprlib
 import sys as _rlm_sys
+import time as _rlm_time
 from itertools import islice as _rlm_islice
 
 
@@ -178,8 +180,8 @@ class LazyText(_RlmHandle):
         "context.chunks(size), or await context.search(pattern); context.size is its size"
     )
 
-    def __init__(self, path, size):
-        self._file = open(path, "rb")
+    def __init__(self, file, size):
+        self._file = file  # the mounted file, or an _RlmStoredFile
         self.size = size
 
     def _offset(self, value, default):
@@ -385,13 +387,54 @@ def _rlm_char_start(data):
     return index
 
 
-def _rlm_bind_context(path, kind, lazy, scan_limit):
+class _RlmStoredFile:
+    """The file of a lazy context that only the run's store holds: the host reads it.
+
+    eryx's callbacks can only be awaited, and a slice is not: ``_eryx_invoke_async``
+    starts the host's ``_rlm_fetch`` at once, on a host thread (pyeryx 0.11), which
+    writes the range asked for into the read-only mount as file ``<number>`` (or
+    ``<number>.error``, saying why not); the guest waits for that file to appear.
+    """
+
+    def __init__(self, folder):
+        self._folder = folder
+        self._position = 0
+        self._number = 0
+
+    def seek(self, position):
+        self._position = position
+
+    def read(self, count):
+        self._number += 1
+        name = f"{self._folder}/{self._number}"
+        request = {"number": self._number, "start": self._position, "stop": self._position + count}
+        status, value = _rlm_eryx._eryx_invoke_async("_rlm_fetch", _rlm_json.dumps(request))
+        if status == 1:  # refused outright: nothing will be written
+            raise RuntimeError(f"the context could not be read: {value}")
+        pause = 0.0001
+        while not _rlm_os.path.exists(name):
+            if _rlm_os.path.exists(name + ".error"):
+                with open(name + ".error", encoding="utf-8") as handle:
+                    raise RuntimeError(handle.read())
+            _rlm_time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        with open(name, "rb") as handle:
+            data = handle.read()
+        self._position += len(data)
+        return data
+
+
+def _rlm_bind_context(path, kind, lazy, scan_limit, stored_size=None):
+    """Bind ``context``; ``stored_size``: it is lazy text the host reads from its store,
+    and ``path`` the folder where the ranges asked for arrive."""
     _rlm_seal_streams()
     _rlm_scan["limit"] = scan_limit
-    if kind == "folder":
+    if stored_size is not None:
+        _rlm_builtins.context = LazyText(_RlmStoredFile(path), stored_size)
+    elif kind == "folder":
         _rlm_builtins.context = LazyFolder(_rlm_os.path.dirname(path))
     elif lazy:
-        _rlm_builtins.context = LazyText(path, _rlm_os.stat(path).st_size)
+        _rlm_builtins.context = LazyText(open(path, "rb"), _rlm_os.stat(path).st_size)
     else:
         with open(path, encoding="utf-8", errors="replace") as handle:
             data = handle.read()

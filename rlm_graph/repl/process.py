@@ -58,6 +58,8 @@ from rlm_graph.repl.session import (
     guarded,
     sandbox_factory,
 )
+from rlm_graph.storage.ranges import ChunkError, Chunks
+from rlm_graph.text import one_line
 
 if TYPE_CHECKING:
     from rlm_graph.storage.contexts import ContextRef
@@ -138,6 +140,33 @@ class _RemoteHandler:
         return answers
 
 
+@dataclass(frozen=True)
+class _RemoteChunks:
+    """A stored context's chunks, in the child: the host, which holds the store, sends them."""
+
+    link: _Link
+    sandbox: int
+    size: int
+    chunk_bytes: int
+    wait: float
+
+    def chunk(self, index: int) -> bytes:
+        answer = self.link.ask(self.sandbox, "chunk", index, self.wait)
+        if isinstance(answer, bytes):
+            return answer
+        raise ChunkError(answer["error"])
+
+
+def _chunk_answer(chunks: Chunks | None, index: Any) -> bytes | dict[str, Any]:
+    """The host's answer to a child's ``chunk`` call: the bytes, or why they cannot be had."""
+    if chunks is None or not isinstance(index, int):
+        return {"ok": False, "error": "this sandbox's context is not read from the store"}
+    try:
+        return chunks.chunk(index)
+    except Exception as exc:  # a damaged chunk, or the store out of reach: the cell says so
+        return {"ok": False, "error": one_line(exc)}
+
+
 class _MemoryBound:
     """The resident memory a worker may hold: its own at start, plus each sandbox's share.
 
@@ -214,7 +243,7 @@ def serve(conn: Connection) -> None:
         elif kind == "init":
             sandboxes[sandbox] = Queue()
             bound.grant(sandbox, message[3])
-            args = (link, sandbox, message[2], message[3], sandboxes[sandbox])
+            args = (link, sandbox, message[2:5], sandboxes[sandbox])
             threading.Thread(target=_host_sandbox, args=(*args, bound), daemon=True).start()
         elif sandbox in sandboxes:
             sandboxes[sandbox].put(message)
@@ -225,14 +254,13 @@ def serve(conn: Connection) -> None:
 def _host_sandbox(
     link: _Link,
     sandbox: int,
-    ref: ContextRef,
-    limits: Limits,
+    init: tuple[ContextRef, Limits, tuple[int, int] | None],
     commands: Queue[tuple[Any, ...]],
     bound: _MemoryBound,
 ) -> None:
     """One sandbox's life in a worker; its memory share goes once its session is gone."""
     try:
-        _run_sandbox(link, sandbox, ref, limits, commands)
+        _run_sandbox(link, sandbox, init, commands)
     finally:
         bound.drop(sandbox)
 
@@ -240,20 +268,26 @@ def _host_sandbox(
 def _run_sandbox(
     link: _Link,
     sandbox: int,
-    ref: ContextRef,
-    limits: Limits,
+    init: tuple[ContextRef, Limits, tuple[int, int] | None],
     commands: Queue[tuple[Any, ...]],
 ) -> None:
-    """Open the sandbox, run its cells one at a time, drop it."""
+    """Open the sandbox, run its cells one at a time, drop it.
+
+    ``stored`` (size, chunk size): the context is read from the host's store.
+    """
+    ref, limits, stored = init
+    wait = limits.cell_timeout + 60
+    chunks = None if stored is None else _RemoteChunks(link, sandbox, *stored, wait)
     try:
-        box = Sandbox(ref, limits)
+        box = Sandbox(ref, limits, chunks)
     except SandboxError as exc:
         link.send(("error", sandbox, str(exc)))
         return
-    box.handler = _RemoteHandler(link, sandbox, limits.cell_timeout + 60)
+    box.handler = _RemoteHandler(link, sandbox, wait)
     link.send(("ready", sandbox))
     while (command := commands.get())[0] == "run":
         link.send(("done", sandbox, box.run(command[2], command[3])))
+    box.close()
 
 
 def _resident_bytes(pid: int) -> int:
@@ -597,12 +631,14 @@ class IsolatedSandbox(SandboxBase):
     rebuilds each by replay in another worker.
     """
 
-    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+    def __init__(self, ref: ContextRef, limits: Limits, chunks: Chunks | None = None) -> None:
         self._halted = False
         super().__init__(ref, limits)
+        self._chunks = chunks  # the child asks for them: the store is reached from here
         self._worker, self._number, self._mailbox = _POOL.place()
         self._finalizer = weakref.finalize(self, _POOL.give_back, self._worker, self._number)
-        self._worker.send(("init", self._number, ref, limits))
+        stored = None if chunks is None else (chunks.size, chunks.chunk_bytes)
+        self._worker.send(("init", self._number, ref, limits, stored))
         reply = self._mailbox.get(limits.cell_timeout + _GRACE_SECONDS)
         if reply is None or reply[0] != "ready":
             reason = reply[2] if reply is not None else self._death_notice()
@@ -682,16 +718,19 @@ class IsolatedSandbox(SandboxBase):
         return CellOutcome("", "", error, True, [], None, time.perf_counter() - self._started)
 
     def _answer(self, call_id: int, name: str, payload: Any) -> None:
-        handler = self.handler
-        answer: Callable[[], Any] = (
-            (lambda: handler.query(payload))
-            if name == "query"
-            else (lambda: handler.batch(payload))
-        )
-        self._worker.send(("reply", self._number, call_id, guarded(answer)))
+        handler, chunks = self.handler, self._chunks
+        answers: dict[str, Callable[[], Any]] = {
+            "query": lambda: handler.query(payload),
+            "batch": lambda: handler.batch(payload),
+            "chunk": lambda: _chunk_answer(chunks, payload),
+        }
+        self._worker.send(("reply", self._number, call_id, guarded(answers[name])))
 
     async def _aanswer(self, call_id: int, name: str, payload: Any) -> None:
-        result = await answer_awaited(self.handler, name, payload)
+        if name == "chunk":  # a store read blocks: on a thread
+            result = await asyncio.to_thread(_chunk_answer, self._chunks, payload)
+        else:
+            result = await answer_awaited(self.handler, name, payload)
         self._worker.send(("reply", self._number, call_id, result))
 
     def _death_notice(self) -> str:

@@ -27,7 +27,8 @@ from rlm_graph.repl.session import (
     SubCallHandler,
     env_number,
 )
-from rlm_graph.storage.contexts import ContextRef
+from rlm_graph.storage.contexts import ContextRef, context_file
+from rlm_graph.storage.ranges import Chunks
 from rlm_graph.storage.records import Cell, CellRef
 
 # Hygiene for long-lived servers: idle sessions are closed, and at most this many stay
@@ -45,19 +46,19 @@ MIN_AVAILABLE_ENV = "RLM_MIN_AVAILABLE_MB"
 MIN_AVAILABLE_MB = 512
 
 
-def open_sandbox(ref: ContextRef, limits: Limits) -> SandboxBase:
+def open_sandbox(ref: ContextRef, limits: Limits, chunks: Chunks | None = None) -> SandboxBase:
     """A new sandbox: in a child process of its own (the default), or in this process.
 
     ``RLM_SANDBOX_ISOLATION=inline`` gives up the crash containment of a child process
     (see ``sandbox_process``) for memory: no worker runtime (~120 MB per worker of up to
-    ``SESSIONS_PER_WORKER`` sandboxes).
+    ``SESSIONS_PER_WORKER`` sandboxes). ``chunks``: the context is read from the store.
     """
     mode = os.environ.get(ISOLATION_ENV, "process")
     if mode == "inline":
-        return Sandbox(ref, limits)
+        return Sandbox(ref, limits, chunks)
     if mode != "process":
         raise SandboxError(f"{ISOLATION_ENV}={mode!r}: use 'process' (the default) or 'inline'")
-    return IsolatedSandbox(ref, limits)
+    return IsolatedSandbox(ref, limits, chunks)
 
 
 def replayable(cells: Sequence[CellRef]) -> list[CellRef]:
@@ -78,6 +79,8 @@ class Checkout:
     """The cells state records: the session is brought to exactly their effects."""
     limits: Limits
     handler: SubCallHandler
+    chunks: Chunks | None = None
+    """The store's chunks of a lazy context this machine does not hold (``stored_text``)."""
 
 
 MemoryReading = Callable[[], int | None]
@@ -143,8 +146,11 @@ class SandboxRegistry:
 
         Called while the root model is still thinking about its first reply, so
         loading the runtime and reading a large context overlap the model's latency.
-        A failure here is left for :meth:`checkout` to raise where it can be reported.
+        A failure here is left for :meth:`checkout` to raise where it can be reported,
+        and a context this machine does not hold is left for it too: it knows the store.
         """
+        if not context_file(ref).exists():
+            return
         try:
             entry = self._entry_for(sandbox_id)
         except SandboxError:  # a bad operator setting: the checkout reports it
@@ -215,7 +221,7 @@ class SandboxRegistry:
             ):
                 if box is not None:
                     box.close()
-                box = entry.sandbox = open_sandbox(want.ref, want.limits)
+                box = entry.sandbox = open_sandbox(want.ref, want.limits, want.chunks)
                 entry.applied = []
             box.handler = want.handler
             if len(entry.applied) < len(prints):

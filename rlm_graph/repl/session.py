@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -35,6 +35,8 @@ import eryx
 
 from rlm_graph.repl.display import SHOW, clean_traceback, with_shown_value
 from rlm_graph.repl.lazy import (
+    RangeFolder,
+    Reader,
     SearchRequest,
     scanned_note,
     search_folder,
@@ -44,9 +46,12 @@ from rlm_graph.repl.lazy import (
 from rlm_graph.repl.prelude import PRELUDE
 from rlm_graph.storage.contexts import blob_dir, blob_name, context_file, is_lazy
 from rlm_graph.storage.home import home
+from rlm_graph.storage.ranges import ChunkReader, Chunks
 from rlm_graph.text import one_line, preview
 
 if TYPE_CHECKING:
+    from eryx._eryx import CallbackDict
+
     from rlm_graph.storage.contexts import ContextRef
     from rlm_graph.storage.records import Cell
 
@@ -374,42 +379,26 @@ class Sandbox(SandboxBase):
     itself ``broken`` and the registry rebuilds it from state by replay.
     """
 
-    def __init__(self, ref: ContextRef, limits: Limits) -> None:
+    def __init__(self, ref: ContextRef, limits: Limits, chunks: Chunks | None = None) -> None:
+        """Open a session on ``ref``: mounted from its file, or (``chunks``) from the store."""
         super().__init__(ref, limits)
         self._journal = _Journal()
         self._searched = 0  # bytes the host searched for the current cell
         self._stdout = _Capture()
         self._stderr = _Capture()
+        self._chunks = chunks
+        self._ranges = RangeFolder(chunks) if chunks is not None else None
+        mount = blob_dir(ref) if self._ranges is None else self._ranges.path
         self._session = sandbox_factory().create_session(
             resource_limits=limits.resource_limits(),
-            volumes=[(str(blob_dir(ref)), CONTEXT_MOUNT, True)],
-            callbacks=[
-                {
-                    "name": "_rlm_query",
-                    "fn": _weakly(self._on_query),
-                    "description": "Ask the sub model one prompt.",
-                },
-                {
-                    "name": "_rlm_batch",
-                    "fn": _weakly(self._on_batch),
-                    "description": "Ask the sub model many prompts.",
-                },
-                {
-                    "name": "_rlm_search",
-                    "fn": _weakly(self._on_search),
-                    "description": "Search a lazy context on the host.",
-                },
-            ],
+            volumes=[(str(mount), CONTEXT_MOUNT, True)],
+            callbacks=self._callbacks(),
             on_stdout=self._stdout.write,
             on_stderr=self._stderr.write,
             result_variable="_rlm_result",
         )
-        path = f"{CONTEXT_MOUNT}/{blob_name(ref)}"
-        lazy = is_lazy(ref, limits.lazy_context_bytes)
         try:
-            self._session.execute(
-                f"_rlm_bind_context({path!r}, {ref['kind']!r}, {lazy}, {limits.scan_bytes})"
-            )
+            self._session.execute(self._binding())
         except (eryx.EryxError, TimeoutError) as exc:
             unit = "characters" if ref["kind"] == "text" else "items"
             # text can instead be read on demand, in a few MB whatever its size
@@ -419,6 +408,27 @@ class Sandbox(SandboxBase):
                 f"sandbox: {_last_line(exc)}; raise "
                 f"sandbox_memory_mb (now {limits.memory_mb}, at most 4096){lazily}"
             ) from exc
+
+    def _callbacks(self) -> list[CallbackDict]:
+        """The host functions the prelude calls (never held strongly: see ``_weakly``)."""
+        described = [
+            ("_rlm_query", self._on_query, "Ask the sub model one prompt."),
+            ("_rlm_batch", self._on_batch, "Ask the sub model many prompts."),
+            ("_rlm_search", self._on_search, "Search a lazy context on the host."),
+            ("_rlm_fetch", self._on_fetch, "Read a range of a context the store holds."),
+        ]
+        return [{"name": n, "fn": _weakly(f), "description": d} for n, f, d in described]
+
+    def _binding(self) -> str:
+        """The code that binds ``context`` in the guest (see ``_rlm_bind_context``)."""
+        scan = self.limits.scan_bytes
+        if self._chunks is not None:
+            return (
+                f"_rlm_bind_context({CONTEXT_MOUNT!r}, 'text', True, {scan}, {self._chunks.size})"
+            )
+        path = f"{CONTEXT_MOUNT}/{blob_name(self.ref)}"
+        lazy = is_lazy(self.ref, self.limits.lazy_context_bytes)
+        return f"_rlm_bind_context({path!r}, {self.ref['kind']!r}, {lazy}, {scan})"
 
     def _on_query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         prompt = kwargs.get("prompt")
@@ -447,6 +457,20 @@ class Sandbox(SandboxBase):
             return _refused(request if isinstance(request, str) else "keyword arguments only")
         return guarded(lambda: self._search(request))
 
+    def _on_fetch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Write the range a read of the guest asks for into its mount (``RangeFolder``)."""
+        number, start, stop = (kwargs.get(k) for k in ("number", "start", "stop"))
+        if (
+            args
+            or len(kwargs) != 3
+            or not (isinstance(number, int) and isinstance(start, int) and isinstance(stop, int))
+        ):
+            return _refused("_rlm_fetch takes integer keyword arguments number, start, stop")
+        if self._ranges is None:
+            return _refused("the context is read from its file, not fetched")
+        self._ranges.serve(number, start, stop)
+        return {"ok": True}
+
     def _search(self, request: SearchRequest) -> dict[str, Any]:
         """Search on the host, within what is left of the cell's scan limit.
 
@@ -459,13 +483,28 @@ class Sandbox(SandboxBase):
             if folder:
                 found = search_folder(blob_dir(self.ref), request, budget)
             else:
-                found = search_text(context_file(self.ref), request, budget)
+                with self._open_context() as reader:
+                    found = search_text(reader, request, budget)
         except ValueError as exc:  # a bad pattern: the model's to fix
             return {**_refused(str(exc)), "searched": self._searched}
         self._searched += found.scanned
         if found.stopped:
             return {**_refused(found.stopped), "searched": self._searched}
         return {"ok": True, "value": found.hits, "searched": self._searched}
+
+    def _open_context(self) -> AbstractContextManager[Reader]:
+        """The context's bytes for a search: its file, or a reader of the store's chunks.
+
+        A reader of its own per search: searches of one cell may run concurrently.
+        """
+        if self._chunks is not None:
+            return ChunkReader(self._chunks)
+        return context_file(self.ref).open("rb", buffering=0)
+
+    def close(self) -> None:
+        """Remove the folder of ranges, if the context came from the store."""
+        if self._ranges is not None:
+            self._ranges.close()
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -90,16 +91,26 @@ class ChunkReader:
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to ``size`` bytes from the position (all the rest if negative), fewer at the end."""
-        stop = self._chunks.size if size < 0 else min(self._position + size, self._chunks.size)
-        pieces = []
+        return b"".join(self._pieces(self._chunks.size if size < 0 else size))
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        """Fill ``buffer`` from the position (as a file opened unbuffered); bytes written."""
+        got = 0
+        for piece in self._pieces(len(buffer)):
+            buffer[got : got + len(piece)] = piece
+            got += len(piece)
+        return got
+
+    def _pieces(self, size: int) -> Iterator[memoryview]:
+        """The next ``size`` bytes (fewer at the end), as views of the chunks that hold them."""
+        stop = min(self._position + size, self._chunks.size)
         while self._position < stop:
             index, skip = divmod(self._position, self._chunks.chunk_bytes)
-            piece = self._chunk(index)[skip : skip + stop - self._position]
+            piece = memoryview(self._chunk(index))[skip : skip + stop - self._position]
             if not piece:
                 raise ChunkError(f"chunk {index} of the stored context is shorter than recorded")
-            pieces.append(piece)
             self._position += len(piece)
-        return b"".join(pieces)
+            yield piece
 
     def _chunk(self, index: int) -> bytes:
         if index in self._kept:

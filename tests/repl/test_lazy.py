@@ -80,9 +80,10 @@ def test_search_finds_every_hit_across_block_seams(
     monkeypatch.setattr(lazy, "SEARCH_BLOCK", 4096)  # hundreds of seams
     data = TEXT.encode()
     expected = [m.start() for m in re.finditer(rb"word[36]", data)]
-    hits = lazy.search_file(context_file(box.ref), "word[36]", 100_000, 0, len(data)).hits
-    assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS]
-    window = lazy.search_file(context_file(box.ref), "word", 3, 1000, 2000).hits
+    with context_file(box.ref).open("rb", buffering=0) as reader:
+        hits = lazy.search_file(reader, "word[36]", 100_000, 0, len(data)).hits
+        assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS]
+        window = lazy.search_file(reader, "word", 3, 1000, 2000).hits
     assert [h["offset"] for h in window] == [
         m.start() + 1000 for m in re.finditer(rb"word", data[1000:2000])
     ][:3]
@@ -132,7 +133,8 @@ def test_search_hits_are_those_of_a_plain_scan_of_the_same_blocks(
     path.write_bytes(data)
     assert re.search(pattern.encode(), data)
     for start, stop in [(0, len(data)), (1001, 150_000), (5, len(data) + 4096)]:
-        hits = lazy.search_file(path, pattern, 100_000, start, stop).hits
+        with path.open("rb", buffering=0) as reader:
+            hits = lazy.search_file(reader, pattern, 100_000, start, stop).hits
         expected = _scan_as_before(data, pattern.encode(), start, stop)
         assert [h["offset"] for h in hits] == expected[: lazy.MAX_HITS], (start, stop)
 

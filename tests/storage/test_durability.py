@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from rlm_graph.offline.stub_server import (
 )
 from rlm_graph.repl.registry import REGISTRY
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import blob_dir
+from rlm_graph.storage.contexts import blob_dir, context_file
 from rlm_graph.storage.persistence import open_persistence
 from rlm_graph.storage.records import forget_cached_records
 
@@ -509,27 +510,44 @@ def test_the_readmes_embedding_by_reference_keeps_checkpoints_small(
 # -- another machine: the context comes back from the store -----------------------------
 
 
-def test_a_worker_without_the_local_context_rebuilds_it_from_the_store(
-    stub: Start, tmp_path: Path
+# Past lazy_context_mb=1, with a needle past the first MiB (a line of its own: no other
+# test's context).
+LAZY_TEXT = f"{uuid.uuid4()}\n" + "é中😀 hay\n" * 100_000 + "needle-7\n" + "hay\n" * 1000
+NEEDLE = LAZY_TEXT.encode().index(b"needle-7")
+FIND = (
+    "hits = await context.search('needle-[0-9]')\n"
+    "n = [(h['offset'], context[h['offset']:h['offset'] + 8]) for h in hits]"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "answer", "rebuilt"),
+    [
+        ("x-x-x " * 1000, "n = context.count('x')", 3000, True),
+        (LAZY_TEXT, FIND, [[NEEDLE, "needle-7"]], False),  # lazy: read in ranges from the store
+    ],
+    ids=["loaded", "lazy"],
+)
+def test_a_worker_without_the_local_context_reads_it_from_the_store(
+    stub: Start, tmp_path: Path, text: str, code: str, answer: Any, rebuilt: bool
 ) -> None:
-    script = Script([tool("n = context.count('x')"), "FINAL_VAR(n)"])
-    server = stub(script)
-    settings = Settings(**fast_settings(server))
+    server = stub(Script([tool(code), "FINAL_VAR(n)"]))
+    settings = Settings(**fast_settings(server, lazy_context_mb=1))
     db = str(tmp_path / "w.sqlite")
     cfg = config("worker")
     with open_persistence(db) as persistence:
         graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
-        first = graph.invoke({"question": "x?", "context": "x-x-x " * 1000}, cfg, context=settings)
-        assert first["answer"] == 3000
+        first = graph.invoke({"question": "x?", "context": text}, cfg, context=settings)
+        assert first["answer"] == answer
         values = graph.get_state(cfg).values
     # The other machine has neither the live session, nor the record cache, nor the file.
     forget_process_state(values["sandbox_id"])
     shutil.rmtree(blob_dir(values["context_ref"]))
     with open_persistence(db) as persistence:
         graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
-        again = graph.invoke({"question": "x again?"}, cfg, context=settings)
-    assert again["answer"] == 3000
-    assert (blob_dir(values["context_ref"]) / "context.txt").read_text() == "x-x-x " * 1000
+        again = graph.invoke({"question": "x again?"}, cfg, context=settings)  # replays, reruns
+    assert again["answer"] == answer
+    assert context_file(values["context_ref"]).exists() == rebuilt
 
 
 # -- the async savers work the same way ------------------------------------------------------
