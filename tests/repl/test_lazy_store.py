@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import shutil
+import tracemalloc
 import uuid
 
 import pytest
 from sandboxes import LIMITS, Echo, cell, printed
 from support import CountingStore
 
+from rlm_graph.repl import lazy
 from rlm_graph.repl.process import IsolatedSandbox
 from rlm_graph.repl.session import Limits, Sandbox, SandboxBase
 from rlm_graph.storage.blobs import Blobs
@@ -21,7 +23,7 @@ from rlm_graph.storage.contexts import (
     store_value,
     stored_text,
 )
-from rlm_graph.storage.ranges import StoredChunks
+from rlm_graph.storage.ranges import ChunkReader, StoredChunks
 
 LAZY = Limits(LIMITS.cell_timeout, LIMITS.cpu_instructions, LIMITS.memory_mb, 1 << 20)
 CHUNK = 64 << 10
@@ -56,6 +58,13 @@ def shared() -> tuple[ContextRef, Blobs, CountingStore]:
     store = CountingStore()
     blobs = Blobs(store)
     share(ref, blobs, chunk_bytes=CHUNK)
+    return ref, blobs, store
+
+
+def elsewhere() -> tuple[ContextRef, Blobs, CountingStore]:
+    """:func:`shared`, as a worker sees it that has only the store."""
+    ref, blobs, store = shared()
+    shutil.rmtree(blob_dir(ref))
     return ref, blobs, store
 
 
@@ -103,8 +112,7 @@ def test_a_slice_fetches_only_the_chunks_that_cover_it(worlds: Worlds) -> None:
 
 
 def test_a_damaged_chunk_is_an_error_in_the_cell() -> None:
-    ref, blobs, _ = shared()
-    shutil.rmtree(blob_dir(ref))
+    ref, blobs, _ = elsewhere()
     namespace = ("contexts", ref["hash"])
     blobs.put(namespace, "3", {"b64": base64.b64encode(b"z" * CHUNK).decode()})
     box = Sandbox(ref, LAZY, from_store(ref, blobs))
@@ -117,8 +125,7 @@ def test_a_damaged_chunk_is_an_error_in_the_cell() -> None:
 
 
 def test_a_worker_process_reads_the_store_through_the_host_and_replays() -> None:
-    ref, blobs, _ = shared()
-    shutil.rmtree(blob_dir(ref))
+    ref, blobs, _ = elsewhere()
     code = "seen = [context[65530:65542], context.lines(200_000, 2)]\nprint(seen)"
     first: SandboxBase = IsolatedSandbox(ref, LAZY, from_store(ref, blobs))
     try:
@@ -134,3 +141,23 @@ def test_a_worker_process_reads_the_store_through_the_host_and_replays() -> None
     finally:
         first.close()
     assert not context_file(ref).exists()
+
+
+def test_a_search_of_the_store_holds_a_block_and_two_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref, blobs, store = elsewhere()
+    chunks = from_store(ref, blobs)
+    monkeypatch.setattr(lazy, "SEARCH_BLOCK", 2 * CHUNK)
+    request = lazy.SearchRequest("word9", 10, 0, chunks.size, 0)  # no hit: read to the end
+    store.got.clear()
+    tracemalloc.start()
+    try:
+        found = lazy.search_text(ChunkReader(chunks), request, chunks.size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (found.hits, found.scanned) == ([], chunks.size)
+    assert store.got == [str(i) for i in range(len(chunks.hashes))]  # each record once
+    # the block with its copies (read, tail + data), two records: not the 25 records
+    assert peak < 10 * CHUNK < chunks.size // 2, peak
