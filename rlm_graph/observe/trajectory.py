@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, NotRequired, TypedDict
+from typing import IO, Any, Final, NotRequired, TypedDict, cast
 
 from rlm_graph.models.usage import Usage, add_usage
 from rlm_graph.observe.events import (
@@ -284,7 +284,7 @@ class _Builder:
         elif event["event"] == "reply":
             self._reply(run, event)
         elif event["event"] == "cell_end":
-            _current(run, event)["cells"].append(_cell(event))
+            _current(run, event)["cells"].append(_picked(event, CellRecord))
         elif event["event"] == "sub_call_start":
             call = _sub_call(event)
             self.calls[call["id"]] = call
@@ -315,48 +315,22 @@ class _Builder:
 
     @staticmethod
     def _end_call(call: SubCall, event: SubCallEndEvent) -> None:
-        call["ended"] = event["ts"]
-        call["seconds"] = event["seconds"]
-        call["ok"] = event["ok"]
-        call["answer"] = event["answer"]
-        call["error"] = event["error"]
-        call["cached"] = event["cached"]
-        call["usage"] = event["usage"]
+        call.update(_picked({**event, "ended": event["ts"]}, SubCall))
 
 
-def _cell(event: CellEndEvent) -> CellRecord:
-    cell = CellRecord(
-        kind=event["kind"],
-        code=event["code"],
-        output=event["output"],
-        error=event["error"],
-        halted=event["halted"],
-        seconds=event["seconds"],
-        sub_calls=event["sub_calls"],
-    )
-    if "final" in event:
-        cell["final"] = event["final"]
-    return cell
+def _picked[R: Mapping[str, Any]](fields: Mapping[str, Any], record: type[R]) -> R:
+    """The fields of ``record`` (a TypedDict) found in ``fields``.
+
+    A trace's records hold their events' fields under the same names, so the types say
+    what is copied and a field added to both is copied without another line.
+    """
+    return cast(R, {key: fields[key] for key in record.__annotations__ if key in fields})
 
 
 def _sub_call(event: SubCallStartEvent) -> SubCall:
-    return SubCall(
-        id=event["id"],
-        depth=event["depth"],
-        model=event["model"],
-        recursive=event["recursive"],
-        prompt=event["prompt"],
-        prompt_chars=event["prompt_chars"],
-        started=event["ts"],
-        ended=None,
-        seconds=0.0,
-        ok=False,
-        answer="",
-        error="",
-        cached=False,
-        usage={},
-        run=None,
-    )
+    """A sub-call as its start event tells it, nothing of its end yet."""
+    unended = dict(ended=None, seconds=0.0, ok=False, answer="", error="", cached=False)
+    return _picked({**unended, "usage": {}, "run": None, **event, "started": event["ts"]}, SubCall)
 
 
 def read_trajectory(path: str | os.PathLike[str]) -> Trajectory:
