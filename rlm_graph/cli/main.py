@@ -32,20 +32,28 @@ from rlm_graph.redact import redact_secrets
 Handler = Callable[[argparse.Namespace], int]
 
 
-def handled_by(
-    parser: argparse.ArgumentParser, module: str, function: str, *, sandbox: bool = False
-) -> None:
-    """Name the function that runs a subcommand (``rlm_graph.cli.<module>``), imported late.
+def command(
+    commands: Any, name: str, runner: str, *, help: str, description: str, sandbox: bool = False
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, and what runs it.
 
-    ``sandbox``: the subcommand opens a sandbox, so a one-shot process starts it first.
+    ``runner`` is ``"<module>.<function>"`` in ``rlm_graph.cli``, imported when the
+    subcommand runs. ``sandbox``: the subcommand opens a sandbox, so a one-shot process
+    starts it first.
     """
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+    module, _, function = runner.partition(".")
     parser.set_defaults(handler=(f"rlm_graph.cli.{module}", function), sandbox=sandbox)
+    return parser
 
 
 def add_run(commands: Any) -> None:
     """``rlm run QUESTION --context PATH``."""
-    run = commands.add_parser(
+    run = command(
+        commands,
         "run",
+        "run.run_command",
+        sandbox=True,
         help="answer a question about a file, a directory or stdin",
         description="Answer QUESTION about a context too large for a prompt. The answer "
         f"goes to stdout; progress goes to stderr. {EXIT_HELP}",
@@ -85,26 +93,29 @@ def add_run(commands: Any) -> None:
     )
     run.add_argument("--json", action="store_true", help="print one JSON object, not the answer")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    handled_by(run, "run", "run_command", sandbox=True)
 
 
 def add_threads(commands: Any) -> None:
     """``rlm threads --checkpoint FILE``."""
-    threads = commands.add_parser(
+    threads = command(
+        commands,
         "threads",
+        "threads.threads_command",
         help="list the threads kept in a checkpoint file, with their status",
         description="List the threads in a checkpoint file (or postgresql:// URL): "
         "question, status, iterations, and whether a run was cut off and can resume.",
     )
     threads.add_argument("--checkpoint", required=True, metavar="FILE|URL")
     threads.add_argument("--json", action="store_true", help="print one JSON object per line")
-    handled_by(threads, "threads", "threads_command")
 
 
 def add_demo(commands: Any) -> None:
     """``rlm demo``."""
-    demo = commands.add_parser(
+    demo = command(
+        commands,
         "demo",
+        "demo.demo_command",
+        sandbox=True,
         help="run the whole stack offline against a scripted model",
         description="Run the real graph, sandbox and OpenAI client against a scripted "
         "stand-in model on 127.0.0.1: no key and no network needed.",
@@ -118,13 +129,14 @@ def add_demo(commands: Any) -> None:
     )
     demo.add_argument("--trace", metavar="FILE", help=TRACE_HELP)
     demo.add_argument("--json", action="store_true", help="print one JSON object")
-    handled_by(demo, "demo", "demo_command", sandbox=True)
 
 
 def add_eval(commands: Any) -> None:
     """``rlm eval``."""
-    evaluation = commands.add_parser(
+    evaluation = command(
+        commands,
         "eval",
+        "eval.eval_command",
         help="score the RLM against the plain model on the paper's long-context tasks",
         description="Generate S-NIAH, OOLONG, OOLONG-Pairs and multi-hop tasks at any "
         "size (seeded, offline), run them by the paper's methods and report accuracy, "
@@ -133,13 +145,14 @@ def add_eval(commands: Any) -> None:
     )
     eval_flags.add_arguments(evaluation)
     add_model_flags(evaluation, skip=("max_depth",))
-    handled_by(evaluation, "eval", "eval_command")
 
 
 def add_mcp(commands: Any) -> None:
     """``rlm mcp FOLDER...``."""
-    parser = commands.add_parser(
+    parser = command(
+        commands,
         "mcp",
+        "mcp.mcp_command",
         help="serve the RLM to MCP hosts (Claude Desktop, Claude Code, Cursor, ...)",
         description="Serve the tools rlm_answer(question, path) and rlm_followup(thread, "
         "question) over MCP: stdio by default, or streamable HTTP on 127.0.0.1 with "
@@ -163,17 +176,15 @@ def add_mcp(commands: Any) -> None:
     parser.add_argument(
         "--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT"
     )
-    handled_by(parser, "mcp", "mcp_command")
 
 
 def add_trace_command(
     commands: Any, name: str, *, help: str, description: str, output: tuple[str, str]
 ) -> None:
     """A subcommand that reads TRACE and writes one file (``-o``): ``view``, ``export``."""
-    parser = commands.add_parser(name, help=help, description=description)
+    parser = command(commands, name, f"traces.{name}_command", help=help, description=description)
     parser.add_argument("trace", metavar="TRACE", help="a trace written by rlm run --trace")
     parser.add_argument("-o", "--output", metavar=output[0], help=output[1])
-    handled_by(parser, "traces", f"{name}_command")
 
 
 def build_parser() -> argparse.ArgumentParser:
