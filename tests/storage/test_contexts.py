@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from langgraph.store.memory import InMemoryStore
 
+from rlm_graph.storage import contexts
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import (
     ContextError,
@@ -113,6 +114,21 @@ def test_a_utf8_file_is_stored_in_place_and_hashed_like_a_copy(tmp_path: Path) -
     with pytest.warns(ContextWarning, match="not valid UTF-8"):
         copied = store_path(tmp_path / "bad.txt")
     assert context_file(copied).read_bytes() == "ok \ufffd\n".encode()
+
+
+def test_ascii_chunks_are_not_decoded_yet_every_character_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contexts, "_CHUNK", 8)  # chunk seams inside characters
+    log = tmp_path / "log.txt"
+    text = f"{uuid.uuid4()} ascii, then naïve 中文 😀, then ascii again\n"
+    log.write_text(text)
+    assert store_path(log) == store_value(text)  # same hash, length and preview
+    cut = tmp_path / "cut.txt"  # a character begun at a seam, ASCII, then its last byte
+    cut.write_bytes(f"{uuid.uuid4()}".encode()[:7] + b"\xc3" + b"abcdefgh" + b"\xa9")
+    with pytest.warns(ContextWarning, match="not valid UTF-8"):
+        copied = store_path(cut)
+    assert context_file(copied).read_bytes().endswith("\ufffdabcdefgh\ufffd".encode())
 
 
 def test_a_file_changed_after_it_was_stored_in_place_is_refused_not_mixed(
