@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ROOT_MODEL, SUB_MODEL, fmt, median, table, verdict
+from bench.common import ROOT_MODEL, SUB_MODEL, fmt, load, median, table, verdict
 from bench.first_cell import ROOT, TreePeak
 from bench.peers import ROOT_MARK, available, responder
 from rlm_graph.offline.stub_server import StubServer
@@ -139,11 +139,6 @@ def row(
     worst = max(medians[p] for p in GRAPHS)
     judged = [f"<= {target:g}", verdict(worst, target)] if target else ["", ""]
     return [label, *(fmt(m) for m in medians.values()), *judged]
-
-
-def load() -> str:
-    """The 1-minute load average, for the table's title: the machine is shared."""
-    return f"{os.getloadavg()[0]:.1f}"
 
 
 def run(quick: bool = False) -> str:

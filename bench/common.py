@@ -187,6 +187,11 @@ def forget_blob(context: Any) -> None:
 # -- statistics and tables --------------------------------------------------------------
 
 
+def load() -> str:
+    """The 1-minute load average, for a table's title: the machine is shared."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def median(values: Sequence[float]) -> float:
     """Median; the benchmarks repeat 3 times and report the middle run."""
     return statistics.median(values)
