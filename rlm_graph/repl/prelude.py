@@ -393,7 +393,8 @@ class _RlmStoredFile:
     eryx's callbacks can only be awaited, and a slice is not: ``_eryx_invoke_async``
     starts the host's ``_rlm_fetch`` at once, on a host thread (pyeryx 0.11), which
     writes the range asked for into the read-only mount as file ``<number>`` (or
-    ``<number>.error``, saying why not); the guest waits for that file to appear.
+    ``<number>.error``, saying why not); the guest waits for that file to appear, then
+    releases the call it never awaited.
     """
 
     def __init__(self, folder):
@@ -411,6 +412,17 @@ class _RlmStoredFile:
         status, value = _rlm_eryx._eryx_invoke_async("_rlm_fetch", _rlm_json.dumps(request))
         if status == 1:  # refused outright: nothing will be written
             raise RuntimeError(f"the context could not be read: {value}")
+        try:
+            data = self._wait(name)
+        finally:
+            if status == 2:  # still pending in the guest's eyes: each one left cost ~300
+                # bytes of sandbox memory for good (15,000 reads: +4.5 MB, measured)
+                _rlm_eryx.subtask_cancel_(value[0])
+                _rlm_eryx.subtask_drop_(value[0])
+        self._position += len(data)
+        return data
+
+    def _wait(self, name):
         pause = 0.0001
         while not _rlm_os.path.exists(name):
             if _rlm_os.path.exists(name + ".error"):
@@ -419,9 +431,7 @@ class _RlmStoredFile:
             _rlm_time.sleep(pause)
             pause = min(pause * 2, 0.01)
         with open(name, "rb") as handle:
-            data = handle.read()
-        self._position += len(data)
-        return data
+            return handle.read()
 
 
 def _rlm_bind_context(path, kind, lazy, scan_limit, stored_size=None):

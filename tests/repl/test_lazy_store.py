@@ -161,3 +161,22 @@ def test_a_search_of_the_store_holds_a_block_and_two_chunks(
     assert store.got == [str(i) for i in range(len(chunks.hashes))]  # each record once
     # the block with its copies (read, tail + data), two records: not the 25 records
     assert peak < 10 * CHUNK < chunks.size // 2, peak
+
+
+def test_each_read_releases_the_call_it_started() -> None:
+    ref, blobs, _ = elsewhere()
+    box = Sandbox(ref, LAZY, from_store(ref, blobs))
+    code = (
+        "import _eryx\n"
+        "handles, started = [], _eryx._eryx_invoke_async\n"
+        "def spy(*args):\n"
+        "    status, value = started(*args)\n"
+        "    handles.append(value[0] if status == 2 else None)\n"
+        "    return status, value\n"
+        "_eryx._eryx_invoke_async = spy\n"
+        "parts = [context[i * 1000 : i * 1000 + 10] for i in range(100)]\n"
+        "print(len(handles) > 250, len(set(handles)) <= 3)"
+    )
+    # up to three reads a slice (its two ends, then the bytes); a call never released
+    # keeps its handle, and its memory, for the rest of the session
+    assert printed(box, code) == "True True\n"
