@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import tempfile
 import threading
+from multiprocessing.connection import Connection
 from typing import Any
 
 from sandboxes import LIMITS, loader
@@ -13,7 +17,7 @@ from support import python_probe
 
 from rlm_graph.offload import run_owned
 from rlm_graph.repl.cell import CellMeta, aworkbench
-from rlm_graph.repl.process import IsolatedSandbox
+from rlm_graph.repl.process import IsolatedSandbox, _Worker
 from rlm_graph.repl.registry import Checkout, SandboxRegistry
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import store_value
@@ -265,3 +269,53 @@ def test_32_live_sandboxes_cost_about_a_session_each_not_a_process() -> None:
     assert seen["errors"] == [""] * 32
     assert seen["workers"] <= 32 // 8  # several sandboxes share each worker
     assert seen["pss"] <= 32 * (40 << 20), seen["pss"] >> 20
+
+
+class SilentWorker:
+    """The far end of a worker's socket: says hello, then reads nothing until asked."""
+
+    def __init__(self) -> None:
+        host_end, self.end = socket.socketpair()
+        with Connection(os.dup(self.end.fileno())) as conn:
+            conn.send(("hello", os.getpid()))
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the worker
+        self.worker = _Worker(host_end, errors)
+
+    def read_all(self, count: int) -> list[Any]:
+        with Connection(os.dup(self.end.fileno())) as conn:
+            return [conn.recv() for _ in range(count)]
+
+    def close(self) -> None:
+        self.worker.end()
+        self.end.close()
+
+
+def test_a_worker_that_stops_reading_holds_no_caller_and_its_cells_deadline_fires() -> None:
+    # Sent from the caller's thread (``now``), a cell never waits on the socket: what
+    # it does not take at once goes to the writer thread, so a stuck worker cannot
+    # hold its caller past the cell's deadline.
+    far = SilentWorker()
+    _, mailbox = far.worker.open()
+    big = "x" * (4 << 20)  # more than the socket buffers hold
+    sent = threading.Thread(target=lambda: [far.worker.send(("run", 0, big), now=True)] * 3)
+    try:
+        sent.start()
+        sent.join(30)
+        assert not sent.is_alive()  # the sends returned, none sent in full
+        assert mailbox.get(0.2) is None  # the deadline fires: nothing came
+    finally:
+        far.close()
+
+
+def test_messages_sent_now_or_queued_keep_their_order() -> None:
+    # A partial direct send leaves the rest to the writer; every later message, direct
+    # or not, then waits behind it in the queue.
+    far = SilentWorker()
+    sizes = [10, 300_000, 10, 2_000_000, 10, 10]
+    try:
+        for number, size in enumerate(sizes):
+            far.worker.send(("run", number, "x" * size), now=number % 2 == 0)
+        got = far.read_all(len(sizes))
+    finally:
+        far.close()
+    assert [(m[1], len(m[2])) for m in got] == list(enumerate(sizes))
