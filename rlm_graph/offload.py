@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 # Threads for the short blocking steps of coroutines (records, sandbox checkouts), per
@@ -49,11 +50,14 @@ def run_owned[T](coroutine: Coroutine[Any, Any, T]) -> T:
     Tasks it started and left behind (a cancelled sub-call's answer) end before this
     returns, so none waits on a loop that may never run again.
     """
-    loop = _thread_loop()
+    own = _thread_loop()
+    loop = own.loop
     try:
         return loop.run_until_complete(loop.create_task(_as_owner(coroutine)))
     finally:
-        if left := asyncio.all_tasks(loop):
+        left = [task for task in own.started if not task.done()]
+        own.started.clear()
+        if left:
             for task in left:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
@@ -64,7 +68,7 @@ async def _as_owner[T](coroutine: Coroutine[Any, Any, T]) -> T:
     return await coroutine
 
 
-def _thread_loop() -> asyncio.AbstractEventLoop:
+def _thread_loop() -> _OwnLoop:
     """The calling thread's loop, made on first use.
 
     Kept, not made per call: a new loop costs ~40 us, and a run makes three calls an
@@ -73,7 +77,7 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     own: _OwnLoop | None = getattr(_LOOPS, "own", None)
     if own is None:
         own = _LOOPS.own = _OwnLoop()
-    return own.loop
+    return own
 
 
 class _OwnLoop:
@@ -87,4 +91,25 @@ class _OwnLoop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(ThreadPoolExecutor(OFFLOAD_THREADS, "rlm-offload"))
+        # The tasks started on it, for run_owned to end those left behind. Not
+        # asyncio.all_tasks: it walks every task of the process, of every loop (~250
+        # calls an iteration in the overhead bench, docs/benchmarks.md).
+        self.started: set[asyncio.Task[Any]] = set()
+        self.loop.set_task_factory(partial(_tracked, self.started))
         weakref.finalize(self, self.loop.close)
+
+
+def _tracked[T](
+    started: set[asyncio.Task[Any]],
+    loop: asyncio.AbstractEventLoop,
+    coroutine: Coroutine[Any, Any, T],
+    **options: Any,
+) -> asyncio.Task[T]:
+    """A task of an owned loop, noted in ``started``.
+
+    A set of its own, not the ``_OwnLoop``'s attribute through ``self``: the loop would
+    then hold its owner, a cycle that kept it open past its thread until a collection.
+    """
+    task = asyncio.Task(coroutine, loop=loop, **options)
+    started.add(task)
+    return task
