@@ -15,10 +15,14 @@ from rlm_graph.graph.state import State
 from rlm_graph.settings import Settings
 
 
-async def inspect_output(
+def inspect_output(
     state: State, runtime: Runtime[Settings], *, deployment: Deployment
 ) -> dict[str, Any]:
-    """Count the iteration, look for a final answer, stop at a cost limit (nothing blocks)."""
+    """Count the iteration, look for a final answer, stop at a cost limit.
+
+    A plain function: nothing in it blocks or waits, so an event loop may run it as is,
+    and a synchronous caller needs no loop for it (``build.plain_node``).
+    """
     step = state.get("step")
     update: dict[str, Any] = {"iteration": state.get("iteration", 0) + 1, "step": None}
     cells = state.get("cells") or []
