@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from rlm_graph.deployment import Deployment
 from rlm_graph.graph import prompts
-from rlm_graph.graph.plan import WindowFull, ask_fitted, conversation, reply_event
+from rlm_graph.graph.plan import WindowFull, ask_fitted, conversation, reply_event, turn_cells
 from rlm_graph.graph.runtime import (
     blobs_of,
     emit,
@@ -44,7 +44,10 @@ def best_effort_request(
     state: State, settings: Settings, scope: Scope, blobs: Blobs, tightness: int = 0
 ) -> list[AnyMessage]:
     """The conversation so far, ending in the request for the best answer it supports."""
-    messages = conversation(state, settings, scope, blobs, tool_calling=False, tightness=tightness)
+    cells = turn_cells(state, blobs)
+    messages = conversation(
+        state, settings, scope, blobs, cells, tool_calling=False, tightness=tightness
+    )
     if len(messages) > 2:
         messages.pop()  # the "continue" nudge; the best-effort request replaces it
     messages.append(HumanMessage(prompts.BEST_EFFORT_PROMPT))

@@ -174,11 +174,12 @@ def conversation(
     settings: Settings,
     scope: Scope,
     blobs: Blobs,
+    cells: list[Cell],
     tightness: int = 0,
     *,
     tool_calling: bool,
 ) -> list[AnyMessage]:
-    """What the root model reads: instructions, the question, this turn's cells."""
+    """What the root model reads: instructions, the question, this turn's ``cells``."""
     window = prompts.root_window(settings, tightness)
     system = prompts.system_prompt(
         state["context_ref"],
@@ -195,7 +196,7 @@ def conversation(
     return prompts.build_messages(
         system,
         question_of(state),
-        turn_cells(state, blobs),
+        cells,
         iteration=state.get("iteration", 0),
         max_iterations=settings.max_iterations,
         window=window,
@@ -256,9 +257,10 @@ async def ask_root(
     The notes a reply gets name the tool only when it was offered.
     """
     iteration = view.get("iteration", 0) + 1
-    tools, notice = tool_offer(settings, await offload(turn_cells, view, blobs))
+    cells = await offload(turn_cells, view, blobs)
+    tools, notice = tool_offer(settings, cells)
     reply, seconds = await ask_fitted(
-        partial(conversation, view, settings, scope, blobs, tool_calling=tools),
+        partial(conversation, view, settings, scope, blobs, cells, tool_calling=tools),
         settings,
         scope,
         tools=tools,
