@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Durability, StateSnapshot, StreamMode
 
 from rlm_graph.graph.approval import Approver
+from rlm_graph.graph.runtime import EVENTS_KEY
 from rlm_graph.models.pricing import CostReport, cost_of
 from rlm_graph.observe.events import Event
 from rlm_graph.observe.progress import Sink, Tee
@@ -142,18 +144,43 @@ class GraphStream:
     options: dict[str, Any] = field(default_factory=dict)  # more for stream(): durability
 
     def run(self, inputs: Input) -> dict[str, Any]:
-        """Stream the graph from ``inputs``; the last state ({} when the stream had none)."""
+        """Stream the graph from ``inputs``; the last state ({} when the stream had none).
+
+        Events reach ``on_event`` through the config (``EVENTS_KEY``), not LangGraph's
+        custom stream: with that stream LangGraph runs each node on a pool thread and
+        waits on another, and here the caller's thread waits anyway; without it, a step
+        of one node runs on this thread (~0.8 ms of host CPU an iteration less).
+        """
         state: dict[str, Any] = {}
-        for mode, chunk in self.graph.stream(inputs, self.config, **self._arguments()):
-            state = self._take(mode, chunk, state)
+        arguments = {**self._arguments(), "stream_mode": "values"}
+        for chunk in self.graph.stream(inputs, self._with_events(self._write()), **arguments):
+            state = self._take("values", chunk, state)
         return state
 
     async def arun(self, inputs: Input) -> dict[str, Any]:
-        """Async :meth:`run`."""
+        """Async :meth:`run`: events through LangGraph's custom stream."""
         state: dict[str, Any] = {}
-        async for mode, chunk in self.graph.astream(inputs, self.config, **self._arguments()):
+        config = self._with_events(None)  # not a parent's writer, found through the context
+        async for mode, chunk in self.graph.astream(inputs, config, **self._arguments()):
             state = self._take(mode, chunk, state)
         return state
+
+    def _write(self) -> Callable[[Event], None] | None:
+        """``on_event`` callable from any thread, one event at a time."""
+        if (on_event := self.on_event) is None:
+            return None
+        lock = threading.Lock()
+
+        def write(event: Event) -> None:
+            with lock:  # a node and its sub-call threads emit at once
+                on_event(event)
+
+        return write
+
+    def _with_events(self, write: Callable[[Event], None] | None) -> RunnableConfig:
+        """The config with the nodes' event callback (``EVENTS_KEY``); None: the stream's."""
+        configurable = {**self.config.get("configurable", {}), EVENTS_KEY: write}
+        return {**self.config, "configurable": configurable}
 
     def _arguments(self) -> dict[str, Any]:
         return {"context": self.settings, "stream_mode": STREAM_MODES, **self.options}

@@ -34,6 +34,11 @@ SCOPE_KEY = "rlm_scope"
 # included; names not there are built from the settings. Only live objects count, so a
 # caller of a server, who can send JSON only, cannot use it to reach anything.
 MODELS_KEY = "rlm_models"
+# The configurable key of a synchronous run's event callback (``GraphStream.run``):
+# events go straight to it, not through LangGraph's custom stream, whose concurrent
+# streaming ran every node on a pool thread beside a waiter thread (~0.8 ms of host CPU
+# an iteration, docs/benchmarks.md). Only a callable counts: a server's caller sends JSON.
+EVENTS_KEY = "rlm_events"
 
 
 def settings_of(runtime: Runtime[Settings], deployment: Deployment) -> Settings:
@@ -137,7 +142,13 @@ def emit(event: Event) -> None:
     trace needs (full cell output, timings, tokens) rather than pointing into state.
     """
     with suppress(RuntimeError):  # outside a runnable context (direct node calls)
-        get_stream_writer()(event)
+        (_direct_writer() or get_stream_writer())(event)
+
+
+def _direct_writer() -> Emit | None:
+    """The run's own event callback, when its runner gave one (``EVENTS_KEY``)."""
+    writer = configurable(EVENTS_KEY)
+    return writer if callable(writer) else None
 
 
 def thread_safe_writer() -> Emit | None:
@@ -147,6 +158,8 @@ def thread_safe_writer() -> Emit | None:
     does not have; running it in a copy of this node's context (one thread at a time)
     carries them over.
     """
+    if (direct := _direct_writer()) is not None:
+        return direct  # its runner serialises it
     try:
         writer = get_stream_writer()
     except RuntimeError:

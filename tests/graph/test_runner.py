@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from rlm_graph.graph.runner import (
     run_config,
     run_graph,
 )
+from rlm_graph.graph.runtime import EVENTS_KEY
+from rlm_graph.observe.events import Event
 from rlm_graph.offline.stub_server import Responder, StubReply, StubServer, is_root_request
 from rlm_graph.settings import Settings
 from rlm_graph.storage.contexts import store_value
@@ -150,6 +153,41 @@ def test_the_primitive_forwards_events_and_returns_the_last_state(stub: Start) -
     state = asyncio.run(stream.arun(inputs))
     assert (state["status"], state["answer"]) == ("answered", "cba")
     assert [e["event"] for e in events][-1] == "final"
+
+
+def test_a_synchronous_run_runs_its_nodes_on_the_callers_thread_with_the_same_events(
+    stub: Start,
+) -> None:
+    # Not through LangGraph's custom stream, which ran each node on a pool thread beside
+    # a waiter thread: the events go to on_event from the node, on the caller's thread.
+    server = stub(Script([tool("x = context[::-1]"), tool("FINAL(x)")]))
+    settings = Settings(**fast_settings(server))
+    inputs = {"question": "reversed?", "context": "abc"}
+    seen: dict[str, list[tuple[str, int]]] = {"run": [], "arun": []}
+
+    def stream(way: str) -> GraphStream:
+        def note(event: Event) -> None:
+            seen[way].append((event["event"], threading.get_ident()))
+
+        return GraphStream(graph, settings, run_config(settings), on_event=note)
+
+    state = stream("run").run(inputs)
+    assert (state["status"], state["answer"]) == ("answered", "cba")
+    assert asyncio.run(stream("arun").arun(inputs))["answer"] == "cba"
+    assert [kind for kind, _ in seen["run"]] == [kind for kind, _ in seen["arun"]]
+    assert {thread for _, thread in seen["run"]} == {threading.get_ident()}
+
+
+def test_a_servers_caller_cannot_name_the_event_callback(stub: Start) -> None:
+    # A server's caller sends JSON: a value that is not callable is not called, and
+    # the events still go to the custom stream.
+    server = stub(Script([tool("FINAL(1)")]))
+    settings = Settings(**fast_settings(server))
+    config = run_config(settings, {"configurable": {EVENTS_KEY: "print"}})
+    parts = graph.stream(
+        {"question": "q", "context": "c"}, config, context=settings, stream_mode="custom"
+    )
+    assert [part["event"] for part in parts][-1] == "final"
 
 
 def test_a_result_reads_as_json_and_as_text() -> None:
