@@ -132,7 +132,8 @@ def measure(path: Path) -> list[tuple[str, str]]:
     stored = time.perf_counter() - started
     runs = two_runs(path)
     started, cpu = time.perf_counter(), time.thread_time()  # the search is one thread's
-    hits = search_file(path, PATTERN, 5, 0, size).hits
+    with path.open("rb", buffering=0) as reader:
+        hits = search_file(reader, PATTERN, 5, 0, size).hits
     searched, search_cpu = time.perf_counter() - started, time.thread_time() - cpu
     assert len(hits) == 1
     grep, grep_cpu = min(_grep(path) for _ in range(2))
