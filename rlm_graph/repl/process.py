@@ -46,6 +46,7 @@ from queue import Queue, SimpleQueue
 from typing import IO, TYPE_CHECKING, Any
 
 from rlm_graph.redact import is_secret_name
+from rlm_graph.repl.lazy import folder_for_ranges
 from rlm_graph.repl.session import (
     REBUILT,
     CellOutcome,
@@ -256,7 +257,7 @@ def serve(conn: Connection) -> None:
 def _host_sandbox(
     link: _Link,
     sandbox: int,
-    init: tuple[ContextRef, Limits, tuple[int, int] | None],
+    init: tuple[ContextRef, Limits, tuple[int, int, str] | None],
     commands: Queue[tuple[Any, ...]],
     bound: _MemoryBound,
 ) -> None:
@@ -270,18 +271,21 @@ def _host_sandbox(
 def _run_sandbox(
     link: _Link,
     sandbox: int,
-    init: tuple[ContextRef, Limits, tuple[int, int] | None],
+    init: tuple[ContextRef, Limits, tuple[int, int, str] | None],
     commands: Queue[tuple[Any, ...]],
 ) -> None:
     """Open the sandbox, run its cells one at a time, drop it.
 
-    ``stored`` (size, chunk size): the context is read from the host's store.
+    ``stored`` (size, chunk size, folder): the context is read from the host's store,
+    its ranges written into the folder the host made.
     """
     ref, limits, stored = init
     wait = limits.cell_timeout + 60
-    chunks = None if stored is None else _RemoteChunks(link, sandbox, *stored, wait)
+    chunks, folder = None, None
+    if stored is not None:
+        chunks, folder = _RemoteChunks(link, sandbox, *stored[:2], wait), Path(stored[2])
     try:
-        box = Sandbox(ref, limits, chunks)
+        box = Sandbox(ref, limits, chunks, folder)
     except SandboxError as exc:
         link.send(("error", sandbox, str(exc)))
         return
@@ -677,9 +681,13 @@ class IsolatedSandbox(SandboxBase):
         self._halted = False
         super().__init__(ref, limits)
         self._chunks = chunks  # the child asks for them: the store is reached from here
+        self._remove_folder: Callable[[], object] = lambda: None  # a file has nothing to go
+        stored = None
+        if chunks is not None:
+            folder, self._remove_folder = folder_for_ranges(self)
+            stored = (chunks.size, chunks.chunk_bytes, str(folder))
         self._worker, self._number, self._mailbox = _POOL.place()
         self._finalizer = weakref.finalize(self, _POOL.give_back, self._worker, self._number)
-        stored = None if chunks is None else (chunks.size, chunks.chunk_bytes)
         self._worker.send(("init", self._number, ref, limits, stored))
         reply = self._mailbox.get(limits.cell_timeout + _GRACE_SECONDS)
         if reply is None or reply[0] != "ready":
@@ -732,8 +740,9 @@ class IsolatedSandbox(SandboxBase):
                 call.cancel()
 
     def close(self) -> None:
-        """Drop the sandbox in its worker (a worker left empty may end)."""
+        """Drop the sandbox in its worker (a worker left empty may end), and its ranges."""
         self._finalizer()
+        self._remove_folder()
 
     def _start(self, code: str, journal: Sequence[Any], *, now: bool) -> float:
         """Send a cell to the worker; the deadline past which its silence is a crash.

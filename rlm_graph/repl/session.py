@@ -38,6 +38,7 @@ from rlm_graph.repl.lazy import (
     RangeFolder,
     Reader,
     SearchRequest,
+    folder_for_ranges,
     scanned_note,
     search_folder,
     search_request,
@@ -50,6 +51,8 @@ from rlm_graph.storage.ranges import ChunkReader, Chunks
 from rlm_graph.text import one_line, preview
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from eryx._eryx import CallbackDict
 
     from rlm_graph.storage.contexts import ContextRef
@@ -379,15 +382,28 @@ class Sandbox(SandboxBase):
     itself ``broken`` and the registry rebuilds it from state by replay.
     """
 
-    def __init__(self, ref: ContextRef, limits: Limits, chunks: Chunks | None = None) -> None:
-        """Open a session on ``ref``: mounted from its file, or (``chunks``) from the store."""
+    def __init__(
+        self,
+        ref: ContextRef,
+        limits: Limits,
+        chunks: Chunks | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        """Open a session on ``ref``: mounted from its file, or (``chunks``) from the store.
+
+        ``folder``: where its ranges go, made (and removed) by the host of this worker
+        process; by default one of its own.
+        """
         super().__init__(ref, limits)
+        self._remove_folder: Callable[[], object] = lambda: None  # a file has nothing to go
         self._journal = _Journal()
         self._searched = 0  # bytes the host searched for the current cell
         self._stdout = _Capture()
         self._stderr = _Capture()
         self._chunks = chunks
-        self._ranges = RangeFolder(chunks) if chunks is not None else None
+        self._ranges = None
+        if chunks is not None:
+            self._ranges = RangeFolder(chunks, folder or self._own_folder())
         mount = blob_dir(ref) if self._ranges is None else self._ranges.path
         self._session = sandbox_factory().create_session(
             resource_limits=limits.resource_limits(),
@@ -501,10 +517,15 @@ class Sandbox(SandboxBase):
             return ChunkReader(self._chunks)
         return context_file(self.ref).open("rb", buffering=0)
 
+    def _own_folder(self) -> Path:
+        folder, self._remove_folder = folder_for_ranges(self)
+        return folder
+
     def close(self) -> None:
-        """Remove the folder of ranges, if the context came from the store."""
+        """Let the ranges of a context from the store go, and their folder if it is ours."""
         if self._ranges is not None:
             self._ranges.close()
+        self._remove_folder()
 
     def _alive(self) -> bool:
         """Whether the session still runs and still holds its state after an error.

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import signal
+import tempfile
 import tracemalloc
 import uuid
+from pathlib import Path
 
 import pytest
 from sandboxes import LIMITS, Echo, cell, printed
-from support import CountingStore
+from support import CountingStore, wait_for
 
 from rlm_graph.repl import lazy
 from rlm_graph.repl.process import IsolatedSandbox
-from rlm_graph.repl.session import Limits, Sandbox, SandboxBase
+from rlm_graph.repl.session import Limits, Sandbox
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import (
     ContextRef,
@@ -124,14 +128,19 @@ def test_a_damaged_chunk_is_an_error_in_the_cell() -> None:
     assert "ValueError: chunk 3" in out.error and "is corrupt" in out.error
 
 
-def test_a_worker_process_reads_the_store_through_the_host_and_replays() -> None:
+def test_a_worker_process_reads_the_store_through_the_host_and_replays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the ranges go
     ref, blobs, _ = elsewhere()
     code = "seen = [context[65530:65542], context.lines(200_000, 2)]\nprint(seen)"
-    first: SandboxBase = IsolatedSandbox(ref, LAZY, from_store(ref, blobs))
+    first = IsolatedSandbox(ref, LAZY, from_store(ref, blobs))
     try:
         seen = first.run(code).stdout
         assert seen.startswith("['") and "line " in seen
-        first.broken = True  # as after a halt: the registry rebuilds it by replay
+        assert [f.name[:11] for f in tmp_path.iterdir()] == ["rlm-ranges-"]  # the host's
+        os.kill(first.pid, signal.SIGKILL)  # a crash: the registry rebuilds it by replay
+        wait_for(lambda: first.broken, "the host to see its worker gone")
         again = IsolatedSandbox(ref, LAZY, from_store(ref, blobs))
         try:
             again.replay([cell(code, [])])
@@ -141,6 +150,7 @@ def test_a_worker_process_reads_the_store_through_the_host_and_replays() -> None
     finally:
         first.close()
     assert not context_file(ref).exists()
+    assert not list(tmp_path.iterdir())  # removed by the host, crash or not
 
 
 def test_a_search_of_the_store_holds_a_block_and_two_chunks(
