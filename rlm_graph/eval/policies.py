@@ -45,9 +45,10 @@ CHUNK_SHARE = 0.8  # of the prompt size the system prompt states, leaving room f
 # depth 2 made 500 sub-RLMs of 2 sub-calls each and ran out of its 1,000 sub-calls.
 UNSTATED_CHUNK = chunk_chars(DEFAULT_WINDOW_TOKENS, WINDOW_CHARS_PER_TOKEN)
 LINE_ROOM = 1_000  # of a labelling prompt, for the line a piece cut, carried to the next
-# Bytes one labelling cell reads: at 1b tokens (4 GB) 15 cells, each ~100 MB of the
-# sandbox's memory at most and well inside cell_timeout and its fuel.
-CELL_BYTES = 256 << 20
+# Bytes one labelling cell reads: a cell's default fuel (cell_cpu_instructions, 10^11)
+# ran out after ~205 MB (~490 guest instructions a byte: copies, the prompts' JSON, the
+# row regex), so a third of that; 1b tokens (4 GB) take 60 cells.
+CELL_BYTES = 64 << 20
 BATCH = 64  # labelling prompts per llm_batch: ~5 MB of them held at once
 _GO_ON = re.compile(r"go on at byte (\d+)")
 _QUESTION_PREFIX = "Question: "
