@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
-from rlm_graph.storage.blobs import Blobs, content_key
+from rlm_graph.storage.blobs import MEMORY_BUDGET, Blobs, content_key, text_bytes
 from rlm_graph.text import preview
 
 PREVIEW_CHARS = 240
@@ -64,30 +64,41 @@ class MissingRecord(RuntimeError):
 
 
 class _RecordCache:
-    """Records already read or written in this process: content-addressed, never stale."""
+    """Records already read or written in this process: content-addressed, never stale.
 
-    def __init__(self, size: int) -> None:
-        self._items: OrderedDict[str, Cell] = OrderedDict()
+    Bounded in count and in bytes: a cell's journal holds its sub-call answers (~11 MB
+    for a cell of 430 answers at `oolong --size 1b`), so 512 such cells would otherwise
+    keep gigabytes that :class:`~rlm_graph.storage.blobs.MemoryRecords` has spilled.
+    """
+
+    def __init__(self, size: int, budget: int = MEMORY_BUDGET) -> None:
+        self._items: OrderedDict[str, tuple[Cell, int]] = OrderedDict()
         self._size = size
+        self._budget = budget
+        self.held = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Cell | None:
         with self._lock:
-            cell = self._items.get(key)
-            if cell is not None:
-                self._items.move_to_end(key)
-            return cell
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
 
     def add(self, key: str, cell: Cell) -> None:
+        size = text_bytes(cell)
         with self._lock:
-            self._items[key] = cell
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            self.held += size - (0 if old is None else old[1])
+            self._items[key] = (cell, size)
+            while len(self._items) > self._size or self.held > self._budget:
+                self.held -= self._items.popitem(last=False)[1][1]
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.held = 0
 
 
 # Records are content-addressed, so one cache serves every run of the process and is
