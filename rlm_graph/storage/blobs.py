@@ -100,8 +100,9 @@ class MemoryRecords:
                 del self._values[namespace]
                 self.held -= self._sizes.pop(namespace, 0)
             disk = self._disk
-        for namespace in gone if disk is not None else []:
-            shutil.rmtree(disk.folder(namespace), ignore_errors=True)
+        if disk is not None:
+            for namespace in gone:
+                shutil.rmtree(disk.folder(namespace), ignore_errors=True)
 
     @property
     def spill_root(self) -> Path | None:
