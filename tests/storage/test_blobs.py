@@ -7,8 +7,18 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from sandboxes import LIMITS, Echo, cell
+
+from rlm_graph.repl.registry import Checkout, SandboxRegistry
 from rlm_graph.storage.blobs import Blobs, MemoryRecords
-from rlm_graph.storage.records import Cell, forget_cached_records, load_cell, save_cell
+from rlm_graph.storage.contexts import store_value
+from rlm_graph.storage.records import (
+    Cell,
+    forget_cached_records,
+    load_cell,
+    load_cells,
+    save_cell,
+)
 
 KB = 1 << 10
 
@@ -91,3 +101,26 @@ def test_cell_records_of_a_run_without_a_thread_replay_exactly_once_spilled() ->
     assert load_cell(blobs, "sandbox-replay", ref) == cell
     assert records.held == 0
     records.forget("sandbox-replay")
+
+
+def test_a_sandbox_rebuilt_from_spilled_records_replays_its_sub_call_answers() -> None:
+    records = MemoryRecords(budget=0)  # every record of this run goes to disk
+    blobs = Blobs(memory=records)
+    ref = store_value("ctx")
+    code = "seen = await llm_query('a' * 30000)"
+    with SandboxRegistry().checkout(
+        Checkout("spilled", ref, [], LIMITS, Echo()), lambda refs: []
+    ) as box:
+        out = box.run(code)
+    done = save_cell(blobs, "spilled", cell(code, out.journal))
+    assert records.spill_root is not None and len(files_under(records.spill_root)) == 1
+    forget_cached_records()
+    offline = Echo()  # a replay served from the journal asks no model
+    registry = SandboxRegistry()
+    want = Checkout("spilled", ref, [done], LIMITS, offline)
+    with registry.checkout(want, lambda refs: load_cells(blobs, "spilled", refs)) as again:
+        shown = again.run("print(len(seen), seen[:3])")
+        assert shown.stdout == "30002 <aa\n", shown
+    registry.release("spilled")
+    records.forget("spilled")
+    assert offline.calls == []
