@@ -271,6 +271,32 @@ def test_32_live_sandboxes_cost_about_a_session_each_not_a_process() -> None:
     assert seen["pss"] <= 32 * (40 << 20), seen["pss"] >> 20
 
 
+# One sandbox in a fresh process: how many copies of eryx's memory image each worker maps.
+IMAGE_PROBE = """
+import json
+from pathlib import Path
+from rlm_graph.repl.process import IsolatedSandbox, sandbox_processes
+from rlm_graph.repl.session import Limits
+from rlm_graph.storage.contexts import store_value
+
+box = IsolatedSandbox(store_value("ctx"), Limits(10.0, 5_000_000_000, 512))
+error = box.run("v = 1").error
+maps = [Path(f"/proc/{pid}/maps").read_text() for pid in sandbox_processes()]
+print(json.dumps({"error": error, "images": [m.count("wasm-memory-image") for m in maps]}))
+"""
+
+
+def test_a_workers_first_sandbox_reuses_the_warm_up_sessions_memory_image() -> None:
+    # The warm-up session made on another thread than the sandbox's left a second
+    # copy of the image resident: 13 MB more PSS per worker, a lone run's included.
+    done = python_probe(IMAGE_PROBE, timeout=120)
+    assert done.returncode == 0, done.stderr[-2_000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["error"] == ""
+    assert 1 in seen["images"]  # the worker that hosts the sandbox, measured at all
+    assert max(seen["images"]) == 1, seen["images"]
+
+
 class SilentWorker:
     """The far end of a worker's socket: says hello, then reads nothing until asked."""
 
