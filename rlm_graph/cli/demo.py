@@ -18,6 +18,7 @@ from rlm_graph.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 from rlm_graph.cli.summary import summary, token_lines
 from rlm_graph.graph import graph
 from rlm_graph.graph.runner import RLMResult, Run, run_graph
+from rlm_graph.models.pricing import FREE
 from rlm_graph.observe.progress import reporter_for
 from rlm_graph.offline import demo
 from rlm_graph.offline.stub_server import StubServer
@@ -30,13 +31,16 @@ MAX_DEMO_MB = 100.0
 def demo_settings(base_url: str) -> Settings:
     """Both models at the stand-in, named apart so the token table shows both.
 
-    The stand-in plays a hosted model, although it listens on 127.0.0.1.
+    The stand-in plays a hosted model, although it listens on 127.0.0.1, but is priced
+    at $0: a first run that ends "cost unknown (no price for rlm-demo-root ...)" reads as
+    something the user must fix.
     """
     return Settings(
         model=demo.ROOT_MODEL,
         sub_model=demo.SUB_MODEL,
         base_url=base_url,
         server_profile="hosted",
+        prices={demo.ROOT_MODEL: FREE, demo.SUB_MODEL: FREE},
     )
 
 

@@ -29,6 +29,7 @@ def test_demo_says_it_is_offline_and_gets_the_answer_right(
     answer = next(line for line in out.splitlines() if line.startswith("Answer: "))
     assert json.loads(answer.removeprefix("Answer: ")) == expected
     assert "Check: correct" in out
+    assert ", $0 (free, local), " in out  # the stand-ins are priced, not "cost unknown"
     assert "rlm run --base-url" in out and "OPENAI_API_KEY" in out
     assert "rlm: iteration 3 (depth 0)" in err
 
