@@ -6,7 +6,10 @@ again on that thread, whose sandbox keeps its variables. Threads live in a check
 (by default the SQLite file :func:`~rlm_graph.storage.persistence.default_checkpoint`),
 so they outlive the server. A follow-up is taken only on a thread that was started over
 a path under this server's folders, so a thread of another server (or of ``rlm run``)
-reads nothing these folders would not let it read. Settings and folders are fixed by
+reads nothing these folders would not let it read. A thread runs one question at a
+time, whoever asks: this server's other calls wait, and a call while ``rlm run`` or
+another ``rlm mcp`` on the same checkpoint runs the thread is refused (the checkpoint's
+thread lock). Settings and folders are fixed by
 the operator at start; a client sends only questions, paths and thread ids. The client
 reads the answer and one provenance line; each call's trajectory is a trace file, named
 on the server's stderr (the host's log). Progress goes out as MCP progress notifications
@@ -37,6 +40,7 @@ from rlm_graph.repl.process import warm_up
 from rlm_graph.storage.contexts import ContextError
 from rlm_graph.storage.persistence import Persistence, open_persistence
 from rlm_graph.storage.roots import confine, within
+from rlm_graph.storage.thread_lock import ThreadBusy, thread_lock
 
 # Store namespace of the threads this server started: thread id -> the path it read.
 THREADS = ("mcp-threads",)
@@ -78,8 +82,9 @@ class ProgressNotes:
 class RLMServer:
     """The tools' work, on a durable graph; one question at a time per thread."""
 
-    def __init__(self, fixed: FixedRLM, persistence: Persistence) -> None:
+    def __init__(self, fixed: FixedRLM, persistence: Persistence, checkpoint: str) -> None:
         self.fixed = fixed
+        self.checkpoint = checkpoint
         self.store = persistence.store
         self.graph = build_graph(checkpointer=persistence.checkpointer, store=persistence.store)
         self.busy: dict[str, threading.Lock] = {}
@@ -106,10 +111,20 @@ class RLMServer:
     def _ask(self, thread: str, question: str, context: Path | None, ctx: Context) -> str:
         config: RunnableConfig = {"configurable": {"thread_id": thread}}
         notes = ProgressNotes(ctx, self.fixed.settings.max_iterations)
-        with self.busy.setdefault(thread, threading.Lock()):  # setdefault is atomic
-            outcome: Outcome = self.fixed.run(
-                question, context, graph=self.graph, config=config, progress=notes
-            )
+        # Both locks: the checkpoint's is a byte-range lock, which POSIX grants to every
+        # thread of the process that holds it, so this server's own calls queue on the
+        # first. Another process's run is refused, not waited for: a client's call
+        # should not hang on a run it cannot see.
+        try:
+            with (
+                self.busy.setdefault(thread, threading.Lock()),  # setdefault is atomic
+                thread_lock(self.checkpoint, thread),
+            ):
+                outcome: Outcome = self.fixed.run(
+                    question, context, graph=self.graph, config=config, progress=notes
+                )
+        except ThreadBusy as exc:
+            raise ToolError(f"{exc}: ask again when it ends") from exc
         print(f"rlm mcp: thread {thread}: trace {outcome.trace}", file=sys.stderr, flush=True)
         return outcome.message(f"thread {thread}")
 
@@ -153,7 +168,7 @@ def serve(fixed: FixedRLM, checkpoint: str, port: int | None = None) -> None:
     """Serve until the client hangs up: stdio, or streamable HTTP on 127.0.0.1:``port``."""
     warm_up()  # the first sandbox then opens at once
     with open_persistence(checkpoint) as persistence:
-        mcp = build_server(RLMServer(fixed, persistence))
+        mcp = build_server(RLMServer(fixed, persistence, checkpoint))
         if port is None:
             mcp.run("stdio")
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,10 @@ def test_a_thread_is_followed_up_only_by_a_server_whose_folders_hold_its_path(
     settings = Settings(model="stub-root", base_url=server.base_url, max_iterations=5)
 
     async def ask(roots: Path, name: str, arguments: dict[str, str]) -> Any:
-        with open_persistence(str(tmp_path / "threads.sqlite")) as persistence:
-            rlm = RLMServer(FixedRLM(settings, [roots], tmp_path / "traces"), persistence)
+        checkpoint = str(tmp_path / "threads.sqlite")
+        with open_persistence(checkpoint) as persistence:
+            fixed = FixedRLM(settings, [roots], tmp_path / "traces")
+            rlm = RLMServer(fixed, persistence, checkpoint)
             async with mcp.Client(build_server(rlm)) as client:
                 return await client.call_tool(name, arguments)
 
@@ -141,3 +144,44 @@ def test_a_thread_is_followed_up_only_by_a_server_whose_folders_hold_its_path(
     refused = asyncio.run(ask(second, "rlm_followup", followup))
     assert refused.is_error and "outside this server's folders" in text_of(refused)
     assert text_of(asyncio.run(ask(first, "rlm_followup", followup))).startswith("2\n")
+
+
+HOLD = """
+import sys
+from rlm_graph.storage.thread_lock import thread_lock
+with thread_lock(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_thread_another_process_runs_is_refused_not_run_twice(stub: Any, tmp_path: Path) -> None:
+    server = stub(responder)
+    (tmp_path / "codes.txt").write_text("E42 E17")
+    settings = Settings(model="stub-root", base_url=server.base_url, max_iterations=5)
+    checkpoint = str(tmp_path / "threads.sqlite")
+
+    async def ask(name: str, arguments: dict[str, str]) -> Any:
+        with open_persistence(checkpoint) as persistence:
+            rlm = RLMServer(FixedRLM(settings, [tmp_path], tmp_path / "t"), persistence, checkpoint)
+            async with mcp.Client(build_server(rlm)) as client:
+                return await client.call_tool(name, arguments)
+
+    started = asyncio.run(ask("rlm_answer", {"question": "q", "path": "codes.txt"}))
+    thread = text_of(started).rsplit("thread ", 1)[1].rstrip("]")
+    followup = {"thread": thread, "question": "How many?"}
+    # `rlm run --thread` (or another `rlm mcp`) on the same checkpoint holds the thread.
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, checkpoint, thread],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        calls = len(server.requests)
+        refused = asyncio.run(ask("rlm_followup", followup))
+        holder.communicate("")
+    assert refused.is_error and "running in another process" in text_of(refused)
+    assert len(server.requests) == calls  # no model call was made for it
+    assert text_of(asyncio.run(ask("rlm_followup", followup))).startswith("2\n")
