@@ -17,20 +17,31 @@ from rlm_graph.graph import graph as default_graph
 from rlm_graph.graph.runner import Graph, RLMResult, Run, arun_graph, run_graph
 from rlm_graph.observe.progress import Sink
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import LAZY_FOLDER_FILES, ContextRef, store_path, store_value
+from rlm_graph.storage.contexts import (
+    LAZY_CONTEXT_BYTES,
+    LAZY_FOLDER_FILES,
+    ContextRef,
+    store_path,
+    store_value,
+)
 
 __all__ = ["RLMResult", "aanswer", "answer", "reference"]
 
 
-def reference(context: Any, lazy_folder_files: int = LAZY_FOLDER_FILES) -> ContextRef:
+def reference(
+    context: Any,
+    lazy_folder_files: int = LAZY_FOLDER_FILES,
+    lazy_text_bytes: int = LAZY_CONTEXT_BYTES,
+) -> ContextRef:
     """Store a context given as a value or a path, returning its reference.
 
     Send it to a graph as ``{"context_ref": ...}``: the input, and so the first
     checkpoint of a thread, then holds a few hundred bytes instead of the whole text.
-    A folder of more than ``lazy_folder_files`` files is read in place (docs/huge.md).
+    A folder of more than ``lazy_folder_files`` files, and a text file of more than
+    ``lazy_text_bytes``, are read in place (docs/huge.md).
     """
     if isinstance(context, os.PathLike):
-        return store_path(Path(context), lazy_folder_files)
+        return store_path(Path(context), lazy_folder_files, lazy_text_bytes)
     return store_value(context)
 
 
@@ -49,7 +60,9 @@ def run_of(
         question=question,
         settings=parsed,
         graph=graph or default_graph,
-        context_ref=None if context is None else reference(context, parsed.lazy_folder_files),
+        context_ref=None
+        if context is None
+        else reference(context, parsed.lazy_folder_files, parsed.lazy_context_mb << 20),
         config=config,
         trace=trace,
         sink=progress,

@@ -258,7 +258,9 @@ def read_context(source: str, stdin: TextIO, settings: Settings) -> ContextRef:
                     )
                 ref = store_stream(stdin.buffer, "stdin")
             else:
-                ref = store_path(Path(source), settings.lazy_folder_files)
+                ref = store_path(
+                    Path(source), settings.lazy_folder_files, settings.lazy_context_mb << 20
+                )
         except ContextError as exc:
             raise UsageError(str(exc)) from exc
     for warning in caught:

@@ -121,7 +121,11 @@ def ingest_context(
     if state.get("context") is not None:
         ref = store_value(state["context"])
     elif state.get("context_path"):
-        ref = store_path(deployment.readable(state["context_path"]), settings.lazy_folder_files)
+        ref = store_path(
+            deployment.readable(state["context_path"]),
+            settings.lazy_folder_files,
+            sandbox_limits(settings).lazy_context_bytes,
+        )
     elif state.get("context_ref"):  # a large one only the store holds is read from there
         ref = check_ref(state["context_ref"], blobs, sandbox_limits(settings).lazy_context_bytes)
     else:

@@ -19,7 +19,7 @@ from rlm_graph.graph.replies import TOOL_NAME, how_to_run
 from rlm_graph.graph.state import TurnRecord
 from rlm_graph.models.usage import WINDOW_CHARS_PER_TOKEN
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import ContextRef
+from rlm_graph.storage.contexts import LAZY_TEXT, ContextRef
 from rlm_graph.storage.records import Cell
 from rlm_graph.text import preview, truncate
 
@@ -98,7 +98,7 @@ _KIND_DESCRIPTIONS = {
     "preview lists their paths",
 }
 
-LAZY_DESCRIPTION = "text of {length:,} characters, read on demand through a handle (below)"
+LAZY_DESCRIPTION = "text of {length:,} {unit}, read on demand through a handle (below)"
 SCAN_NOTE = """A cell's reads and searches are capped in bytes (cell_scan_mb); its output ends with
 how much it scanned.
 """
@@ -200,8 +200,12 @@ def repeat_note(previous: Cell, tool_calling: bool) -> str:
     )
 
 
-def describe_context(ref: ContextRef) -> str:
-    """One line on what ``context`` is, from the reference alone."""
+def describe_context(ref: ContextRef, lazy: bool = False) -> str:
+    """One line on what ``context`` is, from the reference (and whether it is ``lazy``)."""
+    if ref["kind"] == "text" and (lazy or ref["type_name"] == LAZY_TEXT):
+        # a file stored by its stamp was never read whole: its characters were not counted
+        unit = "bytes" if ref["type_name"] == LAZY_TEXT else "characters"
+        return LAZY_DESCRIPTION.format(length=ref["length"], unit=unit)
     return _KIND_DESCRIPTIONS[ref["kind"]].format(**ref)
 
 
@@ -235,9 +239,7 @@ def system_prompt(
             "defined; the list `history` holds them in full):\n" + "\n".join(lines)
         )
     return SYSTEM_PROMPT.format(
-        context_description=LAZY_DESCRIPTION.format(**ref)
-        if lazy and ref["kind"] == "text"
-        else describe_context(ref),
+        context_description=describe_context(ref, lazy),
         context_preview=ref["preview"],
         lazy_note=FOLDER_NOTE if ref["kind"] == "folder" else LAZY_NOTE if lazy else "",
         code_protocol=_TOOL_PROTOCOL if tool_calling else _FENCE_PROTOCOL,

@@ -34,6 +34,15 @@ AXIS_HEIGHT = 16
 AXIS_TICKS = 5
 # What a context's length counts (ContextRef.length), by kind.
 LENGTH_UNITS = {"text": "characters", "json": "items", "directory": "files", "folder": "files"}
+
+
+def length_unit(context: dict[str, Any]) -> str:
+    """What a context's length counts: bytes for a large file stored unread (a LazyText)."""
+    if context.get("type_name") == "LazyText":
+        return "bytes"
+    return LENGTH_UNITS.get(context.get("kind", ""), "long")
+
+
 DEPTH_COLOURS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6")
 
 STYLE = """
@@ -327,7 +336,7 @@ def render_html(trajectory: Trajectory) -> str:
     subtitle = (
         f"{settings.get('model', '')} · sub model {settings.get('sub_model') or 'default'} · "
         f"context: {context.get('kind', '?')}, {context.get('length', 0):,} "
-        f"{LENGTH_UNITS.get(context.get('kind', ''), 'long')} · "
+        f"{length_unit(context)} · "
         f"started {header.get('started', '')}"
     )
     root = trajectory["root"]

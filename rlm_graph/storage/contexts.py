@@ -1,7 +1,8 @@
 """Putting a context where the sandbox can read it, by content hash.
 
 The context is written once to a blob directory (a UTF-8 file given by path is
-hard-linked there instead, with a stamp that tells when it changed) and mounted
+hard-linked there instead, with a stamp that tells when it changed; a large one is not
+even read, and the stamp names it) and mounted
 read-only into the sandbox: a volume read of 100 MB takes 0.2 s where passing it as code
 takes seconds and gigabytes. State keeps only the
 :class:`~rlm_graph.graph.state.ContextRef`. When the run has a LangGraph store, the
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +55,8 @@ class ContextRef(TypedDict):
     """Where the context is stored and what the model may know about it.
 
     Graph state keeps this, never the context: it is small, and its hash names the
-    stored copy.
+    stored copy. ``length`` counts characters, items or files; for a large file stored
+    unread (``type_name`` :data:`LAZY_TEXT`) it counts bytes.
     """
 
     hash: str
@@ -67,6 +70,14 @@ PREVIEW_CHARS = 500
 _KINDS = ("text", "json", "directory", "folder")
 # Folders with more files than this are read in place, file by file (storage.folders).
 LAZY_FOLDER_FILES = 10_000
+# Text larger than this is read through a handle (the default of lazy_context_mb), and a
+# file that large is stored by its stamp, not read whole (:func:`_store_by_stamp`).
+LAZY_CONTEXT_BYTES = 256 << 20
+# The type name of text stored by its stamp: never read whole, so its length is in
+# bytes and its content is not known to be UTF-8 (reads replace bad bytes).
+LAZY_TEXT = "LazyText"
+# Bytes read from each end of a file stored by its stamp, into its identity and preview.
+_SAMPLE = 64 << 10
 _CHUNK = 1 << 20
 # Bytes per store record: small enough for any store's value limits once base64'd.
 _SHARE_CHUNK = 4 << 20
@@ -148,11 +159,15 @@ def check_ref(
             f"context_ref {digest[:12]}… is not in the blob store at {home()}{where}"
         )
     if not _unchanged(stored):
-        raise ContextError(
-            f"the file of context {digest[:12]}… was read in place and has changed since it "
-            "was stored: its earlier cells no longer describe it; ask again with the file"
-        )
+        raise _changed(ref)
     return ref
+
+
+def _changed(ref: ContextRef) -> ContextError:
+    return ContextError(
+        f"the file of context {ref['hash'][:12]}… was read in place and has changed since it "
+        "was stored: its earlier cells no longer describe it; ask again with the file"
+    )
 
 
 def _in_store(ref: ContextRef, blobs: Blobs | None, lazy_bytes: int | None) -> bool:
@@ -177,13 +192,15 @@ def share(ref: ContextRef, blobs: Blobs, chunk_bytes: int = _SHARE_CHUNK) -> Non
         return
     hashes: list[str] = []
     size = 0
-    with context_file(ref).open("rb") as reader:
+    with (stored := context_file(ref)).open("rb") as reader:
         while data := reader.read(chunk_bytes):
             blobs.put(
                 _shared_namespace(ref), str(len(hashes)), {"b64": base64.b64encode(data).decode()}
             )
             hashes.append(hashlib.sha256(data).hexdigest())
             size += len(data)
+    if not _unchanged(stored):  # a file stored in place, written to while it was copied
+        raise _changed(ref)
     # Written last: a reader that finds "meta" finds every chunk.
     meta = {"chunks": len(hashes), "chunk_bytes": chunk_bytes, "size": size, "sha256": hashes}
     blobs.put(_shared_namespace(ref), "meta", meta)
@@ -201,15 +218,21 @@ def stored_text(ref: ContextRef, blobs: Blobs | None, threshold: int) -> StoredC
     if context_file(ref).exists():
         return None
     meta = blobs.get(_shared_namespace(ref), "meta")
-    if meta is None or "sha256" not in meta or not _over(meta["size"], threshold):
+    if meta is None or "sha256" not in meta:
+        return None
+    if not (_by_stamp(ref) or _over(meta["size"], threshold)):
         return None
     namespace = _shared_namespace(ref)
     return StoredChunks(blobs, namespace, meta["size"], meta["chunk_bytes"], tuple(meta["sha256"]))
 
 
 def materialize(ref: ContextRef, blobs: Blobs | None) -> bool:
-    """Rebuild the local file of a context from the store; False if the store lacks it."""
-    if blobs is None or blobs.store is None:
+    """Rebuild the local file of a context from the store; False if the store lacks it.
+
+    Text named by its stamp is never rebuilt (its hash does not name the content to
+    check it by): it is read in ranges from the store, each checked (:func:`stored_text`).
+    """
+    if blobs is None or blobs.store is None or _by_stamp(ref):
         return False
     meta = blobs.get(_shared_namespace(ref), "meta")
     if meta is None:
@@ -258,6 +281,8 @@ def is_lazy(ref: ContextRef, threshold: int, blobs: Blobs | None = None) -> bool
     """
     if ref["kind"] != "text":
         return ref["kind"] == "folder"
+    if _by_stamp(ref):
+        return True  # never read whole: its length is in bytes, its text unchecked
     if stored_text(ref, blobs, threshold) is not None:
         return True
     return _over(context_file(ref).stat().st_size, threshold)
@@ -265,6 +290,11 @@ def is_lazy(ref: ContextRef, threshold: int, blobs: Blobs | None = None) -> bool
 
 def _over(size: int, threshold: int) -> bool:
     return size > min(threshold, MAX_CONTEXT_BYTES)
+
+
+def _by_stamp(ref: ContextRef) -> bool:
+    """Whether ``ref`` names a file by its stamp (:func:`_stamped_ref`), not by its content."""
+    return ref["kind"] == "text" and ref["type_name"] == LAZY_TEXT
 
 
 def _publish(tmp: Path, digest: str, name: str) -> Path:
@@ -400,14 +430,17 @@ def _too_large(what: str, size: int) -> ContextError:
 
 
 def store_path(
-    path: str | os.PathLike[str], lazy_folder_files: int = LAZY_FOLDER_FILES
+    path: str | os.PathLike[str],
+    lazy_folder_files: int = LAZY_FOLDER_FILES,
+    lazy_text_bytes: int = LAZY_CONTEXT_BYTES,
 ) -> ContextRef:
     """Store a file (streamed, so gigabytes do not pass through memory) or a directory.
 
     A ``.json`` file is parsed; a directory becomes ``{relative path: text}``, or with
-    more than ``lazy_folder_files`` files a folder read in place. Bytes that are not
-    UTF-8 are replaced with U+FFFD rather than refused: a log with one bad byte is still
-    worth reading.
+    more than ``lazy_folder_files`` files a folder read in place. A text file over
+    ``lazy_text_bytes`` (read through a handle) is stored in place by its stamp, unread.
+    Bytes that are not UTF-8 are replaced with U+FFFD rather than refused: a log with one
+    bad byte is still worth reading.
     """
     source = Path(path)
     if not source.exists():
@@ -426,7 +459,7 @@ def store_path(
             raise _too_large(f"context file {str(source)!r}", size)
         ref = store_value(_parse_json_file(source))
     else:
-        ref = _store_text_file(source)
+        ref = _store_text_file(source, lazy_text_bytes)
     _write_json(seen, ref)
     return ref
 
@@ -532,16 +565,19 @@ def store_stream(reader: IO[bytes], what: str = "the context") -> ContextRef:
     return _warn_if_empty(ref)
 
 
-def _store_text_file(source: Path) -> ContextRef:
+def _store_text_file(source: Path, lazy_bytes: int) -> ContextRef:
     """Store a text file: in place (a hard link, no copy) when it is valid UTF-8.
 
     Copying a 10 GB log would double its disk use and its time to first cell; a link
     costs nothing, and the stamp kept beside it tells a file changed since (an append,
-    an edit in place) from the content its hash names. A file with bad bytes, on another
-    file system, or that may not be linked is copied with its bad bytes replaced.
+    an edit in place) from the content its hash names. A file over ``lazy_bytes`` is not
+    even read (:func:`_store_by_stamp`). A file with bad bytes, on another file system,
+    or that may not be linked is copied with its bad bytes replaced.
     """
     what = f"context file {str(source)!r}"
     try:
+        if _over(source.stat().st_size, lazy_bytes) and (ref := _store_by_stamp(source, what)):
+            return ref
         stamp = _stamp(source)
         with source.open("rb") as reader:
             ref = _exact_ref(reader)
@@ -551,6 +587,61 @@ def _store_text_file(source: Path) -> ContextRef:
             return store_stream(reader, what)
     except OSError as exc:
         raise ContextError(f"cannot read {what}: {exc}") from exc
+
+
+def _store_by_stamp(source: Path, what: str) -> ContextRef | None:
+    """Store a large text file in place, named by its stamp; None if it cannot be linked.
+
+    Hashing it first cost 0.8 s of CPU a GiB: 28 s before the first cell of a 10 GiB
+    log under load. Nothing needs the whole file at ingest: the handle reads it by byte
+    offsets and decodes each read with U+FFFD for bad bytes, so neither a character count
+    nor a UTF-8 check is due. The reference names the file as it is now (see
+    :func:`_stamped_ref`), and what guards the content is what guards any file stored in
+    place: the stamp beside the link, checked before every cell and on resume.
+    """
+    if (link := _new_link(source)) is None:
+        return None
+    try:
+        with link.open("rb") as reader:
+            ref, stamp = _stamped_ref(reader, what)
+        if _stamp(link) != stamp:
+            raise ContextError(f"{what} changed while it was read: retry")
+        if not context_file(ref).exists():  # else stored before: this inode, this stamp
+            _place(link, ref, stamp)
+    finally:
+        link.unlink(missing_ok=True)
+    return ref
+
+
+def _stamped_ref(reader: IO[bytes], what: str) -> tuple[ContextRef, dict[str, int]]:
+    """The reference of a file by its stamp and its two ends, and the stamp to keep.
+
+    The hash names "this inode of this device, at this size and mtime, with these first
+    and last bytes": the store's link holds the inode, so no other file takes its number
+    while it is stored, and any write moves its mtime (docs/huge.md, "Replay"). The ends
+    (64 KiB each, one read apiece) tell apart files that would share a reused inode
+    after the store was emptied. Not ctime: making or removing another link to the file
+    (a second rlm home) or a chmod changes it, not the content.
+    """
+    info = os.fstat(reader.fileno())
+    head = reader.read(_SAMPLE)
+    reader.seek(max(info.st_size - _SAMPLE, len(head)))
+    tail = reader.read(_SAMPLE)
+    stamp = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    identity = {"device": info.st_dev, "inode": info.st_ino, **stamp}
+    hasher = hashlib.sha256(b"stamp\0" + json.dumps(identity, sort_keys=True).encode())
+    for end in (head, tail):
+        hasher.update(len(end).to_bytes(8, "big") + end)
+    with _Lenient(f"the first {_SAMPLE >> 10} KiB of {what}"):  # a cut character waits
+        text = codecs.getincrementaldecoder("utf-8")(errors="rlm-replace").decode(head)
+    ref = ContextRef(
+        hash=hasher.hexdigest(),
+        kind="text",
+        length=info.st_size,
+        type_name=LAZY_TEXT,
+        preview=preview(text, PREVIEW_CHARS),
+    )
+    return ref, stamp
 
 
 def _exact_ref(reader: IO[bytes]) -> ContextRef | None:
@@ -575,19 +666,35 @@ def _link(source: Path, ref: ContextRef, stamp: dict[str, int]) -> bool:
     """Make ``source`` itself the stored file of ``ref``; False if it cannot be linked."""
     if (stored := context_file(ref)).exists() and _unchanged(stored):
         return True  # stored before (copied, or linked and untouched since)
-    folder = blob_dir(ref)
-    folder.mkdir(parents=True, exist_ok=True)
-    link = folder / f".link-{os.getpid()}-{threading.get_ident()}"
+    if (link := _new_link(source)) is None:
+        return False
+    try:
+        if _stamp(link) != stamp:  # written to while it was hashed: the hash may be wrong
+            raise ContextError(f"context file {str(source)!r} changed while it was read: retry")
+        _place(link, ref, stamp)
+    finally:
+        link.unlink(missing_ok=True)
+    return True
+
+
+def _new_link(source: Path) -> Path | None:
+    """A new hard link to ``source`` in the store; None if it cannot be linked.
+
+    It cannot from another file system, or where links to others' files are not allowed.
+    """
+    link = _staging() / f".link-{uuid.uuid4().hex}"
     try:
         os.link(source, link)
-    except OSError:  # another file system, or links to others' files are not allowed
-        return False
-    if _stamp(link) != stamp:  # written to while it was hashed: the hash may be wrong
-        link.unlink()
-        raise ContextError(f"context file {str(source)!r} changed while it was read: retry")
-    (folder / _STAMP).write_text(json.dumps(stamp))
+    except OSError:
+        return None
+    return link
+
+
+def _place(link: Path, ref: ContextRef, stamp: dict[str, int]) -> None:
+    """Make ``link`` the stored file of ``ref``, with the stamp that tells if it changes."""
+    blob_dir(ref).mkdir(parents=True, exist_ok=True)
+    _write_json(blob_dir(ref) / _STAMP, stamp)
     os.replace(link, context_file(ref))
-    return True
 
 
 _STAMP = "stamp.json"

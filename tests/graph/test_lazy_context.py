@@ -16,6 +16,11 @@ from rlm_graph.offline.stub_server import StubReply
 from rlm_graph.storage.contexts import blob_dir
 
 
+def forget(path: Path) -> None:
+    """Remove the store's link to a test's file stored by its stamp (1 MiB: the settings')."""
+    shutil.rmtree(blob_dir(reference(path, lazy_text_bytes=1 << 20)))
+
+
 def test_the_needle_is_found_in_two_cells_and_the_model_sees_only_the_preview(
     stub: Any, tmp_path: Path
 ) -> None:
@@ -31,10 +36,14 @@ def test_the_needle_is_found_in_two_cells_and_the_model_sees_only_the_preview(
             ]
         )
     )
-    result = answer("What is the code?", path, **fast_settings(server, lazy_context_mb=1))
+    try:
+        result = answer("What is the code?", path, **fast_settings(server, lazy_context_mb=1))
+    finally:
+        forget(path)
     assert result.answer == "4217"
     bodies = [json.dumps(r.body) for r in server.requests]
-    assert "read on demand through a handle" in bodies[0]
+    # stored by its stamp, unread: its size is known in bytes, not in characters
+    assert f"text of {path.stat().st_size:,} bytes, read on demand through a handle" in bodies[0]
     assert all("0090000 filler" not in body for body in bodies)  # never past the preview
     assert "[scanned 3.5 MiB of the context in this cell]" in bodies[1]
 
@@ -82,6 +91,7 @@ def test_a_log_that_grew_while_the_run_was_down_is_refused_on_resume(
     graph = build_graph(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "grown"}}
     settings = fast_settings(server, lazy_context_mb=1)
+    stored = reference(log, lazy_text_bytes=1 << 20)  # the run's reference, as it makes it
     failed = answer("q", log, graph=graph, config=config, **settings)
     assert failed.status == "failed" and failed.iterations == 1
     with log.open("a") as handle:  # the log grows while the run is down
@@ -91,3 +101,4 @@ def test_a_log_that_grew_while_the_run_was_down_is_refused_on_resume(
     assert resumed.status == "failed"
     assert "was read in place and has changed since it was stored" in resumed.error
     assert len(server.requests) == 2  # no model call on the changed context
+    shutil.rmtree(blob_dir(stored))

@@ -15,7 +15,7 @@ from rlm_graph import answer
 from rlm_graph.cli.main import main
 from rlm_graph.observe.highlight import highlight_python
 from rlm_graph.observe.trajectory import read_trajectory
-from rlm_graph.observe.viewer import render_html
+from rlm_graph.observe.viewer import length_unit, render_html
 from rlm_graph.offline.stub_server import StubReply
 
 ROOT = [
@@ -69,6 +69,8 @@ def test_page_is_self_contained(trace: Path) -> None:
 def test_the_header_has_units_and_the_timeline_a_time_axis(trace: Path) -> None:
     page = render_html(read_trajectory(trace))
     assert "context: text, 3 characters" in plain(page)
+    unread = {"kind": "text", "type_name": "LazyText"}  # a large file stored by its stamp
+    assert (length_unit(unread), length_unit({"kind": "folder"})) == ("bytes", "files")
     axis = re.search(r'<g class="axis">(.*?)</g>', page)
     assert axis is not None
     seconds = [float(s) for s in re.findall(r">([\d.e-]+) s<", axis.group(1))]

@@ -13,7 +13,13 @@ from sandboxes import LIMITS, Echo, assert_replays, printed
 from rlm_graph.repl import lazy
 from rlm_graph.repl.process import IsolatedSandbox
 from rlm_graph.repl.session import Limits, Sandbox
-from rlm_graph.storage.contexts import blob_dir, context_file, store_path, store_value
+from rlm_graph.storage.contexts import (
+    ContextWarning,
+    blob_dir,
+    context_file,
+    store_path,
+    store_value,
+)
 
 LAZY = Limits(LIMITS.cell_timeout, LIMITS.cpu_instructions, LIMITS.memory_mb, 1 << 20)
 # Two-, three- and four-byte characters on every line, so cuts land inside characters.
@@ -169,6 +175,32 @@ def test_reads_and_searches_stop_at_the_cells_scan_limit() -> None:
         assert out.scanned == 1 << 20
     finally:
         box.close()
+
+
+def test_a_file_stored_unread_reads_its_bad_bytes_as_replacement_characters(
+    tmp_path: Path,
+) -> None:
+    # stored by its stamp (over 1 KiB here), so never checked for UTF-8 as a whole
+    bad = b"bad \xff\xfe and \x80\x80\x80\x80\x80 and \xe4\xb8 cut\n"
+    path = tmp_path / "bad.log"
+    path.write_bytes(bad + TEXT[:20_000].encode() + bad + b"the code is 4217\n")
+    with pytest.warns(ContextWarning, match="first 64 KiB of context file .* not valid UTF-8"):
+        ref = store_path(path, lazy_text_bytes=1 << 10)
+    try:
+        box = Sandbox(ref, dataclasses.replace(LAZY, lazy_context_bytes=1 << 40))
+        code = (
+            "cuts = list(range(0, 40)) + [context.size]\n"
+            "pieces = [context[a:b] for a, b in zip(cuts, cuts[1:])]\n"
+            "print(''.join(pieces) == context[0:context.size], context.lines(0, 1)[0])\n"
+            "hits = await context.search(r'and .{5} and .{2} cut')\n"
+            "print(len(hits), hits[0]['match'], context.lines(hits[1]['offset'], 2)[1])"
+        )
+        line = bad.decode("utf-8", "replace").strip()  # what Python makes of them
+        assert (
+            printed(box, code) == f"True {line}\n2 {line[line.index('and') :]} the code is 4217\n"
+        )
+    finally:
+        shutil.rmtree(blob_dir(ref))
 
 
 def _memory(pid: int, field: str) -> int:

@@ -6,8 +6,10 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import tracemalloc
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,17 @@ from rlm_graph.storage import contexts
 from rlm_graph.storage.blobs import Blobs
 from rlm_graph.storage.contexts import (
     ContextError,
+    ContextRef,
     ContextWarning,
     blob_dir,
     check_ref,
     context_file,
+    is_lazy,
     materialize,
     share,
     store_path,
     store_value,
+    stored_text,
 )
 
 
@@ -159,3 +164,113 @@ def test_a_context_is_rebuilt_from_the_store_out_of_4_mb_chunks() -> None:
     context_file(ref).unlink()  # another worker: the store has it, its disk does not
     assert materialize(ref, blobs)
     assert context_file(ref).read_text() == text
+
+
+# -- a large file, stored by its stamp -------------------------------------------------------
+
+MIB = 1 << 20
+Forget = Callable[[ContextRef], ContextRef]
+
+
+def settled_log(path: Path, text: str) -> Path:
+    """A log last written a minute ago, so that a write now moves its mtime."""
+    path.write_text(text)
+    past = path.stat().st_mtime_ns - 60 * 10**9
+    os.utime(path, ns=(past, past))
+    return path
+
+
+@pytest.fixture
+def forget() -> Iterator[Callable[[ContextRef], ContextRef]]:
+    """Hands back the references given it, and removes their stored files at the end:
+    links to the test's own files, never to be stored again."""
+    refs: list[ContextRef] = []
+
+    def kept(ref: ContextRef) -> ContextRef:
+        refs.append(ref)
+        return ref
+
+    yield kept
+    for ref in refs:
+        shutil.rmtree(blob_dir(ref), ignore_errors=True)
+
+
+def bytes_read() -> int:
+    """The bytes this process has read so far (``rchar``: every read call, cached or not)."""
+    io = Path("/proc/self/io").read_text()
+    return int(io.split("rchar:")[1].split()[0])
+
+
+def test_a_file_too_large_to_load_is_stored_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget: Forget
+) -> None:
+    size = contexts.MAX_CONTEXT_BYTES + (1 << 30)  # lazy at any threshold; sparse: no disk
+    huge = tmp_path / "huge.log"
+    with huge.open("wb") as handle:
+        handle.write(f"{uuid.uuid4()} first line\n".encode())
+        handle.truncate(size)
+
+    def whole(*_: object) -> None:
+        raise AssertionError("the whole file was read")
+
+    monkeypatch.setattr(contexts, "_exact_ref", whole)
+    monkeypatch.setattr(contexts, "store_stream", whole)
+    before = bytes_read()
+    ref = forget(store_path(huge))
+    assert bytes_read() - before < MIB  # its two ends, 64 KiB each, and small records
+    assert (ref["kind"], ref["type_name"], ref["length"]) == ("text", "LazyText", size)
+    assert "first line" in ref["preview"]
+    assert context_file(ref).stat().st_ino == huge.stat().st_ino  # a link, not a copy
+    assert is_lazy(ref, 1 << 40) and store_path(huge) == ref
+
+
+def test_a_file_stored_by_its_stamp_is_refused_once_written_to(
+    tmp_path: Path, forget: Forget
+) -> None:
+    text = "".join(f"{i:07d} line of the log\n" for i in range(100_000))  # 2.4 MB
+    log = settled_log(tmp_path / "app.log", text)
+    ref = forget(store_path(log, lazy_text_bytes=MIB))
+    assert (ref["type_name"], ref["length"]) == ("LazyText", len(text))
+    assert check_ref(ref) == ref
+    with log.open("r+b") as handle:  # edited in place: the same size
+        handle.seek(MIB)
+        handle.write(b"X")
+    with pytest.raises(ContextError, match="has changed since it was stored"):
+        check_ref(ref)
+    with pytest.raises(ContextError, match="has changed since it was stored"):
+        share(ref, Blobs(InMemoryStore()))  # nor copied into a store
+    edited = forget(store_path(log, lazy_text_bytes=MIB))
+    assert edited["hash"] != ref["hash"] and check_ref(edited) == edited
+    with log.open("a") as handle:  # grown
+        handle.write("written after the crash\n")
+    with pytest.raises(ContextError, match="has changed since it was stored"):
+        check_ref(edited)
+
+
+def test_a_file_replaced_by_rename_leaves_the_stored_one_as_it_was(
+    tmp_path: Path, forget: Forget
+) -> None:
+    old = "".join(f"{i:07d} old line\n" for i in range(200_000))
+    log = settled_log(tmp_path / "app.log", old)
+    ref = forget(store_path(log, lazy_text_bytes=MIB))
+    new = settled_log(tmp_path / "app.log.new", old.replace("old", "new"))
+    os.utime(new, ns=(log.stat().st_atime_ns, log.stat().st_mtime_ns))  # even the same stamp
+    os.replace(new, log)  # an editor's save, a rotated log
+    assert check_ref(ref) == ref and context_file(ref).read_text() == old
+    again = forget(store_path(log, lazy_text_bytes=MIB))
+    assert again["hash"] != ref["hash"] and context_file(again).read_text() != old
+
+
+def test_a_file_stored_by_its_stamp_is_read_from_the_store_at_any_threshold(
+    tmp_path: Path,
+) -> None:
+    text = f"{uuid.uuid4()}\n" + "x" * (3 * MIB)
+    ref = store_path(settled_log(tmp_path / "log.txt", text), lazy_text_bytes=MIB)
+    blobs = Blobs(InMemoryStore())
+    share(ref, blobs)
+    shutil.rmtree(blob_dir(ref))  # another worker, whose threshold is higher
+    chunks = stored_text(ref, blobs, 1 << 40)
+    assert chunks is not None and chunks.size == len(text)
+    assert check_ref(ref, blobs, 1 << 40) == ref
+    assert not materialize(ref, blobs)  # never rebuilt whole: its hash cannot check it
+    assert not context_file(ref).exists()
