@@ -15,10 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rlm_graph"
 
 # What each part may import, lowest layers first. A part never imports one above it,
 # so the sandbox and storage can be used (and tested) without the graph.
-BASE = {"redact", "text", "offload"}
+BASE = {"redact", "text", "offload", "allocator"}
 ALLOWED: dict[str, set[str]] = {
     "redact": set(),
     "offload": set(),
+    "allocator": set(),
     "text": {"redact"},
     "offline": set(),
     "models": BASE,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from rlm_graph.allocator import return_freed_blocks
 from rlm_graph.cli.common import (
     EXIT_HELP,
     EXIT_INTERRUPTED,
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None, *, one_shot: bool = False) -> int:
 
 def console() -> None:
     """The ``rlm`` console script: a process that runs one command and ends."""
+    return_freed_blocks()
     raise SystemExit(main(one_shot=True))
 
 

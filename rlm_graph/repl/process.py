@@ -46,6 +46,7 @@ from pathlib import Path
 from queue import Queue, SimpleQueue
 from typing import IO, TYPE_CHECKING, Any
 
+from rlm_graph.allocator import return_freed_blocks
 from rlm_graph.redact import is_secret_name
 from rlm_graph.repl.lazy import folder_for_ranges
 from rlm_graph.repl.session import (
@@ -831,4 +832,5 @@ class IsolatedSandbox(SandboxBase):
 
 
 if __name__ == "__main__":
+    return_freed_blocks()  # inherited by every worker it forks
     zygote(int(sys.argv[1]))
