@@ -57,7 +57,7 @@ from rlm_graph.storage.contexts import (
     store_path,
     store_value,
 )
-from rlm_graph.storage.records import Cell, MissingRecord, load_cell, load_cells, save_cell
+from rlm_graph.storage.records import Cell, MissingRecord, load_cell, load_cell_views, save_cell
 from rlm_graph.subcalls.loop import in_call_pool
 from rlm_graph.subcalls.scope import Scope
 
@@ -150,10 +150,10 @@ def root_model(settings: Settings, scope: Scope) -> BaseChatModel:
 
 
 def turn_cells(state: State, blobs: Blobs) -> list[Cell]:
-    """The records of this turn's cells, in order."""
+    """The records of this turn's cells, in order, without their journals."""
     turn = state.get("turn", 1)
     refs = [c for c in state.get("cells") or [] if c["turn"] == turn]
-    return load_cells(blobs, state["sandbox_id"], refs)
+    return load_cell_views(blobs, state["sandbox_id"], refs)
 
 
 def tool_offer(settings: Settings, cells: list[Cell]) -> tuple[bool, str]:

@@ -104,11 +104,21 @@ class _RecordCache:
 # Records are content-addressed, so one cache serves every run of the process and is
 # never stale; forget_cached_records() empties it (a test playing a fresh process).
 _CACHE = _RecordCache(_CACHE_SIZE)
+# The same records without their journals: what prompts show (see load_cell_views).
+_VIEWS = _RecordCache(_CACHE_SIZE)
 
 
 def forget_cached_records() -> None:
     """Drop every record this process cached, as a new process would start."""
     _CACHE.clear()
+    _VIEWS.clear()
+
+
+def without_journal(cell: Cell) -> Cell:
+    """A record as a prompt shows it: everything but the sub-call journal, kept for replay."""
+    view = cell.copy()
+    view["journal"] = []
+    return view
 
 
 def save_cell(blobs: Blobs, sandbox_id: str, cell: Cell) -> CellRef:
@@ -117,6 +127,7 @@ def save_cell(blobs: Blobs, sandbox_id: str, cell: Cell) -> CellRef:
     if _CACHE.get(key) is None:
         blobs.put(("cells", sandbox_id), key, dict(cell))
         _CACHE.add(key, cell)
+        _VIEWS.add(key, without_journal(cell))
     ref = CellRef(
         kind=cell["kind"],
         turn=cell["turn"],
@@ -137,6 +148,12 @@ def load_cell(blobs: Blobs, sandbox_id: str, ref: CellRef) -> Cell:
     cached = _CACHE.get(ref["record"])
     if cached is not None:
         return cached
+    cell = _read_record(blobs, sandbox_id, ref)
+    _CACHE.add(ref["record"], cell)
+    return cell
+
+
+def _read_record(blobs: Blobs, sandbox_id: str, ref: CellRef) -> Cell:
     value: Any = blobs.get(("cells", sandbox_id), ref["record"])
     if value is None:
         raise MissingRecord(
@@ -144,10 +161,29 @@ def load_cell(blobs: Blobs, sandbox_id: str, ref: CellRef) -> Cell:
             "the thread where it ran, or give every worker the same LangGraph store"
         )
     cell: Cell = value
-    _CACHE.add(ref["record"], cell)
     return cell
 
 
 def load_cells(blobs: Blobs, sandbox_id: str, refs: Sequence[CellRef]) -> list[Cell]:
     """The full records of several references, in order."""
     return [load_cell(blobs, sandbox_id, ref) for ref in refs]
+
+
+def load_cell_views(blobs: Blobs, sandbox_id: str, refs: Sequence[CellRef]) -> list[Cell]:
+    """The records of several references without their journals, in order: for prompts.
+
+    A plan step reads every cell of its turn. Whole, the 60 labelling cells of `rlm eval
+    --task oolong --size 1b` are ~660 MB of sub-call answers (~11 MB of journal each),
+    all held at once, read back from disk where they spilled and parsed again at every
+    step. A view is made once, when its cell is saved or first read, and cached apart;
+    a record read for its view does not displace the full ones a replay may need.
+    """
+    views = []
+    for ref in refs:
+        view = _VIEWS.get(ref["record"])
+        if view is None:
+            whole = _CACHE.get(ref["record"]) or _read_record(blobs, sandbox_id, ref)
+            view = without_journal(whole)
+            _VIEWS.add(ref["record"], view)
+        views.append(view)
+    return views
