@@ -57,7 +57,7 @@ def context_chars(context: str | Path) -> int:
     if isinstance(context, str):
         return len(context)
     if context.is_dir():
-        return sum(entry.size for entry in list_files(context))
+        return sum((context / path).stat().st_size for path in list_files(context))
     return context.stat().st_size
 
 

@@ -275,11 +275,11 @@ class LazyText(_RlmHandle):
 
 
 class LazyFolder(_RlmHandle):
-    """A folder of too many files to load: its files, read from /ctx/files when asked.
+    """A folder of too many files to load: its files, read by the host when asked.
 
-    Keys are paths relative to the folder, in the order of context.keys(). A file whose
-    size or mtime changed since the folder was stored is refused, not read: earlier
-    cells saw the old content.
+    Keys are paths relative to the folder, in the order of context.keys(). A file
+    changed since a cell first read it is refused, not read: earlier cells saw the old
+    content.
     """
 
     _LIKE = "dict"
@@ -290,16 +290,14 @@ class LazyFolder(_RlmHandle):
 
     def __init__(self, root):
         self._root = root
+        self._names = None
         self._index = None
 
     def _files(self):
         if self._index is None:  # ~100 bytes a file: loaded when first needed
             with open(self._root + "/manifest", "rb") as handle:
-                parts = handle.read().decode("utf-8", "surrogateescape").split("\0")
-            self._index = {
-                parts[i]: (int(parts[i + 1]), int(parts[i + 2]))
-                for i in range(0, len(parts) - 1, 3)
-            }
+                self._names = handle.read().decode("utf-8", "replace").split("\0")[:-1]
+            self._index = {name: i for i, name in enumerate(self._names)}
         return self._index
 
     def keys(self):
@@ -314,32 +312,35 @@ class LazyFolder(_RlmHandle):
     def __contains__(self, path):
         return path in self._files()
 
+    def _read(self, start, stop):
+        """The texts of files ``start`` to ``stop`` (the host sends a MiB's worth at once)."""
+        data = _rlm_ask(self._root, {"start": start, "stop": stop})
+        end = data.index(b"\n")
+        for size in _rlm_json.loads(data[:end]):
+            if isinstance(size, str):  # refused: changed, gone or too large
+                raise RuntimeError(size)
+            _rlm_charge(size)
+            yield data[end + 1 : end + 1 + size].decode("utf-8", "replace")
+            end += size
+
     def __getitem__(self, path):
-        size, mtime = self._files()[path]
-        if size > LazyText.MAX_READ:
-            raise ValueError(
-                f"{path} holds {size:,} bytes, over the {LazyText.MAX_READ:,} one read may: "
-                "await context.search(pattern, ...) finds what it holds"
-            )
-        name = f"{self._root}/files/{path}"
-        info = _rlm_os.stat(name)
-        if (info.st_size, info.st_mtime_ns) != (size, mtime):
-            raise RuntimeError(
-                f"{path} changed since the folder was stored: ask again with the folder"
-            )
-        _rlm_charge(size)
-        with open(name, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
+        index = self._files()[path]
+        return next(self._read(index, index + 1))
 
     def get(self, path, default=None):
         return self[path] if path in self._files() else default
 
     def items(self):
-        """(path, text) of every file, read one at a time."""
-        return ((path, self[path]) for path in self._files())
+        """(path, text) of every file, in order, read a MiB's worth at a time."""
+        self._files()
+        names, index = self._names, 0
+        while index < len(names):
+            for text in self._read(index, len(names)):
+                yield names[index], text
+                index += 1
 
     def values(self):
-        return (self[path] for path in self._files())
+        return (text for _, text in self.items())
 
     async def search(self, pattern, max_hits=100, start=0, stop=None):
         """Regex ``pattern`` over every file's UTF-8 bytes, run on the host: a list of hits
@@ -388,50 +389,59 @@ def _rlm_char_start(data):
 
 
 class _RlmStoredFile:
-    """The file of a lazy context that only the run's store holds: the host reads it.
-
-    eryx's callbacks can only be awaited, and a slice is not: ``_eryx_invoke_async``
-    starts the host's ``_rlm_fetch`` at once, on a host thread (pyeryx 0.11), which
-    writes the range asked for into the read-only mount as file ``<number>`` (or
-    ``<number>.error``, saying why not); the guest waits for that file to appear, then
-    releases the call it never awaited.
-    """
+    """The file of a lazy context that only the run's store holds: the host reads it."""
 
     def __init__(self, folder):
         self._folder = folder
         self._position = 0
-        self._number = 0
 
     def seek(self, position):
         self._position = position
 
     def read(self, count):
-        self._number += 1
-        name = f"{self._folder}/{self._number}"
-        request = {"number": self._number, "start": self._position, "stop": self._position + count}
-        status, value = _rlm_eryx._eryx_invoke_async("_rlm_fetch", _rlm_json.dumps(request))
-        if status == 1:  # refused outright: nothing will be written
-            raise RuntimeError(f"the context could not be read: {value}")
-        try:
-            data = self._wait(name)
-        finally:
-            if status == 2:  # still pending in the guest's eyes: each one left cost ~300
-                # bytes of sandbox memory for good (15,000 reads: +4.5 MB, measured)
-                _rlm_eryx.subtask_cancel_(value[0])
-                _rlm_eryx.subtask_drop_(value[0])
+        request = {"start": self._position, "stop": self._position + count}
+        data = _rlm_ask(self._folder, request)
         self._position += len(data)
         return data
 
-    def _wait(self, name):
-        pause = 0.0001
-        while not _rlm_os.path.exists(name):
-            if _rlm_os.path.exists(name + ".error"):
-                with open(name + ".error", encoding="utf-8") as handle:
-                    raise RuntimeError(handle.read())
-            _rlm_time.sleep(pause)
-            pause = min(pause * 2, 0.01)
-        with open(name, "rb") as handle:
-            return handle.read()
+
+_rlm_asked = [0]
+
+
+def _rlm_ask(folder, request):
+    """What the host's ``_rlm_fetch`` writes into ``folder`` for ``request``.
+
+    eryx's callbacks can only be awaited, and a read is not: ``_eryx_invoke_async``
+    starts the host's ``_rlm_fetch`` at once, on a host thread (pyeryx 0.11), which
+    writes the answer into the read-only mount as file ``<number>`` (or
+    ``<number>.error``, saying why not); the guest waits for that file to appear, then
+    releases the call it never awaited.
+    """
+    _rlm_asked[0] += 1
+    name = f"{folder}/{_rlm_asked[0]}"
+    request = {"number": _rlm_asked[0], **request}
+    status, value = _rlm_eryx._eryx_invoke_async("_rlm_fetch", _rlm_json.dumps(request))
+    if status == 1:  # refused outright: nothing will be written
+        raise RuntimeError(f"the context could not be read: {value}")
+    try:
+        return _rlm_wait(name)
+    finally:
+        if status == 2:  # still pending in the guest's eyes: each one left cost ~300
+            # bytes of sandbox memory for good (15,000 reads: +4.5 MB, measured)
+            _rlm_eryx.subtask_cancel_(value[0])
+            _rlm_eryx.subtask_drop_(value[0])
+
+
+def _rlm_wait(name):
+    pause = 0.0001
+    while not _rlm_os.path.exists(name):
+        if _rlm_os.path.exists(name + ".error"):
+            with open(name + ".error", encoding="utf-8") as handle:
+                raise RuntimeError(handle.read())
+        _rlm_time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+    with open(name, "rb") as handle:
+        return handle.read()
 
 
 def _rlm_bind_context(path, kind, lazy, scan_limit, stored_size=None):

@@ -278,7 +278,7 @@ def _warm_then_host(first: SimpleQueue[Callable[[], None]], warmed: threading.Ev
 def _host_sandbox(
     link: _Link,
     sandbox: int,
-    init: tuple[ContextRef, Limits, tuple[int, int, str] | None],
+    init: tuple[ContextRef, Limits, tuple[int, int, str] | str | None],
     commands: Queue[tuple[Any, ...]],
     bound: _MemoryBound,
 ) -> None:
@@ -292,18 +292,21 @@ def _host_sandbox(
 def _run_sandbox(
     link: _Link,
     sandbox: int,
-    init: tuple[ContextRef, Limits, tuple[int, int, str] | None],
+    init: tuple[ContextRef, Limits, tuple[int, int, str] | str | None],
     commands: Queue[tuple[Any, ...]],
 ) -> None:
     """Open the sandbox, run its cells one at a time, drop it.
 
     ``stored`` (size, chunk size, folder): the context is read from the host's store,
-    its ranges written into the folder the host made.
+    its ranges written into the folder the host made; a folder alone: the files of a
+    large folder context are written there.
     """
     ref, limits, stored = init
     wait = limits.cell_timeout + 60
     chunks, folder = None, None
-    if stored is not None:
+    if isinstance(stored, str):
+        folder = Path(stored)
+    elif stored is not None:
         chunks, folder = _RemoteChunks(link, sandbox, *stored[:2], wait), Path(stored[2])
     try:
         box = Sandbox(ref, limits, chunks, folder)
@@ -703,10 +706,12 @@ class IsolatedSandbox(SandboxBase):
         super().__init__(ref, limits)
         self._chunks = chunks  # the child asks for them: the store is reached from here
         self._remove_folder: Callable[[], object] = lambda: None  # a file has nothing to go
-        stored = None
-        if chunks is not None:
+        stored: tuple[int, int, str] | str | None = None
+        if chunks is not None or ref["kind"] == "folder":
             folder, self._remove_folder = folder_for_ranges(self)
-            stored = (chunks.size, chunks.chunk_bytes, str(folder))
+            stored = (
+                str(folder) if chunks is None else (chunks.size, chunks.chunk_bytes, str(folder))
+            )
         self._worker, self._number, self._mailbox = _POOL.place()
         self._finalizer = weakref.finalize(self, _POOL.give_back, self._worker, self._number)
         self._worker.send(("init", self._number, ref, limits, stored))

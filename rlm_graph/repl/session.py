@@ -35,6 +35,7 @@ import eryx
 
 from rlm_graph.repl.display import SHOW, clean_traceback, with_shown_value
 from rlm_graph.repl.lazy import (
+    FolderFiles,
     RangeFolder,
     Reader,
     SearchRequest,
@@ -389,10 +390,10 @@ class Sandbox(SandboxBase):
         chunks: Chunks | None = None,
         folder: Path | None = None,
     ) -> None:
-        """Open a session on ``ref``: mounted from its file, or (``chunks``) from the store.
+        """Open a session on ``ref``: its file mounted, or served (``chunks``, a folder's files).
 
-        ``folder``: where its ranges go, made (and removed) by the host of this worker
-        process; by default one of its own.
+        ``folder``: where what is served goes, made (and removed) by the host of this
+        worker process; by default one of its own.
         """
         super().__init__(ref, limits)
         self._remove_folder: Callable[[], object] = lambda: None  # a file has nothing to go
@@ -401,9 +402,11 @@ class Sandbox(SandboxBase):
         self._stdout = _Capture()
         self._stderr = _Capture()
         self._chunks = chunks
-        self._ranges = None
+        self._ranges: RangeFolder | FolderFiles | None = None
         if chunks is not None:
             self._ranges = RangeFolder(chunks, folder or self._own_folder())
+        elif ref["kind"] == "folder":
+            self._ranges = FolderFiles(blob_dir(ref), folder or self._own_folder())
         mount = blob_dir(ref) if self._ranges is None else self._ranges.path
         self._session = sandbox_factory().create_session(
             resource_limits=limits.resource_limits(),
@@ -431,7 +434,7 @@ class Sandbox(SandboxBase):
             ("_rlm_query", self._on_query, "Ask the sub model one prompt."),
             ("_rlm_batch", self._on_batch, "Ask the sub model many prompts."),
             ("_rlm_search", self._on_search, "Search a lazy context on the host."),
-            ("_rlm_fetch", self._on_fetch, "Read a range of a context the store holds."),
+            ("_rlm_fetch", self._on_fetch, "Read a range of a context, or files of a folder."),
         ]
         return [{"name": n, "fn": _weakly(f), "description": d} for n, f, d in described]
 
@@ -474,7 +477,10 @@ class Sandbox(SandboxBase):
         return guarded(lambda: self._search(request))
 
     def _on_fetch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Write the range a read of the guest asks for into its mount (``RangeFolder``)."""
+        """Write what a read of the guest asks for into its mount.
+
+        A ``RangeFolder`` writes bytes [start, stop), a ``FolderFiles`` files.
+        """
         number, start, stop = (kwargs.get(k) for k in ("number", "start", "stop"))
         if (
             args
@@ -523,7 +529,7 @@ class Sandbox(SandboxBase):
 
     def close(self) -> None:
         """Let the ranges of a context from the store go, and their folder if it is ours."""
-        if self._ranges is not None:
+        if isinstance(self._ranges, RangeFolder):
             self._ranges.close()
         self._remove_folder()
 

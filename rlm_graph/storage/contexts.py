@@ -32,10 +32,11 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
 from rlm_graph.storage.folders import (
     MANIFEST,
-    Entry,
+    SOURCE,
+    STAMPS,
     FolderStamp,
+    Stamps,
     files_changed,
-    link_tree,
     list_files,
     list_folder,
     manifest,
@@ -261,9 +262,13 @@ def blob_dir(ref: ContextRef) -> Path:
 
 
 def blob_name(ref: ContextRef) -> str:
-    """The file name of the context inside its folder (a large folder's: its manifest)."""
+    """The file name of the context inside its folder.
+
+    A large folder's is the file that says where the folder is: one stored by an
+    earlier version (a manifest of stamps and a tree of links) has none, and is not used.
+    """
     if ref["kind"] == "folder":
-        return MANIFEST
+        return SOURCE
     return "context.txt" if ref["kind"] == "text" else "context.json"
 
 
@@ -717,23 +722,23 @@ def _unchanged(stored: Path) -> bool:
 
 def _store_directory(source: Path, lazy_folder_files: int) -> ContextRef:
     """A folder as one ``{path: text}`` dict, or above ``lazy_folder_files`` read in place."""
-    record = _folder_record(source)
+    record = folder_record(source)
     known = _known_folder(source, record, lazy_folder_files)
     if known is not None:
         return known
     listed_ns = time.time_ns()
     listing = list_folder(source)
-    if len(listing.entries) <= lazy_folder_files:
-        ref = store_value(read_directory(source, listing.entries))
+    if len(listing.paths) <= lazy_folder_files:
+        ref = store_value(read_directory(source, listing.paths))
         ref["kind"] = "directory"
         return ref
-    ref = _store_folder(source, listing.entries)
+    ref = _store_folder(source, listing.paths, listed_ns)
     if settled(listing.folders, listed_ns):
         _write_json(record, {"ref": ref, "folders": listing.folders})
     return ref
 
 
-def _folder_record(source: Path) -> Path:
+def folder_record(source: Path) -> Path:
     """Where the reference of a large folder is remembered with the stamps of its folders."""
     key = f"folder\0{source.resolve()}"
     return home() / "paths" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
@@ -742,11 +747,12 @@ def _folder_record(source: Path) -> Path:
 def _known_folder(source: Path, record: Path, lazy_folder_files: int) -> ContextRef | None:
     """The stored reference of a large folder none of whose names changed since, if any.
 
-    Listing 100,000 files costs a stat each (0.8 s here, 1.5 s under load) where its
-    ~100 folders' stamps tell that no file was added, removed or renamed. A file written
-    in place since is caught where it is read (its stamp no longer matches the manifest,
-    and it is refused); a check of every file's stamp then runs on a thread, and forgets
-    the record if one changed, so the next call lists the folder again.
+    Its ~100 folders' stamps tell that no file was added, removed or renamed (1 ms for
+    100,000 files, where listing them costs 0.1 s). A file written in place since is
+    caught where it is read (its stamp no longer matches the one it was first read
+    with, and it is refused); a check of the stamps of the files read so far then runs
+    on a thread, and forgets the record if one changed, so the next call lists the
+    folder again: a new context, whose reads see the new content.
     """
     try:
         known = json.loads(record.read_text())
@@ -775,9 +781,10 @@ _checking_lock = threading.Lock()
 
 
 def _forget_if_changed(source: Path, ref: ContextRef, record: Path) -> None:
-    """Drop a folder's record if one of its files was written in place since it was stored."""
+    """Drop a folder's record if a file read from it was written in place since."""
+    stored = blob_dir(ref)
     try:
-        if files_changed(source, read_manifest(blob_dir(ref))):
+        if files_changed(source, read_manifest(stored), Stamps(stored / STAMPS).load()):
             record.unlink(missing_ok=True)
     except OSError:  # the store or the folder went away meanwhile: nothing to vouch for
         record.unlink(missing_ok=True)
@@ -786,33 +793,36 @@ def _forget_if_changed(source: Path, ref: ContextRef, record: Path) -> None:
             _checking.discard(record)
 
 
-def _store_folder(source: Path, entries: list[Entry]) -> ContextRef:
-    """Store a large folder by its manifest and links to its files: nothing is read."""
-    data = manifest(entries)
+def _store_folder(source: Path, paths: list[str], listed_ns: int) -> ContextRef:
+    """Store a large folder by its manifest and where it is: no file is read or stat'ed.
+
+    The reference names this listing: the folder's place, its files' paths and when it
+    was listed. Files carry no stamp yet (one is taken at each file's first read), so a
+    listing of the same names after a file changed must be another context, or the old
+    stamps would refuse the new content for good.
+    """
+    data = manifest(paths)
+    where = os.fsencode(source.resolve())
     ref = ContextRef(
-        hash=hashlib.sha256(b"folder\0" + data).hexdigest(),
+        hash=hashlib.sha256(b"folder\0%s\0%d\0%s" % (where, listed_ns, data)).hexdigest(),
         kind="folder",
-        length=len(entries),
+        length=len(paths),
         type_name="LazyFolder",
-        preview=valid_text(
-            preview("\n".join(e.path for e in entries[:PREVIEW_CHARS]), PREVIEW_CHARS)
-        ),
+        preview=valid_text(preview("\n".join(paths[:PREVIEW_CHARS]), PREVIEW_CHARS)),
     )
-    if context_file(ref).exists():
-        return ref
     staging = Path(tempfile.mkdtemp(dir=_staging(), prefix=".incoming-"))
     try:
-        link_tree(source, entries, staging / "files")
+        (staging / SOURCE).write_bytes(where)
+        (staging / STAMPS).touch()
         (staging / MANIFEST).write_bytes(data)
         os.rename(staging, blob_dir(ref))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if not context_file(ref).exists():  # else stored meanwhile by another process
-            raise ContextError(f"cannot store context folder {str(source)!r}: {exc}") from exc
+        raise ContextError(f"cannot store context folder {str(source)!r}: {exc}") from exc
     return ref
 
 
-def read_directory(folder: Path, entries: list[Entry] | None = None) -> dict[str, str]:
+def read_directory(folder: Path, paths: list[str] | None = None) -> dict[str, str]:
     """All text files below ``folder`` (those of :func:`list_files`) as ``{path: text}``.
 
     Binary files are skipped too: a PNG read as text is noise to the model. Which binary
@@ -821,16 +831,17 @@ def read_directory(folder: Path, entries: list[Entry] | None = None) -> dict[str
     files: dict[str, str] = {}
     binary: list[str] = []
     total = 0
-    for entry in list_files(folder) if entries is None else entries:
-        total += entry.size
+    for path in list_files(folder) if paths is None else paths:
+        file = folder / path
+        total += file.stat().st_size  # before reading: one file may be 10 GB
         if total > MAX_CONTEXT_BYTES:
             raise _too_large(f"context folder {str(folder)!r}", total)
-        data = (folder / entry.path).read_bytes()
+        data = file.read_bytes()
         if is_binary(data):
-            binary.append(entry.path)
+            binary.append(path)
             continue
-        with _Lenient(f"context file {entry.path!r} of the folder"):
-            files[entry.path] = data.decode("utf-8", errors="rlm-replace")
+        with _Lenient(f"context file {path!r} of the folder"):
+            files[path] = data.decode("utf-8", errors="rlm-replace")
     if binary:
         warnings.warn(
             f"skipped {len(binary):,} binary file(s) of the folder: {first_of(binary, 10)}",

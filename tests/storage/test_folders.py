@@ -1,4 +1,4 @@
-"""A folder above lazy_folder_files: stored as a manifest and links, no file read."""
+"""A folder above lazy_folder_files: stored as its names, no file read or stamped."""
 
 from __future__ import annotations
 
@@ -13,27 +13,40 @@ from support import many_files
 
 from rlm_graph.storage import contexts, folders
 from rlm_graph.storage.contexts import ContextRef, blob_dir, store_path
-from rlm_graph.storage.folders import FILES, link_tree, list_files, read_manifest
+from rlm_graph.storage.folders import (
+    MANIFEST,
+    SOURCE,
+    STAMPS,
+    Stamp,
+    Stamps,
+    read_manifest,
+    stamp_of,
+)
 
 
-def test_a_large_folder_is_stored_as_links_to_its_files(tmp_path: Path) -> None:
+def test_a_large_folder_is_stored_as_its_names_no_file_opened_or_stamped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = many_files(tmp_path / "repo", 2_000)
+    stats: list[str] = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, **kw: stats.append(path) or real_stat(path, **kw))
     ref = store_path(folder, lazy_folder_files=100)
+    monkeypatch.undo()
     try:
         assert (ref["kind"], ref["length"], ref["type_name"]) == ("folder", 2_000, "LazyFolder")
         assert ref["preview"].startswith("d00/f0000.txt\nd00/f0020.txt\n")
-        entries = read_manifest(blob_dir(ref))
-        assert [e.path for e in entries[:2]] == ["d00/f0000.txt", "d00/f0020.txt"]
-        assert {".env", "passwd"}.isdisjoint(e.path for e in entries)
-        stored = blob_dir(ref) / FILES
-        source = folder / "d03" / "f0003.txt"
-        assert (stored / "d03" / "f0003.txt").stat().st_ino == source.stat().st_ino  # no copy
-        assert sorted(p.name for p in stored.iterdir())[:2] == ["d00", "d01"]  # no .env
-        assert store_path(folder, lazy_folder_files=100) == ref  # the same files: stored once
-        source.write_text("edited\n")  # another stamp: another manifest, another context
-        edited = store_path(folder, lazy_folder_files=100)
-        shutil.rmtree(blob_dir(edited))
-        assert edited["hash"] != ref["hash"]
+        paths = read_manifest(blob_dir(ref))
+        assert paths[:2] == ["d00/f0000.txt", "d00/f0020.txt"] and len(paths) == 2_000
+        assert {".env", "passwd"}.isdisjoint(paths)
+        # the names and where they are, nothing of any file: no link, no stamp
+        assert sorted(p.name for p in blob_dir(ref).iterdir()) == [MANIFEST, SOURCE, STAMPS]
+        assert (blob_dir(ref) / SOURCE).read_bytes() == os.fsencode(folder.resolve())
+        assert Stamps(blob_dir(ref) / STAMPS).load() == {}
+        assert len(stats) < 100  # a stat per folder (21), never one per file
+        again = store_path(folder, lazy_folder_files=100)  # listed again (not settled):
+        shutil.rmtree(blob_dir(again))
+        assert again["hash"] != ref["hash"]  # another listing, another context
     finally:
         shutil.rmtree(blob_dir(ref))
 
@@ -44,14 +57,18 @@ def test_a_folder_at_the_threshold_is_still_one_dict(tmp_path: Path) -> None:
     assert (ref["kind"], ref["length"]) == ("directory", 30)
 
 
-def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
-    folder = many_files(tmp_path / "repo", 3)
-    entries = list_files(folder)
-    swapped = folder / entries[0].path
-    swapped.unlink()
-    swapped.symlink_to("/etc/passwd")
-    link_tree(folder, entries, tmp_path / "stored")
-    assert (tmp_path / "stored" / entries[0].path).is_symlink()  # not /etc/passwd's inode
+def _read(ref: ContextRef, folder: Path, path: str) -> None:
+    """Stamp a file of a stored folder as its first read does (``repl.lazy.FolderFiles``)."""
+    index = read_manifest(blob_dir(ref)).index(path)
+    Stamps(blob_dir(ref) / STAMPS).settle({index: stamp_of(os.stat(folder / path))})
+
+
+def test_the_first_stamp_of_a_file_wins_across_processes(tmp_path: Path) -> None:
+    log = tmp_path / STAMPS
+    first, other = Stamps(log), Stamps(log)  # as two worker processes hold them
+    assert first.settle({3: Stamp(10, 1, 7)}) is None
+    assert other.settle({3: Stamp(12, 2, 7), 4: Stamp(5, 1, 8)}) == 3  # read otherwise
+    assert first.load() == {3: Stamp(10, 1, 7), 4: Stamp(5, 1, 8)}  # file 4 kept
 
 
 class Listings:
@@ -120,21 +137,17 @@ def test_a_file_written_in_place_is_refused_then_listed_again(
     settled_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ref = store_path(settled_folder, lazy_folder_files=100)
-    edited = settled_folder / "d05" / "f0005.txt"
-    with edited.open("a") as log:  # in place: no folder's stamp changes
+    _read(ref, settled_folder, "d05/f0005.txt")
+    with (settled_folder / "d05" / "f0005.txt").open("a") as log:  # no folder's stamp changes
         log.write("grown\n")
     listings = Listings(monkeypatch)
     assert store_path(settled_folder, lazy_folder_files=100) == ref  # known by its folders...
-    assert folders.changed(blob_dir(ref) / FILES / "d05" / "f0005.txt", _entry(ref, edited))
-    _checks_done()  # ...and its files' stamps checked meanwhile: the record is forgotten
+    _checks_done()  # ...and the stamps of its files read checked meanwhile: forgotten
     fresh = store_path(settled_folder, lazy_folder_files=100)
     _checks_done()
+    assert Stamps(blob_dir(fresh) / STAMPS).load() == {}  # read afresh
     _stored(ref, fresh)
     assert listings.count == 1 and fresh["hash"] != ref["hash"]
-
-
-def _entry(ref: ContextRef, file: Path) -> folders.Entry:
-    return next(e for e in read_manifest(blob_dir(ref)) if file.as_posix().endswith(e.path))
 
 
 def test_a_folder_changed_just_before_its_listing_is_not_remembered(
@@ -143,6 +156,6 @@ def test_a_folder_changed_just_before_its_listing_is_not_remembered(
     folder = many_files(tmp_path / "repo", 200)  # its stamps are this second's
     listings = Listings(monkeypatch)
     ref = store_path(folder, lazy_folder_files=100)
-    assert store_path(folder, lazy_folder_files=100) == ref
-    _stored(ref)
-    assert listings.count == 2
+    again = store_path(folder, lazy_folder_files=100)
+    _stored(ref, again)
+    assert listings.count == 2 and again["hash"] != ref["hash"]  # each listing its own
