@@ -8,7 +8,8 @@ not pass every byte into the sandbox. Memory stays at one block whatever the fil
 
 A context that only the run's store holds (another worker's, ``storage.ranges``) is
 searched the same way, chunk by chunk, and the guest's reads of it arrive through a
-:class:`RangeFolder` instead of the file.
+:class:`RangeFolder` instead of the file; a large folder's files arrive through a
+:class:`FolderFiles`, read where they are and stamped.
 """
 
 from __future__ import annotations

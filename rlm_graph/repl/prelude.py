@@ -34,12 +34,14 @@ class ScanLimitError(RuntimeError):
 # Bytes of a lazy context this cell read (counted here: reads go to the mount directly)
 # and searched (counted by the host, which sends its count with every search reply).
 _rlm_scan = {"limit": 0, "read": 0, "searched": 0}
+_rlm_ahead = {}  # files of a LazyFolder the host sent before the code asked for them
 
 
 def _rlm_begin_cell(number):
     global _rlm_shown
     _rlm_random.seed(number)  # so random draws replay
     _rlm_scan["read"] = _rlm_scan["searched"] = 0
+    _rlm_ahead.clear()  # files read ahead are read again: a cell reads them as they are
     _rlm_shown = None  # a value a cell left unshown is not the next one's
 
 
@@ -292,6 +294,7 @@ class LazyFolder(_RlmHandle):
         self._root = root
         self._names = None
         self._index = None
+        self._next = None  # the index after the last file read: a loop in order reads ahead
 
     def _files(self):
         if self._index is None:  # ~100 bytes a file: loaded when first needed
@@ -312,20 +315,32 @@ class LazyFolder(_RlmHandle):
     def __contains__(self, path):
         return path in self._files()
 
-    def _read(self, start, stop):
-        """The texts of files ``start`` to ``stop`` (the host sends a MiB's worth at once)."""
+    def _fetch(self, start, stop):
+        """Files ``start`` to ``stop`` as the host sends them (a MiB's worth at most), by
+        index: their bytes, or why one is refused (changed, gone or too large)."""
         data = _rlm_ask(self._root, {"start": start, "stop": stop})
-        end = data.index(b"\n")
-        for size in _rlm_json.loads(data[:end]):
-            if isinstance(size, str):  # refused: changed, gone or too large
-                raise RuntimeError(size)
-            _rlm_charge(size)
-            yield data[end + 1 : end + 1 + size].decode("utf-8", "replace")
-            end += size
+        end = data.index(b"\n") + 1
+        got = {}
+        for index, size in enumerate(_rlm_json.loads(data[: end - 1]), start):
+            got[index] = size if isinstance(size, str) else data[end : end + size]
+            end += 0 if isinstance(size, str) else size
+        return got
+
+    def _text(self, index, ahead):
+        """File ``index``; with ``ahead``, the files after it come in the same request."""
+        if index not in _rlm_ahead:
+            _rlm_ahead.clear()
+            _rlm_ahead.update(self._fetch(index, len(self._names) if ahead else index + 1))
+        data = _rlm_ahead.pop(index)
+        if isinstance(data, str):
+            raise RuntimeError(data)
+        _rlm_charge(len(data))
+        self._next = index + 1
+        return data.decode("utf-8", "replace")
 
     def __getitem__(self, path):
         index = self._files()[path]
-        return next(self._read(index, index + 1))
+        return self._text(index, index == self._next)  # in order: read ahead
 
     def get(self, path, default=None):
         return self[path] if path in self._files() else default
@@ -333,11 +348,8 @@ class LazyFolder(_RlmHandle):
     def items(self):
         """(path, text) of every file, in order, read a MiB's worth at a time."""
         self._files()
-        names, index = self._names, 0
-        while index < len(names):
-            for text in self._read(index, len(names)):
-                yield names[index], text
-                index += 1
+        for index, name in enumerate(self._names):
+            yield name, self._text(index, True)
 
     def values(self):
         return (text for _, text in self.items())

@@ -52,6 +52,17 @@ def test_the_handle_lists_and_reads_files(box: Sandbox) -> None:
     assert "a folder of 2,000 files, too many to make one str" in box.run("print(context)").error
 
 
+def test_files_read_in_order_come_a_mib_at_a_time(box: Sandbox) -> None:
+    code = (
+        "asked = _rlm_asked[0]\n"
+        "text = ''.join(context[path] for path in context)\n"
+        "print(_rlm_asked[0] - asked, len(text), text.count('filler'))"
+    )
+    total = sum(len(f"file {i} filler\n") for i in range(2_000) if i != 1231) + 28
+    # the first file alone, then the 1,999 others (32 KB) with the second
+    assert printed(box, code) == f"2 {total} 1999\n"
+
+
 def test_search_runs_across_files_on_the_host(box: Sandbox) -> None:
     code = (
         "hits = await context.search(r'code is (\\d+)')\n"
