@@ -297,7 +297,7 @@ def scanned_note(count: int) -> str:
 MAX_RANGE_BYTES = (64 << 20) + 8
 
 
-def _publish(folder: Path, name: str, write: Callable[[BinaryIO], object]) -> None:
+def _publish(folder: Path, name: str, write: Callable[[BinaryIO], object]) -> Path:
     """Write file ``name`` of ``folder``, renamed into place whole: the guest waits for it."""
     part = folder / f"{name}.part"
     try:
@@ -306,6 +306,7 @@ def _publish(folder: Path, name: str, write: Callable[[BinaryIO], object]) -> No
         os.replace(part, folder / name)
     finally:
         part.unlink(missing_ok=True)
+    return folder / name
 
 
 def folder_for_ranges(owner: object) -> tuple[Path, Callable[[], object]]:
@@ -398,16 +399,17 @@ class FolderFiles:
     def serve(self, number: int, start: int, stop: int) -> None:
         """Write files [start, stop) (a MiB's worth) as read ``number``, or why not."""
         with self._lock:
-            self._previous.unlink(missing_ok=True)
-            self._previous = self.path / str(number)
+            self._previous.unlink(missing_ok=True)  # the guest has read it: it asks anew
             try:
                 sizes, data = self._read(start, stop)
             except Exception as exc:  # the guest waits for one of the two files
                 why = one_line(exc).encode()
-                _publish(self.path, f"{number}.error", lambda out: out.write(why))
+                self._previous = _publish(self.path, f"{number}.error", lambda out: out.write(why))
                 return
             header = json.dumps(sizes).encode() + b"\n"
-            _publish(self.path, str(number), lambda out: out.writelines([header, *data]))
+            self._previous = _publish(
+                self.path, str(number), lambda out: out.writelines([header, *data])
+            )
 
     def _read(self, start: int, stop: int) -> tuple[list[int | str], list[bytes]]:
         if self._paths is None:
@@ -416,6 +418,7 @@ class FolderFiles:
         sizes: list[int | str] = []
         data: list[bytes] = []
         read: dict[int, Stamp] = {}
+        total = 0
         with Opener(self._stored) as files:
             for index in range(max(start, 0), min(stop, len(paths))):
                 try:
@@ -424,7 +427,8 @@ class FolderFiles:
                     sizes.append(str(exc))
                     break
                 sizes.append(len(data[-1]))
-                if sum(map(len, data)) >= BATCH_BYTES:
+                total += len(data[-1])
+                if total >= BATCH_BYTES:
                     break
         clash = self._stamps.settle(read)
         if clash is not None:  # a cell read it otherwise before: refused from here on
