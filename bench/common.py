@@ -184,23 +184,6 @@ def forget_blob(context: Any) -> None:
     shutil.rmtree(blob_dir(reference(context)), ignore_errors=True)
 
 
-def forget_folder(folder: Path) -> None:
-    """Remove every stored listing of a large folder and its record: it is never seen again.
-
-    Each listing is a context of its own (docs/huge.md), a manifest of ~2.5 MB for
-    100,000 files.
-    """
-    from rlm_graph.storage.contexts import folder_record
-    from rlm_graph.storage.folders import SOURCE
-    from rlm_graph.storage.home import home
-
-    where = os.fsencode(folder.resolve())
-    for stored in (home() / "contexts").glob(f"*/{SOURCE}"):
-        if stored.read_bytes() == where:
-            shutil.rmtree(stored.parent, ignore_errors=True)
-    folder_record(folder).unlink(missing_ok=True)
-
-
 # -- statistics and tables --------------------------------------------------------------
 
 

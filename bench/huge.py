@@ -27,7 +27,6 @@ from pathlib import Path
 from bench.common import (
     fmt,
     forget_blob,
-    forget_folder,
     is_root_request,
     load,
     scripted,
@@ -39,7 +38,7 @@ from rlm_graph import answer
 from rlm_graph.offline.stub_server import StubServer
 from rlm_graph.offline.stub_server import tool_reply as tool
 from rlm_graph.repl.lazy import search_file
-from rlm_graph.storage.contexts import store_path
+from rlm_graph.storage.contexts import forget_folder, store_path
 from rlm_graph.storage.folders import SETTLED_NS, list_files
 
 GIB = 1 << 30

@@ -31,7 +31,7 @@ from rlm_graph.models.messages import message_text, usage_of
 from rlm_graph.models.pricing import cost_of
 from rlm_graph.models.usage import total_tokens
 from rlm_graph.settings import Settings
-from rlm_graph.storage.contexts import blob_dir, read_directory
+from rlm_graph.storage.contexts import blob_dir, forget_folder, read_directory
 from rlm_graph.storage.folders import list_files
 from rlm_graph.text import one_line
 
@@ -180,6 +180,7 @@ def forget_context(task: Task, settings: Settings) -> None:
     ref = reference(task.context, settings.lazy_folder_files)
     shutil.rmtree(blob_dir(ref), ignore_errors=True)
     if isinstance(task.context, Path) and task.context.is_dir():
+        forget_folder(task.context)  # each run's listing of a large one
         shutil.rmtree(task.context)
     elif isinstance(task.context, Path):
         task.context.unlink()

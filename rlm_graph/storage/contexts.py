@@ -27,6 +27,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -742,6 +743,21 @@ def folder_record(source: Path) -> Path:
     """Where the reference of a large folder is remembered with the stamps of its folders."""
     key = f"folder\0{source.resolve()}"
     return home() / "paths" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
+def forget_folder(source: Path) -> None:
+    """Remove every stored listing of a large folder, and its record.
+
+    Each listing is a context of its own (its files have no stamp until read), so a
+    folder made for one use (an evaluation's haystack) leaves one per listing: ~25 bytes
+    a file each.
+    """
+    where = os.fsencode(source.resolve())
+    for stored in (home() / "contexts").glob(f"*/{SOURCE}"):
+        with suppress(OSError):  # removed meanwhile
+            if stored.read_bytes() == where:
+                shutil.rmtree(stored.parent, ignore_errors=True)
+    folder_record(source).unlink(missing_ok=True)
 
 
 def _known_folder(source: Path, record: Path, lazy_folder_files: int) -> ContextRef | None:

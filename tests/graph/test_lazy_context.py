@@ -13,7 +13,7 @@ from support import Script, fast_settings, many_files, replies_so_far, tool
 from rlm_graph import answer, build_graph
 from rlm_graph.api import reference
 from rlm_graph.offline.stub_server import StubReply
-from rlm_graph.storage.contexts import blob_dir
+from rlm_graph.storage.contexts import blob_dir, forget_folder
 
 
 def forget(path: Path) -> None:
@@ -65,7 +65,7 @@ def test_a_large_folder_is_searched_without_the_model_reading_its_files(
     try:
         result = answer("What is the code?", folder, **settings)
     finally:
-        shutil.rmtree(blob_dir(reference(folder, 100)))
+        forget_folder(folder)
     assert result.answer == "4217"
     bodies = [json.dumps(r.body) for r in server.requests]
     assert "a folder of 2,000 files, read on demand" in bodies[0]

@@ -12,7 +12,13 @@ import pytest
 from support import many_files
 
 from rlm_graph.storage import contexts, folders
-from rlm_graph.storage.contexts import ContextRef, blob_dir, store_path
+from rlm_graph.storage.contexts import (
+    ContextRef,
+    blob_dir,
+    folder_record,
+    forget_folder,
+    store_path,
+)
 from rlm_graph.storage.folders import (
     MANIFEST,
     SOURCE,
@@ -49,6 +55,19 @@ def test_a_large_folder_is_stored_as_its_names_no_file_opened_or_stamped(
         assert again["hash"] != ref["hash"]  # another listing, another context
     finally:
         shutil.rmtree(blob_dir(ref))
+
+
+def test_forgetting_a_folder_removes_each_of_its_listings(settled_folder: Path) -> None:
+    first = store_path(settled_folder, lazy_folder_files=100)  # remembered: a record
+    folder_record(settled_folder).unlink()
+    second = store_path(settled_folder, lazy_folder_files=100)  # listed again: another
+    other = store_path(many_files(settled_folder.parent / "other", 200), lazy_folder_files=100)
+    _checks_done()
+    forget_folder(settled_folder)
+    assert not blob_dir(first).exists() and not blob_dir(second).exists()
+    assert not folder_record(settled_folder).exists()
+    assert blob_dir(other).exists()  # another folder's listing stays
+    _stored(other)
 
 
 def test_a_folder_at_the_threshold_is_still_one_dict(tmp_path: Path) -> None:
