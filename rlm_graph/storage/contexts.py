@@ -611,7 +611,7 @@ def _store_by_stamp(source: Path, what: str) -> ContextRef | None:
         with link.open("rb") as reader:
             ref, stamp = _stamped_ref(reader, what)
         if _stamp(link) != stamp:
-            raise ContextError(f"{what} changed while it was read: retry")
+            raise _changed_while_read(source)
         if not context_file(ref).exists():  # else stored before: this inode, this stamp
             _place(link, ref, stamp)
     finally:
@@ -676,11 +676,15 @@ def _link(source: Path, ref: ContextRef, stamp: dict[str, int]) -> bool:
         return False
     try:
         if _stamp(link) != stamp:  # written to while it was hashed: the hash may be wrong
-            raise ContextError(f"context file {str(source)!r} changed while it was read: retry")
+            raise _changed_while_read(source)
         _place(link, ref, stamp)
     finally:
         link.unlink(missing_ok=True)
     return True
+
+
+def _changed_while_read(source: Path) -> ContextError:
+    return ContextError(f"context file {str(source)!r} changed while it was read: retry")
 
 
 def _new_link(source: Path) -> Path | None:

@@ -11,6 +11,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from langgraph.store.memory import InMemoryStore
@@ -31,6 +32,7 @@ from rlm_graph.storage.contexts import (
     store_value,
     stored_text,
 )
+from rlm_graph.storage.home import home
 
 
 def test_store_value_kinds_and_dedup() -> None:
@@ -274,3 +276,22 @@ def test_a_file_stored_by_its_stamp_is_read_from_the_store_at_any_threshold(
     assert check_ref(ref, blobs, 1 << 40) == ref
     assert not materialize(ref, blobs)  # never rebuilt whole: its hash cannot check it
     assert not context_file(ref).exists()
+
+
+def test_a_file_written_while_it_is_stamped_is_refused_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = settled_log(tmp_path / "app.log", f"{uuid.uuid4()}\n" * 100_000)  # 3.7 MB
+    stamped = contexts._stamped_ref
+
+    def then_written(reader: IO[bytes], what: str) -> tuple[ContextRef, dict[str, int]]:
+        found = stamped(reader, what)
+        with log.open("a") as handle:  # a writer between the stamp and the link's place
+            handle.write("one more line\n")
+        return found
+
+    monkeypatch.setattr(contexts, "_stamped_ref", then_written)
+    before = set(os.listdir(home() / "contexts"))
+    with pytest.raises(ContextError, match="changed while it was read: retry"):
+        store_path(log, lazy_text_bytes=MIB)
+    assert set(os.listdir(home() / "contexts")) == before  # no link left behind
