@@ -36,12 +36,10 @@ from rlm_graph.storage.folders import (
     SOURCE,
     STAMPS,
     FolderStamp,
-    Stamps,
     files_changed,
     list_files,
     list_folder,
     manifest,
-    read_manifest,
     same_names,
     settled,
 )
@@ -802,9 +800,8 @@ _checking_lock = threading.Lock()
 
 def _forget_if_changed(source: Path, ref: ContextRef, record: Path) -> None:
     """Drop a folder's record if a file read from it was written in place since."""
-    stored = blob_dir(ref)
     try:
-        if files_changed(source, read_manifest(stored), Stamps(stored / STAMPS).load()):
+        if files_changed(blob_dir(ref), source):
             record.unlink(missing_ok=True)
     except OSError:  # the store or the folder went away meanwhile: nothing to vouch for
         record.unlink(missing_ok=True)
