@@ -211,28 +211,10 @@ def search_text(reader: Reader, request: SearchRequest, budget: int) -> Found:
     )
 
 
-def search_folder(stored: Path, request: SearchRequest, budget: int) -> Found:
-    """:func:`search_file` over the files ``start`` to ``stop`` of a lazy folder, in order.
-
-    Hits name their file (``path``); offsets are within it. The files are read where
-    they are (:class:`~rlm_graph.storage.folders.Opener`) and stamped as the guest's
-    reads are: a file changed since a cell first read it is refused.
-    """
-    paths = read_manifest(stored)
-    read: dict[int, Stamp] = {}
-    try:
-        with Opener(stored) as files:
-            found = _search_files(files, paths, request, budget, read)
-    except FileChanged as exc:
-        return Found([], 0, str(exc))
-    clash = None if found.stopped else Stamps(stored / STAMPS).settle(read)
-    return found if clash is None else Found([], found.scanned, _changed(paths[clash]))
-
-
 def _search_files(
     files: Opener, paths: list[str], request: SearchRequest, budget: int, read: dict[int, Stamp]
 ) -> Found:
-    """The search of :func:`search_folder`, the stamp of each file it read put in ``read``."""
+    """The search of :meth:`FolderFiles.search`, the stamp of each file it read put in ``read``."""
     pattern, max_hits, start, stop, _ = request
     hits: list[Hit] = []
     scanned = 0
@@ -382,12 +364,14 @@ class FolderFiles:
     they are read where they are, stamped (:class:`~rlm_graph.storage.folders.Stamps`),
     and written into ``path`` as file ``<number>``: a JSON line of each file's size
     (or, in its place, why it is refused, which ends the batch), then their bytes.
+    Searches read the files the same way (:meth:`search`), sharing the manifest and
+    the stamps known so far.
     """
 
     def __init__(self, stored: Path, path: Path) -> None:
         self.path = path
         self._stored = stored
-        self._paths: list[str] | None = None  # ~100 bytes a file: read at the first read
+        self._paths: list[str] | None = None
         self._stamps = Stamps(stored / STAMPS)
         self._lock = threading.Lock()
         self._previous = path / "0"
@@ -411,10 +395,30 @@ class FolderFiles:
                 self.path, str(number), lambda out: out.writelines([header, *data])
             )
 
-    def _read(self, start: int, stop: int) -> tuple[list[int | str], list[bytes]]:
-        if self._paths is None:
+    def search(self, request: SearchRequest, budget: int) -> Found:
+        """:func:`search_file` over the files ``start`` to ``stop``, in order.
+
+        Hits name their file (``path``); offsets are within it. The files are read and
+        stamped as the guest's reads are: a file changed since a cell first read it is
+        refused.
+        """
+        paths = self._manifest()
+        read: dict[int, Stamp] = {}
+        try:
+            with Opener(self._stored) as files:
+                found = _search_files(files, paths, request, budget, read)
+        except FileChanged as exc:
+            return Found([], 0, str(exc))
+        clash = None if found.stopped else self._stamps.settle(read)
+        return found if clash is None else Found([], found.scanned, _changed(paths[clash]))
+
+    def _manifest(self) -> list[str]:
+        if self._paths is None:  # ~100 bytes a file: read when first needed
             self._paths = read_manifest(self._stored)
-        paths = self._paths
+        return self._paths
+
+    def _read(self, start: int, stop: int) -> tuple[list[int | str], list[bytes]]:
+        paths = self._manifest()
         sizes: list[int | str] = []
         data: list[bytes] = []
         read: dict[int, Stamp] = {}

@@ -41,7 +41,6 @@ from rlm_graph.repl.lazy import (
     SearchRequest,
     folder_for_ranges,
     scanned_note,
-    search_folder,
     search_request,
     search_text,
 )
@@ -500,10 +499,9 @@ class Sandbox(SandboxBase):
         the host counts what it searched, and the guest learns that from every reply.
         """
         budget = self.limits.scan_bytes - request.read - self._searched
-        folder = self.ref["kind"] == "folder"
         try:
-            if folder:
-                found = search_folder(blob_dir(self.ref), request, budget)
+            if isinstance(self._ranges, FolderFiles):
+                found = self._ranges.search(request, budget)
             else:
                 with self._open_context() as reader:
                     found = search_text(reader, request, budget)

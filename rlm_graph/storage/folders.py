@@ -190,10 +190,11 @@ class Stamps:
         self.path = path
         self.known: dict[int, Stamp] = {}
         self._offset = 0
+        self._lock = threading.Lock()  # the guest's reads and searches run on host threads
 
     def load(self) -> dict[int, Stamp]:
         """The stamps recorded so far, by any process."""
-        with open(self.path, "ab+") as log:
+        with self._lock, open(self.path, "ab+") as log:
             self._read(log)
         return self.known
 
@@ -202,7 +203,7 @@ class Stamps:
 
         The others are recorded: what was read of them is what they now hold for good.
         """
-        with open(self.path, "ab+") as log:
+        with self._lock, open(self.path, "ab+") as log:
             fcntl.flock(log, fcntl.LOCK_EX)  # released when closed
             self._read(log)
             new = {i: s for i, s in read.items() if i not in self.known}
