@@ -30,10 +30,12 @@ from rlm_graph.storage.home import home
 NAMESPACE = "rlm_graph"
 Namespace = tuple[str, ...]
 # Held in memory before records spill to disk. `rlm eval --task oolong --size 1b` kept
-# 26,221 sub-call answers of ~27 KB (~700 MB) and its host process grew to 1.7 GB; 64 MB
-# is a fifth of what its sandbox alone took (~300 MB), and a run of a few dozen cells
-# with short answers (the overhead benchmark's) stays far below it, never touching disk.
-MEMORY_BUDGET = 64 << 20
+# 26,221 sub-call answers of ~27 KB (~700 MB) and its host process grew to 1.7 GB. With
+# the sandbox's ~310 MB, the whole tree's 600 MB leaves the host ~290 MB, ~100 of which
+# its imports take: 64 MB here (and as much again in the cell-record cache) put a 200m
+# oolong's tree at 615 MB. A run of a few dozen cells with short answers (the overhead
+# benchmark's) stays far below it, never touching disk.
+MEMORY_BUDGET = 32 << 20
 
 
 def text_bytes(value: Any) -> int:

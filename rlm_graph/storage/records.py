@@ -103,7 +103,9 @@ class _RecordCache:
 
 # Records are content-addressed, so one cache serves every run of the process and is
 # never stale; forget_cached_records() empties it (a test playing a fresh process).
-_CACHE = _RecordCache(_CACHE_SIZE)
+# Whole records serve replay (a rebuilt sandbox) and the check that a record is stored
+# already; prompts read views, so a few of the largest journals are enough here.
+_CACHE = _RecordCache(_CACHE_SIZE, budget=16 << 20)
 # The same records without their journals: what prompts show (see load_cell_views).
 _VIEWS = _RecordCache(_CACHE_SIZE)
 
