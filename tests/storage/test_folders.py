@@ -25,6 +25,7 @@ from rlm_graph.storage.folders import (
     STAMPS,
     Stamp,
     Stamps,
+    manifest,
     read_manifest,
     stamp_of,
 )
@@ -55,6 +56,15 @@ def test_a_large_folder_is_stored_as_its_names_no_file_opened_or_stamped(
         assert again["hash"] != ref["hash"]  # another listing, another context
     finally:
         shutil.rmtree(blob_dir(ref))
+
+
+def test_the_manifest_keeps_each_name_as_the_file_system_spells_it(tmp_path: Path) -> None:
+    names = [b"a.txt", b"caf\xe9.txt", "d/\u00e9t\u00e9.txt".encode()]  # Latin-1 and UTF-8
+    paths = [os.fsdecode(name) for name in names]
+    assert manifest(paths) == b"".join(name + b"\0" for name in names)
+    (tmp_path / MANIFEST).write_bytes(manifest(paths))
+    assert read_manifest(tmp_path) == paths
+    assert manifest([]) == b""
 
 
 def test_forgetting_a_folder_removes_each_of_its_listings(settled_folder: Path) -> None:
